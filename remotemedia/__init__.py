@@ -1,0 +1,35 @@
+"""
+RemoteMedia: real-time media and AI pipelines whose node instances can run on
+remote machines.
+
+The public API is this short list; everything else lives in modules named
+after their concept (:mod:`remotemedia.codec`, :mod:`remotemedia.nodes`,
+:mod:`remotemedia.serialization`...).
+"""
+
+from .exceptions import (
+    CodecError,
+    DecodeError,
+    EncodeError,
+    PipelineError,
+    RemoteMediaError,
+    SerializationError,
+)
+from .frames import AudioFrame, VideoFrame
+from .node import Node
+from .pipeline import Pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioFrame",
+    "CodecError",
+    "DecodeError",
+    "EncodeError",
+    "Node",
+    "Pipeline",
+    "PipelineError",
+    "RemoteMediaError",
+    "SerializationError",
+    "VideoFrame",
+]

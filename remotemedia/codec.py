@@ -1,0 +1,257 @@
+"""
+The msgpack codec for everything the RPC layer carries.
+
+Supported values: ``None``, ``bool``, ``int`` (-2**63 to 2**64-1), ``float``,
+``str``, ``bytes`` (and ``bytearray``/``memoryview``, decoded as ``bytes``),
+``list`` and ``tuple`` (decoded as ``list``), ``dict`` with keys of those
+types, numpy arrays of any non-object dtype and shape, numpy scalars, and
+:class:`~remotemedia.frames.AudioFrame` and
+:class:`~remotemedia.frames.VideoFrame`. Anything else raises
+:exc:`~remotemedia.exceptions.EncodeError` naming the type. Arbitrary Python
+objects travel with cloudpickle instead (:mod:`remotemedia.serialization`),
+which is separate and explicit because unpickling runs code.
+
+Wire format (version 1)::
+
+    +---------+----------------------+--------------+---------+--------------------+
+    | version | body length (uint32) | msgpack body | padding | array buffer area  |
+    | 1 byte  | big-endian           |              | to 8    | raw array bytes    |
+    +---------+----------------------+--------------+---------+--------------------+
+
+Array bytes never go through msgpack. The body holds for each array an
+extension value ``[dtype descr, shape, offset, nbytes]`` pointing into the
+buffer area, like pickle's out-of-band buffers. So encoding copies array bytes
+once (into the output), :func:`encode_parts` not at all (it hands back the
+arrays' own memory for scatter-gather sends), and :func:`decode` not at all:
+decoded arrays are views of the input buffer, writable when the input is a
+``bytearray`` and read-only when it is ``bytes``.
+
+This module is sans-I/O: it only turns values into bytes and back.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .exceptions import DecodeError, EncodeError
+from .frames import AudioFrame, VideoFrame
+
+__all__ = ["encode", "encode_parts", "decode", "FORMAT_VERSION"]
+
+#: Version byte at the start of every encoded message.
+FORMAT_VERSION = 1
+
+_HEADER = struct.Struct("!BI")
+_ALIGN = 8
+
+# msgpack extension type codes.
+_EXT_NDARRAY = 1
+_EXT_NPSCALAR = 2
+_EXT_AUDIO = 3
+_EXT_VIDEO = 4
+
+_SUPPORTED = (
+    "None, bool, int, float, str, bytes, list, tuple, dict, numpy arrays and "
+    "scalars, AudioFrame and VideoFrame"
+)
+
+
+def _padding(offset: int) -> int:
+    return -offset % _ALIGN
+
+
+class _Encoder:
+    """One encoding: collects the out-of-band array buffers as it packs."""
+
+    def __init__(self) -> None:
+        self.buffers: list[memoryview] = []
+        self.size = 0  # bytes in the buffer area so far, padding included
+
+    def pack(self, obj: Any) -> bytes:
+        try:
+            return msgpack.packb(obj, default=self.default, use_bin_type=True)
+        except EncodeError:
+            raise
+        except (OverflowError, ValueError) as exc:
+            # msgpack's own limits: integers beyond 64 bits, nesting too deep.
+            raise EncodeError(
+                f"cannot encode value: {exc}", type_name=type(obj).__qualname__
+            ) from exc
+
+    def add_array(self, array: np.ndarray) -> list[Any]:
+        if array.dtype.hasobject:
+            raise EncodeError(
+                f"cannot encode a numpy array of dtype {array.dtype}: arrays "
+                f"holding Python objects are not supported; convert it with "
+                f".tolist() or to a numeric dtype",
+                type_name="numpy.ndarray",
+            )
+        if not array.flags.c_contiguous:
+            # (not np.ascontiguousarray: it turns 0-d arrays into 1-d ones)
+            array = array.copy(order="C")
+        raw = memoryview(array.reshape(-1).view(np.uint8))
+        pad = _padding(self.size)
+        if pad:
+            self.buffers.append(memoryview(bytes(pad)))
+            self.size += pad
+        offset = self.size
+        self.buffers.append(raw)
+        self.size += raw.nbytes
+        descr = np.lib.format.dtype_to_descr(array.dtype)
+        return [descr, list(array.shape), offset, raw.nbytes]
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return msgpack.ExtType(_EXT_NDARRAY, self.pack(self.add_array(obj)))
+        if isinstance(obj, np.generic):
+            array = np.asarray(obj)
+            return msgpack.ExtType(_EXT_NPSCALAR, self.pack(self.add_array(array)))
+        if isinstance(obj, AudioFrame):
+            fields = [obj.samples, obj.sample_rate, obj.timestamp]
+            return msgpack.ExtType(_EXT_AUDIO, self.pack(fields))
+        if isinstance(obj, VideoFrame):
+            fields = [obj.image, obj.format, obj.timestamp]
+            return msgpack.ExtType(_EXT_VIDEO, self.pack(fields))
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        raise EncodeError(
+            f"cannot encode an object of type {name}; supported types are "
+            f"{_SUPPORTED}. Send other objects with cloudpickle "
+            f"(remotemedia.serialization) or convert them first.",
+            type_name=name,
+        )
+
+
+def encode_parts(obj: Any) -> list[memoryview]:
+    """
+    Encode ``obj`` into a list of buffers whose concatenation is the message.
+
+    The array buffers in the list are the arrays' own memory, not copies: send
+    or write them before changing the arrays.
+    """
+    encoder = _Encoder()
+    body = encoder.pack(obj)
+    head = _HEADER.pack(FORMAT_VERSION, len(body)) + body
+    head += bytes(_padding(len(head)))
+    return [memoryview(head), *encoder.buffers]
+
+
+def encode(obj: Any) -> bytes:
+    """Encode ``obj`` into one message; raise :exc:`EncodeError` if it cannot."""
+    return b"".join(encode_parts(obj))
+
+
+class _Decoder:
+    """One decoding: resolves array references into the buffer area."""
+
+    def __init__(self, area: memoryview) -> None:
+        self.area = area
+
+    def unpack(self, data: bytes | memoryview) -> Any:
+        return msgpack.unpackb(
+            data,
+            ext_hook=self.ext_hook,
+            raw=False,
+            strict_map_key=False,
+        )
+
+    def array(self, data: bytes) -> np.ndarray:
+        ref = self.unpack(data)
+        if not (isinstance(ref, list) and len(ref) == 4):
+            raise DecodeError("malformed array reference")
+        descr, shape, offset, nbytes = ref
+        dtype = _dtype_from_descr(descr)
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(n, int) and n >= 0 for n in shape)
+            and isinstance(offset, int)
+            and isinstance(nbytes, int)
+            and 0 <= offset <= offset + nbytes <= len(self.area)
+        ):
+            raise DecodeError("array reference out of bounds")
+        count = math.prod(shape)
+        if count * dtype.itemsize != nbytes:
+            raise DecodeError(
+                f"array of shape {tuple(shape)} and dtype {dtype} needs "
+                f"{count * dtype.itemsize} bytes, not {nbytes}"
+            )
+        if nbytes == 0:
+            return np.zeros(tuple(shape), dtype=dtype)
+        flat = np.frombuffer(self.area[offset : offset + nbytes], dtype=dtype)
+        return flat.reshape(tuple(shape))
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        if code == _EXT_NDARRAY:
+            return self.array(data)
+        if code == _EXT_NPSCALAR:
+            array = self.array(data)
+            if array.ndim != 0:
+                raise DecodeError("numpy scalar must be 0-dimensional")
+            return array[()]
+        if code in (_EXT_AUDIO, _EXT_VIDEO):
+            fields = self.unpack(data)
+            if not (isinstance(fields, list) and len(fields) == 3):
+                raise DecodeError("malformed frame")
+            cls = AudioFrame if code == _EXT_AUDIO else VideoFrame
+            try:
+                return cls(*fields)
+            except (TypeError, ValueError) as exc:
+                raise DecodeError(f"invalid {cls.__name__}: {exc}") from exc
+        raise DecodeError(f"unknown extension type {code}")
+
+
+def _descr_from_wire(descr: Any) -> Any:
+    """Undo msgpack's turning of the tuples of a structured descr into lists."""
+    if isinstance(descr, str):
+        return descr
+    if not isinstance(descr, list):
+        raise TypeError(f"descr must be str or list, not {type(descr).__name__}")
+    fields = []
+    for name, fmt, *shape in descr:
+        name = tuple(name) if isinstance(name, list) else name
+        fields.append((name, _descr_from_wire(fmt), *(tuple(s) for s in shape)))
+    return fields
+
+
+def _dtype_from_descr(descr: Any) -> np.dtype:
+    try:
+        dtype = np.lib.format.descr_to_dtype(_descr_from_wire(descr))
+    except Exception as exc:
+        raise DecodeError(f"invalid array dtype {descr!r}") from exc
+    if dtype.hasobject:
+        raise DecodeError("arrays of Python objects are refused")
+    return dtype
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """
+    Decode one message made by :func:`encode`.
+
+    Arrays in the result are views of ``data`` (see the module docstring).
+    Raises :exc:`DecodeError` for anything that is not a valid message.
+    """
+    view = memoryview(data).cast("B")
+    if len(view) < _HEADER.size:
+        raise DecodeError(f"message too short: {len(view)} bytes")
+    version, body_length = _HEADER.unpack_from(view)
+    if version != FORMAT_VERSION:
+        raise DecodeError(
+            f"unsupported codec version {version}; this side speaks "
+            f"{FORMAT_VERSION} (upgrade remotemedia on both ends)"
+        )
+    body_end = _HEADER.size + body_length
+    if body_end > len(view):
+        raise DecodeError("message truncated: body longer than the message")
+    area_start = body_end + _padding(body_end)
+    decoder = _Decoder(view[area_start:])
+    try:
+        return decoder.unpack(view[_HEADER.size : body_end])
+    except DecodeError:
+        raise
+    except Exception as exc:
+        # msgpack signals corrupt input with many exception types.
+        raise DecodeError(f"corrupt message: {exc}") from exc

@@ -1,0 +1,145 @@
+"""
+:class:`Pipeline`: an ordered chain of nodes, and the three ways to run it.
+
+    pipeline = Pipeline("audio").add_node(ResampleNode(16000)).add_node(GainNode(-6))
+    outputs = pipeline.run(frames)                 # scripts
+    outputs = await pipeline.run_async(frames)     # async code
+    async for out in pipeline.stream(frames):      # live, as outputs appear
+        ...
+
+Where a node runs is a property of the node instance, never of the pipeline:
+the same pipeline runs local nodes and nodes wrapped for remote execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterable, AsyncIterator, Iterable
+
+from .exceptions import PipelineError
+from .node import check_node
+from .scheduler import PipelineRun
+
+__all__ = ["Pipeline", "Source"]
+
+#: What a pipeline reads: an iterable, an async iterable, or ``None`` when the
+#: first node produces frames on its own.
+Source = Iterable[Any] | AsyncIterable[Any] | None
+
+#: Default capacity of the channel between two nodes, in items.
+DEFAULT_QUEUE_SIZE = 8
+
+
+class Pipeline:
+    """
+    An ordered chain of nodes: each node's outputs are the next node's inputs.
+
+    ``queue_size`` bounds the number of items waiting between two nodes; a
+    slow node makes the nodes above it wait instead of growing memory.
+    """
+
+    def __init__(self, name: str = "pipeline", *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
+        #: Name used in logs, errors and task names.
+        self.name = name
+        self.queue_size = queue_size
+        self._nodes: list[Any] = []
+        self._running = False
+
+    @property
+    def nodes(self) -> tuple[Any, ...]:
+        """The nodes, in order."""
+        return tuple(self._nodes)
+
+    def add_node(self, node: Any) -> Pipeline:
+        """
+        Append ``node`` and return the pipeline, so that calls can chain.
+
+        Raises :exc:`TypeError` if ``node`` is not a node (see
+        :class:`~remotemedia.node.Node`) and :exc:`ValueError` if this very
+        instance is already in the pipeline.
+        """
+        check_node(node)
+        if any(existing is node for existing in self._nodes):
+            raise ValueError(
+                f"{node!r} is already in pipeline {self.name!r}; create a second "
+                f"instance to run the same processing twice"
+            )
+        self._nodes.append(node)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __repr__(self) -> str:
+        names = " -> ".join(getattr(n, "name", type(n).__name__) for n in self._nodes)
+        return f"<Pipeline {self.name!r}: {names or 'empty'}>"
+
+    def run(self, source: Source = None) -> list[Any]:
+        """
+        Run to the end from synchronous code; return the last node's outputs.
+
+        From inside an event loop, use ``await pipeline.run_async()`` instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_async(source))
+        raise RuntimeError(
+            "Pipeline.run() cannot be called from a running event loop; "
+            "use 'await pipeline.run_async()' instead"
+        )
+
+    async def run_async(self, source: Source = None) -> list[Any]:
+        """Run to the end; return the list of the last node's outputs."""
+        return [output async for output in self.stream(source)]
+
+    async def stream(self, source: Source = None) -> AsyncIterator[Any]:
+        """
+        Run, yielding the last node's outputs as they are produced.
+
+        Leaving the ``async for`` early stops the pipeline and cleans every
+        node up; wrap the call in :func:`contextlib.aclosing` to have that
+        happen at once rather than when the generator is garbage collected.
+        Raises :exc:`~remotemedia.exceptions.PipelineError` when a node fails.
+        """
+        run = self._start_run(source)
+        try:
+            await run.start()
+            async for output in run.outputs():
+                yield output
+        finally:
+            try:
+                await run.stop()
+            finally:
+                self._running = False
+
+    def _start_run(self, source: Source) -> PipelineRun:
+        if not self._nodes:
+            raise PipelineError(
+                f"pipeline {self.name!r} has no nodes; add some with add_node()"
+            )
+        if isinstance(source, (str, bytes, bytearray, dict)) or not (
+            source is None
+            or hasattr(source, "__aiter__")
+            or hasattr(source, "__iter__")
+        ):
+            raise TypeError(
+                f"a pipeline source must be an iterable or async iterable of "
+                f"inputs, not {type(source).__name__}; to send one item, pass [item]"
+            )
+        first = self._nodes[0]
+        if source is None and not getattr(first, "is_streaming", False):
+            raise PipelineError(
+                f"pipeline {self.name!r} has no source: pass one to run(), or "
+                f"start the pipeline with a streaming node that produces frames "
+                f"on its own"
+            )
+        if self._running:
+            raise PipelineError(
+                f"pipeline {self.name!r} is already running; its nodes cannot run "
+                f"twice at once (build a second pipeline with new node instances)"
+            )
+        self._running = True
+        return PipelineRun(self.name, self._nodes, source, self.queue_size)

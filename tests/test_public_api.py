@@ -1,0 +1,60 @@
+"""The public surface is exactly what we mean to export, and every module says what it exports."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import remotemedia
+
+PUBLIC = {
+    "AudioFrame",
+    "CodecError",
+    "DecodeError",
+    "EncodeError",
+    "Node",
+    "Pipeline",
+    "PipelineError",
+    "RemoteMediaError",
+    "SerializationError",
+    "VideoFrame",
+}
+
+
+def test_top_level_names_are_exactly_the_public_api():
+    assert set(remotemedia.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(remotemedia, name).__doc__, f"{name} has no docstring"
+
+
+def test_documented_imports_work():
+    from remotemedia import AudioFrame, Node, Pipeline, VideoFrame  # noqa: F401
+    from remotemedia.nodes import (  # noqa: F401
+        ChunkerNode,
+        GainNode,
+        ResampleNode,
+        ToneNode,
+        VideoTransformNode,
+    )
+
+
+def test_every_module_declares_all_and_its_names_exist():
+    for package in ("remotemedia", "signaling_server", "executor"):
+        root = importlib.import_module(package)
+        modules = [root] + [
+            importlib.import_module(info.name)
+            for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")
+        ]
+        for module in modules:
+            assert hasattr(module, "__all__"), f"{module.__name__} has no __all__"
+            for name in module.__all__:
+                assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name}"
+
+
+def test_errors_form_one_tree():
+    for name in PUBLIC:
+        obj = getattr(remotemedia, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, remotemedia.RemoteMediaError)
+    assert issubclass(remotemedia.EncodeError, TypeError)
+    assert issubclass(remotemedia.DecodeError, ValueError)
