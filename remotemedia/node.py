@@ -101,10 +101,12 @@ def check_node(node: Any) -> None:
             f"process(data) method, or is_streaming = True and a stream(frames) "
             f"async generator (subclass remotemedia.Node to get the rest)"
         )
-    if streaming and inspect.iscoroutinefunction(node.stream):
-        # A plain function returning an async iterator is allowed; a
-        # coroutine function is the usual mistake and would fail at run time.
+    if streaming and (
+        inspect.iscoroutinefunction(node.stream) or inspect.isgeneratorfunction(node.stream)
+    ):
+        # A plain function returning an async iterator is allowed; a coroutine
+        # or a sync generator is the usual mistake and would fail at run time.
         raise TypeError(
             f"{type(node).__name__}.stream must be an async generator "
-            f"(use 'yield' inside 'async def stream'), not a coroutine function"
+            f"(use 'yield' inside 'async def stream(self, frames)')"
         )

@@ -141,12 +141,16 @@ class PipelineRun:
     # Lifecycle
 
     async def start(self) -> None:
-        """Initialize every node, then start the tasks; clean up on failure."""
-        try:
-            await self._initialize()
-        except BaseException:
-            await self._cleanup()
-            raise
+        """
+        Initialize every node, then start the tasks.
+
+        A failed ``initialize()`` is recorded, not raised: no task starts, and
+        :meth:`stop` cleans up the nodes that did initialize, then raises it.
+        """
+        await self._initialize()
+        if self.error is not None:
+            self.channels[-1].fail()
+            return
         self.tasks.append(
             asyncio.create_task(self._feed(), name=f"remotemedia:{self.name}:source")
         )
@@ -162,23 +166,24 @@ class PipelineRun:
         async def init(index: int, node: Any) -> None:
             method = getattr(node, "initialize", None)
             if method is not None:
-                try:
-                    await self.call(method)
-                except Exception as exc:
-                    raise PipelineError(
-                        f"{_describe(node, index)} failed in initialize(): "
-                        f"{type(exc).__name__}: {exc}",
-                        node_name=getattr(node, "name", None),
-                        node_index=index,
-                    ) from exc
+                await self.call(method)
             self.initialized.append(index)
 
         results = await asyncio.gather(
             *(init(i, n) for i, n in enumerate(self.nodes)), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation, KeyboardInterrupt: not a node failure
+            if isinstance(result, Exception) and self.error is None:
+                node = self.nodes[index]
+                self.error = PipelineError(
+                    f"{_describe(node, index)} failed in initialize(): "
+                    f"{type(result).__name__}: {result}",
+                    node_name=getattr(node, "name", None),
+                    node_index=index,
+                )
+                self.error.__cause__ = result
 
     async def outputs(self) -> AsyncIterator[Any]:
         """Yield the outputs of the last node until end of stream."""

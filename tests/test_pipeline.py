@@ -248,6 +248,17 @@ def test_streaming_node_with_coroutine_stream_is_refused():
         Pipeline().add_node(Wrong())
 
 
+def test_streaming_node_with_sync_generator_stream_is_refused():
+    class Wrong(Node):
+        is_streaming = True
+
+        def stream(self, frames):
+            yield from frames
+
+    with pytest.raises(TypeError, match="async generator"):
+        Pipeline().add_node(Wrong())
+
+
 def test_same_instance_twice_is_refused():
     node = Add(1)
     pipeline = Pipeline().add_node(node)
@@ -369,6 +380,19 @@ async def test_failed_initialize_stops_before_any_frame_and_cleans_up_the_others
     assert not any("process" in e for e in log)
     # A node whose initialize() failed is not cleaned up (as with __exit__ after a failed __enter__).
     assert sorted(e for e in log if e.endswith("cleanup")) == ["a.cleanup", "c.cleanup"]
+
+
+async def test_failed_initialize_wins_over_a_failing_cleanup():
+    log: list[str] = []
+    pipeline = (
+        Pipeline()
+        .add_node(Recorder("a", log, fail_in="cleanup"))
+        .add_node(Recorder("model", log, fail_in="initialize"))
+    )
+    with pytest.raises(PipelineError, match="initialize") as info:
+        await pipeline.run_async([1])
+    assert info.value.node_name == "model"
+    assert "a.cleanup" in log
 
 
 async def test_failing_cleanup_is_reported_after_a_successful_run():
@@ -508,3 +532,39 @@ async def test_async_initialize_and_cleanup_are_awaited():
 
     await Pipeline().add_node(AsyncLifecycle()).run_async([1])
     assert log == ["initialize", "cleanup"]
+
+
+async def test_cancelling_during_initialize_cleans_up_the_nodes_that_initialized():
+    log: list[str] = []
+    ready, loading = asyncio.Event(), asyncio.Event()
+
+    class Quick(Node):
+        async def initialize(self):
+            log.append("quick.initialize")
+            ready.set()
+
+        def process(self, data):
+            return data
+
+        async def cleanup(self):
+            log.append("quick.cleanup")
+
+    class SlowModel(Node):
+        async def initialize(self):
+            loading.set()
+            await asyncio.Event().wait()  # never finishes loading
+
+        def process(self, data):
+            return data
+
+        def cleanup(self):
+            log.append("slow.cleanup")
+
+    pipeline = Pipeline().add_node(Quick()).add_node(SlowModel())
+    task = asyncio.ensure_future(pipeline.run_async([1]))
+    await asyncio.wait_for(asyncio.gather(ready.wait(), loading.wait()), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["quick.initialize", "quick.cleanup"]
+    assert pending_tasks() == set()
