@@ -3,8 +3,9 @@ The msgpack codec for everything the RPC layer carries.
 
 Supported values: ``None``, ``bool``, ``int`` (-2**63 to 2**64-1), ``float``,
 ``str``, ``bytes`` (and ``bytearray``/``memoryview``, decoded as ``bytes``),
-``list`` and ``tuple`` (decoded as ``list``), ``dict`` with keys of those
-types, numpy arrays of any non-object dtype and shape, numpy scalars, and
+``list``, ``tuple``, ``dict`` with keys of those types (subclasses such as
+``IntEnum`` or ``OrderedDict`` decode as their base type), numpy arrays of any
+non-object dtype and shape, numpy scalars (decoded as the same numpy type), and
 :class:`~remotemedia.frames.AudioFrame` and
 :class:`~remotemedia.frames.VideoFrame`. Anything else raises
 :exc:`~remotemedia.exceptions.EncodeError` naming the type. Arbitrary Python
@@ -54,6 +55,7 @@ _EXT_NDARRAY = 1
 _EXT_NPSCALAR = 2
 _EXT_AUDIO = 3
 _EXT_VIDEO = 4
+_EXT_TUPLE = 5
 
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, list, tuple, dict, numpy arrays and "
@@ -74,11 +76,22 @@ class _Encoder:
 
     def pack(self, obj: Any) -> bytes:
         try:
-            return msgpack.packb(obj, default=self.default, use_bin_type=True)
+            # strict_types sends subclasses of the built-in types (np.float64 is a
+            # float, IntEnum an int, tuple is not a list) through default(), so
+            # that numpy scalars and tuples come back as what they were.
+            return msgpack.packb(
+                obj, default=self.default, use_bin_type=True, strict_types=True
+            )
         except EncodeError:
             raise
-        except (OverflowError, ValueError) as exc:
-            # msgpack's own limits: integers beyond 64 bits, nesting too deep.
+        except OverflowError as exc:
+            raise EncodeError(
+                "cannot encode an integer outside the 64-bit range "
+                "(-2**63 to 2**64-1); send it as a str or split it",
+                type_name="builtins.int",
+            ) from exc
+        except ValueError as exc:
+            # msgpack's other limits: nesting too deep, a str or bin over 4 GiB.
             raise EncodeError(
                 f"cannot encode value: {exc}", type_name=type(obj).__qualname__
             ) from exc
@@ -111,6 +124,11 @@ class _Encoder:
         if isinstance(obj, np.generic):
             array = np.asarray(obj)
             return msgpack.ExtType(_EXT_NPSCALAR, self.pack(self.add_array(array)))
+        if isinstance(obj, tuple):
+            return msgpack.ExtType(_EXT_TUPLE, self.pack(list(obj)))
+        for base in (bool, int, float, str, bytes, list, dict):
+            if isinstance(obj, base):  # a subclass: IntEnum, OrderedDict...
+                return base(obj)
         if isinstance(obj, AudioFrame):
             fields = [obj.samples, obj.sample_rate, obj.timestamp]
             return msgpack.ExtType(_EXT_AUDIO, self.pack(fields))
@@ -192,6 +210,11 @@ class _Decoder:
             if array.ndim != 0:
                 raise DecodeError("numpy scalar must be 0-dimensional")
             return array[()]
+        if code == _EXT_TUPLE:
+            items = self.unpack(data)
+            if not isinstance(items, list):
+                raise DecodeError("malformed tuple")
+            return tuple(items)
         if code in (_EXT_AUDIO, _EXT_VIDEO):
             fields = self.unpack(data)
             if not (isinstance(fields, list) and len(fields) == 3):
@@ -205,14 +228,14 @@ class _Decoder:
 
 
 def _descr_from_wire(descr: Any) -> Any:
-    """Undo msgpack's turning of the tuples of a structured descr into lists."""
+    """Rebuild a structured descr as numpy wants it: a list of tuples."""
     if isinstance(descr, str):
         return descr
-    if not isinstance(descr, list):
+    if not isinstance(descr, (list, tuple)):
         raise TypeError(f"descr must be str or list, not {type(descr).__name__}")
     fields = []
     for name, fmt, *shape in descr:
-        name = tuple(name) if isinstance(name, list) else name
+        name = tuple(name) if isinstance(name, (list, tuple)) else name
         fields.append((name, _descr_from_wire(fmt), *(tuple(s) for s in shape)))
     return fields
 

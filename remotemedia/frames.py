@@ -140,22 +140,20 @@ class AudioFrame:
         or planar alike; any other format is converted to float32 by FFmpeg.
         A frame without ``pts`` gets timestamp 0.
         """
-        name = frame.format.name
-        if name not in _SAMPLE_FORMAT_DTYPE:
+        source = frame
+        if frame.format.name not in _SAMPLE_FORMAT_DTYPE:
             converter = av.AudioResampler(
                 format="fltp", layout=frame.layout.name, rate=frame.sample_rate
             )
             # A format-only conversion returns exactly one frame.
-            (converted,) = converter.resample(frame)
-            converted.pts = frame.pts
-            converted.time_base = frame.time_base
-            return cls.from_av(converted)
-        channels = len(frame.layout.channels)
-        array = frame.to_ndarray()
-        if not frame.format.is_planar:
+            (source,) = converter.resample(frame)
+        channels = len(source.layout.channels)
+        array = source.to_ndarray()
+        if not source.format.is_planar:
             # Packed frames come as (1, n * channels), interleaved.
             array = array.reshape(-1, channels).T
-        samples = np.ascontiguousarray(array, dtype=_SAMPLE_FORMAT_DTYPE[name])
+        dtype = _SAMPLE_FORMAT_DTYPE[source.format.name]
+        samples = np.ascontiguousarray(array, dtype=dtype)
         return cls(
             samples=samples,
             sample_rate=frame.sample_rate,

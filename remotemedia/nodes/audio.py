@@ -14,6 +14,7 @@ import numpy as np
 
 from ..frames import AudioFrame, _layout_name
 from ..node import Node
+from ._checks import positive_int
 
 __all__ = ["ResampleNode", "GainNode", "ChunkerNode"]
 
@@ -34,7 +35,9 @@ class ResampleNode(Node):
     Uses FFmpeg's resampler (PyAV ``AudioResampler``), which is stateful: it
     is a streaming node so that the filter's history carries across frames
     and its tail is flushed at end of stream. Output frames keep the input's
-    sample type (float32 or int16) and its timeline.
+    sample type (float32 or int16) and its timeline. Changing the channel
+    count uses FFmpeg's standard matrix: stereo to mono is (L + R) / sqrt(2),
+    which keeps loudness but can exceed full scale for loud, correlated input.
     """
 
     is_streaming = True
@@ -43,14 +46,10 @@ class ResampleNode(Node):
         self, sample_rate: int, channels: int | None = None, name: str | None = None
     ) -> None:
         super().__init__(name)
-        if not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive int, not {sample_rate!r}")
-        if channels is not None and (not isinstance(channels, int) or channels < 1):
-            raise ValueError(f"channels must be a positive int or None, not {channels!r}")
         #: Output sample rate in Hz.
-        self.sample_rate = sample_rate
+        self.sample_rate = positive_int("sample_rate", sample_rate)
         #: Output channel count; ``None`` keeps the input's.
-        self.channels = channels
+        self.channels = positive_int("channels", channels, optional=True)
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[AudioFrame]:
         resampler: av.AudioResampler | None = None

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..frames import AudioFrame
 from ..node import Node
+from ._checks import positive_int
 
 __all__ = ["ToneNode"]
 
@@ -38,8 +39,8 @@ class ToneNode(Node):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        if not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive int, not {sample_rate!r}")
+        positive_int("sample_rate", sample_rate)
+        positive_int("channels", channels)
         if duration_s is not None and duration_s < 0:
             raise ValueError(f"duration_s must be >= 0 or None, not {duration_s!r}")
         if not frame_duration_s > 0:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..frames import VIDEO_FORMATS, VideoFrame
 from ..node import Node
+from ._checks import positive_int
 
 __all__ = ["VideoTransformNode"]
 
@@ -27,9 +28,8 @@ class VideoTransformNode(Node):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        for label, value in (("width", width), ("height", height)):
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{label} must be a positive int or None, not {value!r}")
+        positive_int("width", width, optional=True)
+        positive_int("height", height, optional=True)
         if format is not None and format not in VIDEO_FORMATS:
             raise ValueError(
                 f"unsupported pixel format {format!r}; use one of {', '.join(VIDEO_FORMATS)}"
