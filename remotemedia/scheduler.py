@@ -93,6 +93,17 @@ def _describe(node: Any, index: int) -> str:
     return f"node #{index} {getattr(node, 'name', type(node).__name__)!r}"
 
 
+def _node_error(node: Any, index: int, where: str, exc: BaseException) -> PipelineError:
+    """The PipelineError for ``exc`` raised by ``node`` in ``where``, chained to it."""
+    error = PipelineError(
+        f"{_describe(node, index)} failed{where}: {type(exc).__name__}: {exc}",
+        node_name=getattr(node, "name", None),
+        node_index=index,
+    )
+    error.__cause__ = exc
+    return error
+
+
 class PipelineRun:
     """One run of a list of nodes over a source; used through ``Pipeline``."""
 
@@ -176,14 +187,9 @@ class PipelineRun:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancellation, KeyboardInterrupt: not a node failure
             if isinstance(result, Exception) and self.error is None:
-                node = self.nodes[index]
-                self.error = PipelineError(
-                    f"{_describe(node, index)} failed in initialize(): "
-                    f"{type(result).__name__}: {result}",
-                    node_name=getattr(node, "name", None),
-                    node_index=index,
+                self.error = _node_error(
+                    self.nodes[index], index, " in initialize()", result
                 )
-                self.error.__cause__ = result
 
     async def outputs(self) -> AsyncIterator[Any]:
         """Yield the outputs of the last node until end of stream."""
@@ -224,13 +230,7 @@ class PipelineRun:
             except Exception as exc:
                 logger.exception("%s failed in cleanup()", _describe(node, index))
                 if self.error is None:
-                    self.error = PipelineError(
-                        f"{_describe(node, index)} failed in cleanup(): "
-                        f"{type(exc).__name__}: {exc}",
-                        node_name=getattr(node, "name", None),
-                        node_index=index,
-                    )
-                    self.error.__cause__ = exc
+                    self.error = _node_error(node, index, " in cleanup()", exc)
         self.initialized.clear()
         # Every call has returned by now, so the idle workers exit at once.
         self.threads.shutdown(wait=True)
@@ -280,13 +280,7 @@ class PipelineRun:
         except _Closed:
             pass
         except Exception as exc:
-            error = PipelineError(
-                f"{_describe(node, index)} failed: {type(exc).__name__}: {exc}",
-                node_name=getattr(node, "name", None),
-                node_index=index,
-            )
-            error.__cause__ = exc
-            self._fail(error)
+            self._fail(_node_error(node, index, "", exc))
         finally:
             # Whatever the reason we stop reading, tell the writer above.
             inbox.close()

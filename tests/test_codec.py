@@ -10,6 +10,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from media_samples import random_image
 from remotemedia import AudioFrame, DecodeError, EncodeError, VideoFrame
 from remotemedia.codec import FORMAT_VERSION, decode, encode, encode_parts
 from remotemedia.frames import VIDEO_FORMATS
@@ -44,21 +45,6 @@ def raw_message(body: object, area: bytes = b"", *, version: int = FORMAT_VERSIO
 def array_ref(descr, shape, offset, nbytes) -> msgpack.ExtType:
     """A hand-made array reference (extension type 1) into the buffer area."""
     return msgpack.ExtType(1, msgpack.packb([descr, shape, offset, nbytes], use_bin_type=True))
-
-
-def video_image(fmt: str, width: int = 8, height: int = 6, seed: int = 0) -> np.ndarray:
-    """A random uint8 image with the layout of pixel format ``fmt``."""
-    rng = np.random.default_rng(seed)
-    shape = {
-        "rgb24": (height, width, 3),
-        "bgr24": (height, width, 3),
-        "rgba": (height, width, 4),
-        "bgra": (height, width, 4),
-        "gray": (height, width),
-        "yuv420p": (height * 3 // 2, width),
-    }[fmt]
-    return rng.integers(0, 256, shape, dtype=np.uint8)
-
 
 # Plain Python values -------------------------------------------------------
 
@@ -382,7 +368,7 @@ def test_audio_frames_round_trip(samples):
 
 @pytest.mark.parametrize("fmt", list(VIDEO_FORMATS))
 def test_video_frames_of_every_format_round_trip(fmt):
-    frame = VideoFrame(video_image(fmt), fmt, timestamp=1 / 3)
+    frame = VideoFrame(random_image(fmt, 8, 6), fmt, timestamp=1 / 3)
     result = roundtrip(frame)
     assert_video_equal(result, frame)
     assert (result.width, result.height) == (8, 6)
@@ -390,7 +376,7 @@ def test_video_frames_of_every_format_round_trip(fmt):
 
 def test_frames_nested_in_containers_round_trip():
     audio = AudioFrame(np.ones((1, 10), np.float32) * 0.25, 16000, 0.5)
-    video = VideoFrame(video_image("yuv420p", 4, 2), "yuv420p", 2.0)
+    video = VideoFrame(random_image("yuv420p", 4, 2), "yuv420p", 2.0)
     result = roundtrip({"batch": [audio, video, {"again": [audio]}], 3: video})
     assert_audio_equal(result["batch"][0], audio)
     assert_video_equal(result["batch"][1], video)

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from media_samples import random_image
 from remotemedia import AudioFrame, VideoFrame
 from remotemedia.frames import VIDEO_FORMATS, VIDEO_TIME_BASE
 
@@ -36,21 +37,6 @@ def packed_av_frame(samples: np.ndarray, fmt: str, rate: int, pts: int | None = 
         frame.pts = pts
         frame.time_base = Fraction(1, rate)
     return frame
-
-
-def image(fmt: str, width: int = 16, height: int = 10, seed: int = 1) -> np.ndarray:
-    """A random uint8 image in the layout of pixel format ``fmt``."""
-    rng = np.random.default_rng(seed)
-    shape = {
-        "rgb24": (height, width, 3),
-        "bgr24": (height, width, 3),
-        "rgba": (height, width, 4),
-        "bgra": (height, width, 4),
-        "gray": (height, width),
-        "yuv420p": (height * 3 // 2, width),
-    }[fmt]
-    return rng.integers(0, 256, shape, dtype=np.uint8)
-
 
 # AudioFrame: validation and properties -------------------------------------
 
@@ -280,7 +266,7 @@ def test_video_frame_defaults_to_rgb24_and_float_timestamp():
 
 @pytest.mark.parametrize("fmt", list(VIDEO_FORMATS))
 def test_video_frame_width_and_height(fmt):
-    frame = VideoFrame(image(fmt, width=12, height=8), fmt)
+    frame = VideoFrame(random_image(fmt, width=12, height=8), fmt)
     assert (frame.width, frame.height) == (12, 8)
 
 
@@ -295,7 +281,7 @@ def test_yuv420p_height_is_two_thirds_of_rows(rows, height):
 
 @pytest.mark.parametrize("fmt", list(VIDEO_FORMATS))
 def test_video_to_av_and_back_is_identical(fmt):
-    pixels = image(fmt)
+    pixels = random_image(fmt)
     frame = VideoFrame(pixels, fmt, timestamp=1 / 3)
 
     converted = frame.to_av()
@@ -313,7 +299,7 @@ def test_video_to_av_and_back_is_identical(fmt):
 
 
 def test_video_to_av_accepts_non_contiguous_images():
-    pixels = image("rgb24", width=32, height=20)[::2, ::2]
+    pixels = random_image("rgb24", width=32, height=20)[::2, ::2]
     assert not pixels.flags.c_contiguous
     back = VideoFrame.from_av(VideoFrame(pixels, "rgb24").to_av())
     np.testing.assert_array_equal(back.image, pixels)
@@ -347,12 +333,12 @@ def test_video_from_av_defaults_to_rgb24_and_reads_other_time_bases():
 
 
 def test_video_from_av_converts_rgb_to_bgr():
-    pixels = image("rgb24")
+    pixels = random_image("rgb24")
     result = VideoFrame.from_av(av.VideoFrame.from_ndarray(pixels, format="rgb24"), format="bgr24")
     np.testing.assert_array_equal(result.image, pixels[:, :, ::-1])
 
 
 def test_video_from_av_rejects_unknown_format():
-    frame = av.VideoFrame.from_ndarray(image("rgb24"), format="rgb24")
+    frame = av.VideoFrame.from_ndarray(random_image("rgb24"), format="rgb24")
     with pytest.raises(ValueError):
         VideoFrame.from_av(frame, format="yuv444p")
