@@ -125,28 +125,40 @@ class PipelineRun:
             max_workers=len(self.nodes) + 1,
             thread_name_prefix=f"remotemedia-{name}",
         )
-        self.finished = False
 
     # Calling node code
 
-    async def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Await an async method on the loop; run a sync one in a worker thread."""
+    async def call(
+        self,
+        method: Callable[..., Any],
+        *args: Any,
+        on_return: Callable[[], None] | None = None,
+    ) -> Any:
+        """
+        Await an async method on the loop; run a sync one in a worker thread.
+
+        ``on_return`` is called when the method returns without raising, even
+        if this call was cancelled meanwhile (a thread runs to its end anyway).
+        """
         if inspect.iscoroutinefunction(method):
-            return await method(*args)
-        future = asyncio.get_running_loop().run_in_executor(
-            self.threads, method, *args
-        )
-        try:
-            result = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # A thread cannot be interrupted. Wait for it, so that cleanup()
-            # never runs while process() is still running on another thread.
-            await asyncio.wait([future])
-            if not future.cancelled():
-                future.exception()  # retrieved: nobody else will report it
-            raise
-        if inspect.isawaitable(result):
-            result = await result
+            result = await method(*args)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                self.threads, method, *args
+            )
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # A thread cannot be interrupted. Wait for it, so that cleanup()
+                # never runs while process() is still running on another thread.
+                await asyncio.wait([future])
+                if not future.cancelled() and future.exception() is None and on_return:
+                    on_return()
+                raise
+            if inspect.isawaitable(result):
+                result = await result
+        if on_return is not None:
+            on_return()
         return result
 
     # Lifecycle
@@ -176,9 +188,10 @@ class PipelineRun:
     async def _initialize(self) -> None:
         async def init(index: int, node: Any) -> None:
             method = getattr(node, "initialize", None)
-            if method is not None:
-                await self.call(method)
-            self.initialized.append(index)
+            if method is None:
+                self.initialized.append(index)
+            else:
+                await self.call(method, on_return=lambda: self.initialized.append(index))
 
         results = await asyncio.gather(
             *(init(i, n) for i, n in enumerate(self.nodes)), return_exceptions=True
@@ -196,10 +209,7 @@ class PipelineRun:
         channel = self.channels[-1]
         while True:
             item = await channel.get()
-            if item is _EOS:
-                self.finished = True
-                return
-            if item is _FAILED:
+            if item is _EOS or item is _FAILED:
                 return
             yield item
 

@@ -568,3 +568,29 @@ async def test_cancelling_during_initialize_cleans_up_the_nodes_that_initialized
         await task
     assert log == ["quick.initialize", "quick.cleanup"]
     assert pending_tasks() == set()
+
+
+async def test_a_sync_initialize_that_completes_after_cancellation_is_cleaned_up():
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    loading, release = asyncio.Event(), threading.Event()
+
+    class BlockingLoad(Node):
+        def initialize(self):
+            loop.call_soon_threadsafe(loading.set)
+            assert release.wait(10)
+            log.append("initialize")
+
+        def process(self, data):
+            return data
+
+        def cleanup(self):
+            log.append("cleanup")
+
+    task = asyncio.ensure_future(Pipeline().add_node(BlockingLoad()).run_async([1]))
+    await asyncio.wait_for(loading.wait(), 10)
+    task.cancel()
+    release.set()  # the thread finishes loading after the run was cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert log == ["initialize", "cleanup"]
