@@ -55,15 +55,16 @@ class ResampleNode(Node):
         resampler: av.AudioResampler | None = None
         async for data in frames:
             frame = _audio(self, data)
+            av_frame = frame.to_av()
             if resampler is None:
                 # The resampler holds FFmpeg state, so it lives in this run
                 # only and never in the node's pickled state.
                 resampler = av.AudioResampler(
-                    format=frame.to_av().format.name,
+                    format=av_frame.format.name,
                     layout=_layout_name(self.channels or frame.channels),
                     rate=self.sample_rate,
                 )
-            for out in resampler.resample(frame.to_av()):
+            for out in resampler.resample(av_frame):
                 yield AudioFrame.from_av(out)
         if resampler is not None:
             for out in resampler.resample(None):
