@@ -8,7 +8,12 @@ The tree, as it stands::
     ├── CodecError              the msgpack codec was fed something it cannot carry
     │   ├── EncodeError         local: the caller passed an unsupported value (also a TypeError)
     │   └── DecodeError         remote: the bytes received are not a valid message
-    └── SerializationError      an object could not be cloudpickled (or unpickled)
+    ├── SerializationError      an object could not be cloudpickled (or unpickled)
+    ├── SignalingError          the signaling server refused a request (``code`` says why)
+    │   ├── AuthenticationError a token is missing or wrong (code ``unauthorized``)
+    │   └── NoExecutorError     no registered executor matches the request (code ``no_executor``)
+    ├── ConnectionLostError     a connection closed under a pending operation (also a ConnectionError)
+    └── RemoteTimeoutError      a network wait ran past its timeout (also a TimeoutError)
 
 Misuse of an API with a wrong type (adding something that is not a node to a
 pipeline, say) raises the built-in :exc:`TypeError`, as Python code does.
@@ -27,6 +32,11 @@ __all__ = [
     "EncodeError",
     "DecodeError",
     "SerializationError",
+    "SignalingError",
+    "AuthenticationError",
+    "NoExecutorError",
+    "ConnectionLostError",
+    "RemoteTimeoutError",
 ]
 
 
@@ -90,3 +100,57 @@ class SerializationError(RemoteMediaError):
         super().__init__(message)
         #: Qualified name of the object's type, when known.
         self.type_name = type_name
+
+
+class SignalingError(RemoteMediaError):
+    """
+    The signaling server answered a request with an error.
+
+    :attr:`code` is the protocol's machine-readable error code (see
+    ``signaling_server/PROTOCOL.md``): ``bad_message``, ``unknown_session``,
+    ``rate_limited``... The message is the server's explanation.
+    """
+
+    def __init__(self, message: str, *, code: str = "error") -> None:
+        super().__init__(message)
+        #: The error code sent by the server.
+        self.code = code
+
+
+class AuthenticationError(SignalingError):
+    """
+    The signaling server refused the token (code ``unauthorized``).
+
+    Pass the server's token (``--token`` or ``REMOTEMEDIA_TOKEN`` where it
+    runs) as ``token=`` / ``auth_token=``.
+    """
+
+    def __init__(self, message: str, *, code: str = "unauthorized") -> None:
+        super().__init__(message, code=code)
+
+
+class NoExecutorError(SignalingError):
+    """
+    No registered executor matches the pairing request (code ``no_executor``).
+
+    Either no executor is connected to the signaling server, all of them are
+    at capacity, or none has the requested capability. Start an executor
+    (``python -m executor --signaling ws://HOST:PORT``) or relax the
+    requirements, then retry: the connection stays usable.
+    """
+
+    def __init__(self, message: str, *, code: str = "no_executor") -> None:
+        super().__init__(message, code=code)
+
+
+class ConnectionLostError(RemoteMediaError, ConnectionError):
+    """A connection closed while an operation was waiting on it."""
+
+
+class RemoteTimeoutError(RemoteMediaError, TimeoutError):
+    """
+    A network wait ran past its timeout.
+
+    Every wait on the network in RemoteMedia has one; the message names the
+    operation and the limit, and says which setting raises it.
+    """

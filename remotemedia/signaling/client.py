@@ -1,0 +1,468 @@
+"""
+The Python signaling client, on ``websockets``: one class for both roles.
+
+A client (the SDK) pairs and then negotiates over the session::
+
+    async with await SignalingClient.connect("ws://host:50052/ws", token=token) as signaling:
+        session = await signaling.pair({"gpu": True})
+        await session.send_offer(pc.localDescription.sdp)
+        answer = await session.expect("answer", timeout=10)
+
+An executor registers, heartbeats (a background task does it) and accepts
+sessions::
+
+    async with await SignalingClient.connect(url, token=token) as signaling:
+        await signaling.register("gpu-1", capacity=4, capabilities={"gpu": True})
+        while True:
+            session = await signaling.accept()
+            offer = await session.expect("offer", timeout=10)
+            ...
+
+Every wait has a timeout (:exc:`~remotemedia.exceptions.RemoteTimeoutError`);
+the server's errors become :exc:`~remotemedia.exceptions.SignalingError` and
+its subclasses, and a connection that closes under a waiting call raises
+:exc:`~remotemedia.exceptions.ConnectionLostError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any, Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..exceptions import (
+    AuthenticationError,
+    ConnectionLostError,
+    NoExecutorError,
+    RemoteTimeoutError,
+    SignalingError,
+)
+from . import messages
+
+__all__ = ["SignalingClient", "SignalingSession"]
+
+logger = logging.getLogger(__name__)
+
+_ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorError}
+_ENDED = object()  # queue marker: the connection is gone
+
+
+def _server_error(message: dict) -> SignalingError:
+    cls = _ERRORS.get(message["code"], SignalingError)
+    return cls(f"signaling server: {message['message']}", code=message["code"])
+
+
+async def _wait(awaitable, timeout: float | None, what: str):
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise RemoteTimeoutError(f"{what}: no answer within {timeout:g} s") from None
+
+
+class SignalingSession:
+    """
+    One session's relay through the signaling server, seen from either end.
+
+    The client gets it from :meth:`SignalingClient.pair`, the executor from
+    :meth:`SignalingClient.accept`. Messages from the other end arrive in
+    order through :meth:`recv` (or :meth:`expect`); ``bye`` ends the session.
+    """
+
+    def __init__(self, owner: SignalingClient, message: dict) -> None:
+        self._owner = owner
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        #: Session id, chosen by the server.
+        self.id: str = message["session"]
+        #: Server-side id of the client end.
+        self.client: str = message["client"]
+        #: Signed ticket binding the session to both ends (see :mod:`~remotemedia.signaling.ticket`).
+        self.ticket: str = message["ticket"]
+        #: Name of the executor end.
+        self.executor: str | None = message.get("executor", owner.name)
+        #: The executor's capabilities (client side only, else empty).
+        self.capabilities: dict = message.get("capabilities", {})
+        #: What the client asked for (executor side only, else empty).
+        self.requirements: dict = message.get("requirements", {})
+        #: Why the session ended, once it has (``None`` while open).
+        self.ended: str | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self.ended is None else f"ended: {self.ended}"
+        return f"<SignalingSession {self.id} executor={self.executor!r} client={self.client!r} {state}>"
+
+    async def send_offer(self, sdp: str) -> None:
+        """Send an SDP offer to the other end."""
+        await self._send({"type": "offer", "sdp": sdp})
+
+    async def send_answer(self, sdp: str) -> None:
+        """Send an SDP answer to the other end."""
+        await self._send({"type": "answer", "sdp": sdp})
+
+    async def send_candidate(self, candidate: dict | None) -> None:
+        """Send an ICE candidate (``RTCIceCandidate.toJSON()`` form), or ``None`` for the end of them."""
+        await self._send({"type": "candidate", "candidate": candidate})
+
+    async def recv(self, timeout: float | None = None) -> dict:
+        """
+        The next message from the other end: ``offer``, ``answer``, ``candidate`` or ``bye``.
+
+        After ``bye`` (or once the signaling connection is lost) it raises
+        :exc:`ConnectionLostError`. An error the server reports about this
+        session raises :exc:`SignalingError`.
+        """
+        if self.ended is not None and self._inbox.empty():
+            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
+        item = await _wait(self._inbox.get(), timeout, f"waiting for signaling session {self.id}")
+        if item is _ENDED:
+            self._inbox.put_nowait(_ENDED)  # for any later reader
+            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
+        if item["type"] == "error":
+            raise _server_error(item)
+        return item
+
+    async def expect(self, kind: str, timeout: float | None = None) -> dict:
+        """
+        Wait for the next message of type ``kind``; candidates that arrive
+        first are handed to ``on_candidate`` registered with :meth:`on_candidate`
+        (or dropped with a debug log if none is), and ``bye`` raises
+        :exc:`ConnectionLostError`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                message = await self.recv(left)
+            except RemoteTimeoutError:
+                raise RemoteTimeoutError(
+                    f"signaling session {self.id}: no {kind!r} from the other end within {timeout:g} s"
+                ) from None
+            if message["type"] == kind:
+                return message
+            if message["type"] == "bye":
+                raise ConnectionLostError(
+                    f"signaling session {self.id} ended while waiting for {kind!r}: {self.ended}"
+                )
+            if message["type"] == "candidate" and self._on_candidate is not None:
+                self._on_candidate(message["candidate"])
+            else:
+                logger.debug("session %s: %s skipped while waiting for %s", self.id, message["type"], kind)
+
+    _on_candidate: Callable[[dict | None], Any] | None = None
+
+    def on_candidate(self, callback: Callable[[dict | None], Any] | None) -> None:
+        """Have :meth:`expect` pass candidates it skips to ``callback``."""
+        self._on_candidate = callback
+
+    async def close(self, reason: str = "") -> None:
+        """Send ``bye`` (once) and end the session; safe to call twice."""
+        if self.ended is not None:
+            return
+        self.ended = reason or "closed by this end"
+        self._owner._sessions.pop(self.id, None)
+        self._inbox.put_nowait(_ENDED)
+        with contextlib.suppress(ConnectionLostError):
+            await self._owner._send({"type": "bye", "session": self.id, "reason": reason})
+
+    async def _send(self, message: dict) -> None:
+        if self.ended is not None:
+            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
+        await self._owner._send({**message, "session": self.id})
+
+    def _deliver(self, message: dict) -> None:
+        if message["type"] == "bye":
+            self.ended = message.get("reason") or "the other end said bye"
+        self._inbox.put_nowait(message)
+        if self.ended is not None:
+            self._inbox.put_nowait(_ENDED)
+
+
+class SignalingClient:
+    """
+    A connection to the signaling server, as a client or as an executor.
+
+    Create it with :meth:`connect`; use it as an async context manager, or
+    call :meth:`close`.
+    """
+
+    def __init__(self, ws: ClientConnection, url: str, token: str | None) -> None:
+        self._ws = ws
+        self.url = url
+        self._token = token
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future] = {}
+        self._register_waiter: asyncio.Future | None = None
+        self._sessions: dict[str, SignalingSession] = {}
+        self._accepted: asyncio.Queue = asyncio.Queue()
+        self._heartbeat: asyncio.Task | None = None
+        self._closed_reason: str | None = None
+        self._fatal: SignalingError | None = None
+        #: Name registered as, for an executor.
+        self.name: str | None = None
+        self._reader = asyncio.create_task(self._read(), name="signaling-client-reader")
+
+    # -- connecting ------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, token: str | None = None, timeout: float = 10.0
+    ) -> SignalingClient:
+        """
+        Open a connection to the signaling server at ``url`` (``ws://host:port/ws``).
+
+        Raises :exc:`SignalingError` (code ``unreachable``) when the server
+        cannot be reached and :exc:`RemoteTimeoutError` when it does not
+        answer within ``timeout`` seconds. The token is presented with the
+        first ``register`` or ``pair``.
+        """
+        try:
+            ws = await connect(
+                url,
+                compression=None,  # signaling is small JSON; deflate costs more than it saves
+                open_timeout=timeout,
+                close_timeout=timeout,
+                max_size=4 * messages.MAX_MESSAGE_SIZE,
+                ping_interval=20,
+            )
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RemoteTimeoutError(
+                f"signaling server at {url} did not complete the websocket handshake within {timeout:g} s"
+            ) from None
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            raise SignalingError(
+                f"cannot reach the signaling server at {url}: {exc}; is it running "
+                "(python -m signaling_server --port PORT) and is the URL right?",
+                code="unreachable",
+            ) from exc
+        return cls(ws, url, token)
+
+    async def __aenter__(self) -> SignalingClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed_reason is not None
+
+    async def close(self) -> None:
+        """Close the connection; the server tells the other ends of our sessions. Safe to call twice."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await self._ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    # -- executor role ---------------------------------------------------------------
+
+    async def register(
+        self,
+        name: str,
+        capacity: int,
+        capabilities: dict | None = None,
+        *,
+        status: Callable[[], tuple[float, int]] | None = None,
+        timeout: float = 10.0,
+    ) -> dict:
+        """
+        Register as an executor; returns the server's ``registered`` message.
+
+        A background task then sends ``heartbeat`` every interval the server
+        asks for, with ``status()`` as ``(load, sessions)``; by default
+        ``sessions`` is the number of open sessions and ``load`` that number
+        over ``capacity``. Raises :exc:`SignalingError` (``name_taken``...).
+        """
+        message = {"type": "register", "name": name, "capacity": capacity}
+        if capabilities is not None:
+            message["capabilities"] = capabilities
+        if self._token is not None:
+            message["token"] = self._token
+        messages.validate(message, messages.TO_SERVER)  # the caller's mistakes, before the wire
+        if self._register_waiter is not None:
+            raise RuntimeError("register() or unregister() is already waiting for an answer")
+        self._register_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._send(message)
+            reply = await _wait(self._register_waiter, timeout, f"registering {name!r} with {self.url}")
+        finally:
+            self._register_waiter = None
+        self.name = name
+
+        def default_status() -> tuple[float, int]:
+            return len(self._sessions) / capacity, len(self._sessions)
+
+        self._heartbeat = asyncio.create_task(
+            self._beat(reply["heartbeat_interval"], status or default_status), name="signaling-heartbeat"
+        )
+        return reply
+
+    async def heartbeat(self, load: float, sessions: int) -> None:
+        """Send one heartbeat now (the task started by :meth:`register` sends them anyway)."""
+        await self._send({"type": "heartbeat", "load": float(load), "sessions": int(sessions)})
+
+    async def unregister(self, *, timeout: float = 10.0) -> None:
+        """Stop taking sessions; the server ends the open ones with ``bye``."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        self._register_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._send({"type": "unregister"})
+            await _wait(self._register_waiter, timeout, f"unregistering from {self.url}")
+        finally:
+            self._register_waiter = None
+        self.name = None
+
+    async def accept(self, timeout: float | None = None) -> SignalingSession:
+        """The next session the server paired us into (executor role)."""
+        if self.closed and self._accepted.empty():
+            raise self._lost("accept()")
+        item = await _wait(self._accepted.get(), timeout, "waiting for a session")
+        if item is _ENDED:
+            self._accepted.put_nowait(_ENDED)
+            raise self._lost("accept()")
+        return item
+
+    # -- client role -----------------------------------------------------------------
+
+    async def pair(self, requirements: dict | None = None, *, timeout: float = 10.0) -> SignalingSession:
+        """
+        Ask for an executor; returns the session once the server has paired us.
+
+        ``requirements`` may ask for ``gpu`` (bool), a ``service``, a
+        ``model`` or a specific ``executor`` by name. Raises
+        :exc:`NoExecutorError` when none matches (the connection stays
+        usable, so retrying is fine), :exc:`AuthenticationError` for a
+        missing or wrong token.
+        """
+        request = f"r{next(self._ids)}"
+        message: dict[str, Any] = {"type": "pair", "request": request}
+        if requirements:
+            message["requirements"] = requirements
+        if self._token is not None:
+            message["token"] = self._token
+        messages.validate(message, messages.TO_SERVER)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request] = future
+        try:
+            await self._send(message)
+            reply = await _wait(future, timeout, f"pairing through {self.url}")
+        finally:
+            self._pending.pop(request, None)
+        session = SignalingSession(self, reply)
+        self._sessions[session.id] = session
+        return session
+
+    # -- internals -------------------------------------------------------------------
+
+    def _lost(self, what: str) -> Exception:
+        if self._fatal is not None:
+            return self._fatal
+        return ConnectionLostError(
+            f"{what}: the connection to the signaling server at {self.url} is closed ({self._closed_reason})"
+        )
+
+    async def _send(self, message: dict) -> None:
+        if self.closed:
+            raise self._lost(f"sending {message['type']!r}")
+        try:
+            await self._ws.send(messages.dump(message))
+        except ConnectionClosed as exc:
+            raise ConnectionLostError(
+                f"sending {message['type']!r}: the connection to the signaling server at {self.url} closed: {exc}"
+            ) from exc
+
+    async def _beat(self, interval: float, status: Callable[[], tuple[float, int]]) -> None:
+        with contextlib.suppress(ConnectionLostError):
+            while True:
+                load, sessions = status()
+                await self.heartbeat(load, sessions)
+                await asyncio.sleep(interval)
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._ws:
+                try:
+                    message = messages.parse(raw, messages.TO_PEER, max_size=4 * messages.MAX_MESSAGE_SIZE)
+                except SignalingError as exc:
+                    logger.warning("ignoring a bad message from the signaling server: %s", exc)
+                    continue
+                self._dispatch(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._closed_reason = self._close_reason()
+            self._end_all()
+
+    def _close_reason(self) -> str:
+        code, reason = self._ws.close_code, self._ws.close_reason
+        if code is None or code == 1006:
+            return "connection lost"
+        return f"closed with code {code}" + (f": {reason}" if reason else "")
+
+    def _dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "paired":
+            future = self._pending.get(message.get("request", ""))
+            if future is not None and not future.done():
+                future.set_result(message)
+            else:  # we gave up waiting: free the executor's slot at once
+                asyncio.create_task(self._send_quietly({"type": "bye", "session": message["session"], "reason": "pairing abandoned"}))
+        elif kind in ("registered", "unregistered"):
+            if self._register_waiter is not None and not self._register_waiter.done():
+                self._register_waiter.set_result(message)
+        elif kind == "session":
+            session = SignalingSession(self, message)
+            self._sessions[session.id] = session
+            self._accepted.put_nowait(session)
+        elif kind in messages.RELAYED:
+            session = self._sessions.get(message["session"])
+            if session is None:
+                logger.debug("%s for unknown session %s dropped", kind, message["session"])
+                return
+            if kind == "bye":
+                del self._sessions[session.id]
+            session._deliver(message)
+        elif kind == "error":
+            self._on_error(message)
+
+    def _on_error(self, message: dict) -> None:
+        error = _server_error(message)
+        future = self._pending.get(message.get("request", "")) if "request" in message else None
+        if future is None and self._register_waiter is not None and "session" not in message:
+            future = self._register_waiter
+        if future is not None and not future.done():
+            future.set_exception(error)
+            return
+        session = self._sessions.get(message.get("session", ""))
+        if session is not None:
+            session._inbox.put_nowait(message)
+            return
+        # An error about the connection itself (unauthorized, rate_limited,
+        # heartbeat_timeout): the server closes next; waiters get this error.
+        logger.warning("%s", error)
+        self._fatal = error
+
+    def _end_all(self) -> None:
+        for future in list(self._pending.values()) + [self._register_waiter]:
+            if future is not None and not future.done():
+                future.set_exception(self._lost("waiting for the signaling server"))
+        for session in list(self._sessions.values()):
+            if session.ended is None:
+                session.ended = f"signaling connection {self._closed_reason}"
+            session._inbox.put_nowait(_ENDED)
+        self._sessions.clear()
+        self._accepted.put_nowait(_ENDED)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+
+    async def _send_quietly(self, message: dict) -> None:
+        with contextlib.suppress(ConnectionLostError):
+            await self._send(message)

@@ -1,0 +1,135 @@
+"""
+Command line: ``python -m signaling_server`` (also ``remotemedia-signaling``).
+
+Prints one line, ``remotemedia-signaling listening on ws://HOST:PORT/ws``, once
+it accepts connections (with the real port when ``--port 0`` asked for a free
+one), and stops cleanly on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .app import start_server
+from .config import ServerConfig
+
+__all__ = ["main", "parse_args"]
+
+_DEFAULTS = ServerConfig()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="remotemedia-signaling",
+        description="Pair RemoteMedia clients with executors and relay their WebRTC signaling.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
+        help="shared secret that executors and clients must present (default: $REMOTEMEDIA_TOKEN; "
+        "without one the server is open to anyone who can reach it)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=_DEFAULTS.heartbeat_timeout,
+        help="drop executors silent for this many seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        help="how often executors should send heartbeats (default: a third of the timeout, at most 5)",
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=_DEFAULTS.hello_timeout,
+        help="close connections that send no register or pair within this many seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=_DEFAULTS.rate_limit,
+        help="messages per second allowed per connection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=int,
+        default=_DEFAULTS.rate_burst,
+        help="burst above the rate limit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=_DEFAULTS.max_message_size,
+        help="largest message in bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=_DEFAULTS.max_sessions_per_client,
+        help="open sessions allowed per client connection (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    interval = args.heartbeat_interval
+    if interval is None:
+        interval = min(_DEFAULTS.heartbeat_interval, args.heartbeat_timeout / 3)
+    return ServerConfig(
+        token=args.token,
+        heartbeat_interval=interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        hello_timeout=args.hello_timeout,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        max_message_size=args.max_message_size,
+        max_sessions_per_client=args.max_sessions_per_client,
+    )
+
+
+async def _serve(config: ServerConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await start_server(config, host=host, port=port)
+    print(f"remotemedia-signaling listening on {server.url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the signaling server until interrupted; returns the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = _config(args)
+    except ValueError as exc:
+        print(f"remotemedia-signaling: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, args.host, args.port))
+    except OSError as exc:
+        print(f"remotemedia-signaling: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

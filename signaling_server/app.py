@@ -1,0 +1,221 @@
+"""
+The aiohttp application around the hub: ``/ws``, ``/healthz`` and ``/metrics``.
+
+This module only moves messages: each websocket's text goes to
+:meth:`Hub.receive <signaling_server.hub.Hub.receive>`, and the actions that
+come back are queued on the target connections. Every connection has its own
+bounded outbox and writer task, so a slow or stuck peer never delays anyone
+else; a peer whose outbox fills up is closed (code 1013) rather than allowed
+to hold memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+from prometheus_client import CollectorRegistry
+
+from remotemedia.signaling.messages import dump
+
+from .config import ServerConfig
+from .hub import TRY_AGAIN_LATER, Close, Hub, Send
+from .metrics import CONTENT_TYPE_LATEST, HubCollector, render
+
+__all__ = ["SignalingServer", "RunningServer", "create_app", "start_server", "SERVER_KEY"]
+
+logger = logging.getLogger(__name__)
+
+#: Websocket-level ping interval; a peer that stops answering pings is closed.
+PING_INTERVAL = 20.0
+_GOING_AWAY = 1001
+
+
+@dataclass(eq=False)
+class _Peer:
+    ws: web.WebSocketResponse
+    outbox: asyncio.Queue
+    writer: asyncio.Task | None = None
+    aborted: bool = False
+    closer: asyncio.Task | None = None
+
+
+class SignalingServer:
+    """The request handlers and the background tick of one signaling server."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.hub = Hub(self.config)
+        self.metrics_registry = CollectorRegistry(auto_describe=True)
+        self.metrics_registry.register(HubCollector(self.hub))
+        self._peers: dict[str, _Peer] = {}
+        self._ticker: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def on_startup(self, app: web.Application) -> None:
+        if self.config.token is None:
+            logger.warning(
+                "no token configured: anyone who can reach this server can register executors "
+                "and pair with them; pass --token or set REMOTEMEDIA_TOKEN off a trusted network"
+            )
+        self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for peer in list(self._peers.values()):
+            with contextlib.suppress(Exception):
+                await peer.ws.close(code=_GOING_AWAY, message=b"server shutting down")
+
+    async def _tick_forever(self) -> None:
+        period = min(1.0, self.config.heartbeat_timeout / 4, self.config.hello_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            self._apply(self.hub.tick(loop.time()))
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """``GET /ws``: one signaling connection."""
+        ws = web.WebSocketResponse(
+            compress=False,  # JSON signaling gains nothing from deflate, and it costs CPU
+            heartbeat=PING_INTERVAL,
+            # Messages up to this size reach the hub, which answers "too_large"
+            # and keeps the connection; aiohttp closes with 1009 above it.
+            max_msg_size=4 * self.config.max_message_size,
+        )
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        conn = self.hub.open(loop.time())
+        peer = _Peer(ws, asyncio.Queue(self.config.outbox_size))
+        peer.writer = asyncio.create_task(self._write(conn, peer), name=f"signaling-writer-{conn}")
+        self._peers[conn] = peer
+        logger.debug("connection %s opened from %s", conn, request.remote)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self._apply(self.hub.receive(conn, msg.data, loop.time()))
+                else:  # ERROR: aiohttp closes the socket itself (1009 for a huge message)
+                    logger.debug("connection %s: %s", conn, ws.exception())
+                    break
+        finally:
+            del self._peers[conn]
+            self._apply(self.hub.close(conn, loop.time()))
+            # Let queued messages (an error before a close) go out, briefly.
+            with contextlib.suppress(asyncio.QueueFull):
+                peer.outbox.put_nowait(None)
+            if not peer.writer.done():
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(peer.writer), 1.0)
+                peer.writer.cancel()
+            await ws.close()
+            logger.debug("connection %s closed (code %s)", conn, ws.close_code)
+        return ws
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """``GET /healthz``: liveness and the registry's size."""
+        return web.json_response(self.hub.health())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: Prometheus text format."""
+        return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- actions ---------------------------------------------------------------------
+
+    def _apply(self, actions: list) -> None:
+        for action in actions:
+            peer = self._peers.get(action.conn)
+            if peer is None or peer.aborted:
+                continue  # it went away meanwhile; its own close() already ran
+            item = dump(action.message) if isinstance(action, Send) else action
+            try:
+                peer.outbox.put_nowait(item)
+            except asyncio.QueueFull:
+                logger.warning("connection %s is not reading its messages; closing it", action.conn)
+                self._abort(peer)
+
+    def _abort(self, peer: _Peer) -> None:
+        peer.aborted = True
+        if peer.writer is not None:
+            peer.writer.cancel()
+        peer.closer = asyncio.create_task(peer.ws.close(code=TRY_AGAIN_LATER, message=b"too slow"))
+
+    async def _write(self, conn: str, peer: _Peer) -> None:
+        try:
+            while True:
+                item = await peer.outbox.get()
+                if item is None:  # the reader is done
+                    return
+                if isinstance(item, Close):
+                    await peer.ws.close(code=item.code, message=item.reason.encode())
+                    return
+                await peer.ws.send_str(item)
+        except (ConnectionError, RuntimeError) as exc:
+            # The transport closed under us; the reader loop sees it too.
+            logger.debug("connection %s: send failed: %s", conn, exc)
+
+
+#: Key of the :class:`SignalingServer` in the application.
+SERVER_KEY = web.AppKey("signaling_server", SignalingServer)
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    """An aiohttp application serving the signaling protocol with ``config``."""
+    server = SignalingServer(config)
+    app = web.Application()
+    app[SERVER_KEY] = server
+    app.router.add_get("/ws", server.websocket)
+    app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/metrics", server.metrics)
+    app.on_startup.append(server.on_startup)
+    app.on_shutdown.append(server.on_shutdown)
+    return app
+
+
+@dataclass
+class RunningServer:
+    """A signaling server listening in this process; :meth:`close` stops it."""
+
+    #: The application (``app[SERVER_KEY]`` is the :class:`SignalingServer`).
+    app: web.Application
+    #: Address it listens on.
+    host: str
+    #: Port it listens on (the real one when 0 was asked for).
+    port: int
+    _runner: web.AppRunner = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The websocket URL clients and executors dial."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+    async def close(self) -> None:
+        """Close every connection and stop listening."""
+        await self._runner.cleanup()
+
+
+async def start_server(
+    config: ServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 50052
+) -> RunningServer:
+    """Start a signaling server in the running event loop (``port=0`` picks a free port)."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError:
+        await runner.cleanup()
+        raise
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return RunningServer(app=app, host=host, port=sock.getsockname()[1], _runner=runner)

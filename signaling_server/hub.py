@@ -1,0 +1,361 @@
+"""
+The hub: the signaling server's state machine, without I/O.
+
+It is fed events (a connection opened, a text message arrived, a connection
+went away, the clock ticked) with the current time, and answers with
+*actions*: :class:`Send` a message to a connection, or :class:`Close` one.
+The aiohttp application (:mod:`signaling_server.app`) only moves websocket
+messages in and out and carries the actions out, so every rule here
+(authentication, roles, pairing, relay, rate limits, heartbeat expiry) is
+tested by calling methods, with no network and no sleeps.
+
+Roles: a connection starts anonymous. A valid ``register`` makes it an
+executor; a valid ``pair`` makes it a client. With a token configured, that
+first message must carry it, or the connection is told ``unauthorized`` and
+closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+
+from remotemedia.exceptions import SignalingError
+from remotemedia.signaling import messages
+from remotemedia.signaling.ticket import make_ticket
+
+from .config import ServerConfig
+from .ratelimit import TokenBucket
+from .registry import ExecutorRecord, Registry, SessionRecord
+
+__all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION", "TRY_AGAIN_LATER"]
+
+logger = logging.getLogger(__name__)
+
+#: Websocket close code for a connection that broke the rules (RFC 6455).
+POLICY_VIOLATION = 1008
+#: Websocket close code for a connection too slow to keep up with its messages.
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True)
+class Send:
+    """Action: send ``message`` (a dict, JSON-encoded by the caller) on connection ``conn``."""
+
+    conn: str
+    message: dict
+
+
+@dataclass(frozen=True)
+class Close:
+    """Action: close connection ``conn`` with a websocket close code, after what was sent before."""
+
+    conn: str
+    code: int
+    reason: str
+
+
+@dataclass
+class Stats:
+    """Counters for ``/metrics``; the gauges are read off the registry."""
+
+    #: Connections accepted since start.
+    connections_total: int = 0
+    #: Pairings made since start.
+    pairings_total: int = 0
+    #: Relayed messages, by type.
+    relayed_total: Counter = field(default_factory=Counter)
+    #: Error messages sent, by code.
+    errors_total: Counter = field(default_factory=Counter)
+
+
+@dataclass(eq=False)
+class _Connection:
+    id: str
+    opened_at: float
+    bucket: TokenBucket
+    authenticated: bool
+    role: str | None = None  # None, "executor" or "client"
+    identified: bool = False  # ever sent a valid register or pair
+    closing: bool = False
+    executor: str | None = None  # executor name, for role "executor"
+    sessions: set[str] = field(default_factory=set)  # for role "client"
+
+
+class Hub:
+    """Signaling state: connections, the executor registry, sessions and statistics."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.registry = Registry()
+        self.stats = Stats()
+        self._conns: dict[str, _Connection] = {}
+
+    # -- events ------------------------------------------------------------------
+
+    def open(self, now: float) -> str:
+        """A websocket connected; returns the id that names it in actions."""
+        conn_id = secrets.token_urlsafe(9)
+        self._conns[conn_id] = _Connection(
+            id=conn_id,
+            opened_at=now,
+            bucket=TokenBucket(self.config.rate_limit, self.config.rate_burst, now),
+            authenticated=self.config.token is None,
+        )
+        self.stats.connections_total += 1
+        return conn_id
+
+    def receive(self, conn_id: str, data: str | bytes, now: float) -> list:
+        """A message arrived on ``conn_id``; returns the actions it causes."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.closing:
+            return []
+        if not conn.bucket.take(now):
+            return self._refuse(
+                conn,
+                "rate_limited",
+                f"more than {self.config.rate_limit:g} messages per second "
+                f"(burst {self.config.rate_burst}); closing",
+            )
+        try:
+            message = messages.parse(data, max_size=self.config.max_message_size)
+        except SignalingError as exc:
+            if not conn.authenticated:
+                return self._refuse(
+                    conn, "unauthorized", f"{exc}; the first message must be 'register' or 'pair' with the server's token"
+                )
+            return [self._error(conn, exc.code, str(exc))]
+        kind = message["type"]
+        if not conn.authenticated:
+            if kind not in ("register", "pair"):
+                return self._refuse(
+                    conn,
+                    "unauthorized",
+                    f"the first message must be 'register' or 'pair' with the server's token, not {kind!r}",
+                )
+            token = message.get("token")
+            if token is None or not hmac.compare_digest(token.encode(), self.config.token.encode()):
+                what = "no token" if token is None else "a wrong token"
+                return self._refuse(
+                    conn,
+                    "unauthorized",
+                    f"{kind!r} carried {what}; pass the server's token (REMOTEMEDIA_TOKEN)",
+                )
+            conn.authenticated = True
+        if conn.role == "executor":
+            record = self.registry.executors.get(conn.executor)
+            if record is not None:
+                record.last_seen = now
+        return getattr(self, f"_on_{kind}")(conn, message, now)
+
+    def close(self, conn_id: str, now: float) -> list:
+        """The websocket of ``conn_id`` is gone; the other ends of its sessions get ``bye``."""
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return []
+        if conn.role == "executor":
+            return self._drop_executor(conn, f"executor {conn.executor!r} disconnected")
+        if conn.role == "client":
+            return self._end_client_sessions(conn, "client disconnected")
+        return []
+
+    def tick(self, now: float) -> list:
+        """Drop executors whose heartbeats stopped and anonymous connections that never said hello."""
+        actions: list = []
+        for conn in list(self._conns.values()):
+            if conn.closing:
+                continue
+            if conn.role == "executor":
+                record = self.registry.executors[conn.executor]
+                silent = now - record.last_seen
+                if silent > self.config.heartbeat_timeout:
+                    logger.warning("executor %r missed heartbeats for %.1f s; dropping it", record.name, silent)
+                    actions += self._drop_executor(
+                        conn, f"executor {record.name!r} stopped sending heartbeats"
+                    )
+                    actions += self._refuse(
+                        conn,
+                        "heartbeat_timeout",
+                        f"no heartbeat for {silent:.1f} s (limit {self.config.heartbeat_timeout:g} s); "
+                        "register again",
+                    )
+            elif not conn.identified and now - conn.opened_at > self.config.hello_timeout:
+                actions += self._refuse(
+                    conn,
+                    "hello_timeout",
+                    f"no 'register' or 'pair' within {self.config.hello_timeout:g} s",
+                )
+        return actions
+
+    # -- queries -----------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Open websocket connections."""
+        return len(self._conns)
+
+    def health(self) -> dict:
+        """The body of ``/healthz``."""
+        return {
+            "status": "ok",
+            "executors": len(self.registry.executors),
+            "sessions": len(self.registry.sessions),
+        }
+
+    # -- message handlers ----------------------------------------------------------
+
+    def _on_register(self, conn: _Connection, message: dict, now: float) -> list:
+        name = message["name"]
+        if conn.role is not None:
+            already = f"as executor {conn.executor!r}" if conn.role == "executor" else "as a client"
+            return [self._error(conn, "not_allowed", f"this connection is already registered {already}")]
+        if name in self.registry.executors:
+            return [
+                self._error(
+                    conn,
+                    "name_taken",
+                    f"an executor named {name!r} is already registered; pick another name",
+                )
+            ]
+        caps = message.get("capabilities", {})
+        record = ExecutorRecord(
+            name=name,
+            conn=conn.id,
+            capacity=message["capacity"],
+            gpu=caps.get("gpu", False),
+            models=tuple(caps.get("models", ())),
+            services=tuple(caps.get("services", ())),
+            last_seen=now,
+        )
+        self.registry.add_executor(record)
+        conn.role, conn.executor, conn.identified = "executor", name, True
+        logger.info("executor %r registered (capacity %d, %s)", name, record.capacity, record.capabilities())
+        return [
+            Send(
+                conn.id,
+                {
+                    "type": "registered",
+                    "name": name,
+                    "heartbeat_interval": float(self.config.heartbeat_interval),
+                    "heartbeat_timeout": float(self.config.heartbeat_timeout),
+                },
+            )
+        ]
+
+    def _on_heartbeat(self, conn: _Connection, message: dict, now: float) -> list:
+        if conn.role != "executor":
+            return [self._error(conn, "not_allowed", "'heartbeat' is for registered executors")]
+        record = self.registry.executors[conn.executor]
+        record.load = message["load"]
+        record.reported_sessions = message["sessions"]
+        return []
+
+    def _on_unregister(self, conn: _Connection, message: dict, now: float) -> list:
+        if conn.role != "executor":
+            return [self._error(conn, "not_allowed", "'unregister' is for registered executors")]
+        actions = self._drop_executor(conn, f"executor {conn.executor!r} unregistered")
+        return actions + [Send(conn.id, {"type": "unregistered"})]
+
+    def _on_pair(self, conn: _Connection, message: dict, now: float) -> list:
+        request = {"request": message["request"]} if "request" in message else {}
+        if conn.role == "executor":
+            return [self._error(conn, "not_allowed", "an executor connection cannot pair", **request)]
+        conn.role, conn.identified = "client", True
+        limit = self.config.max_sessions_per_client
+        if len(conn.sessions) >= limit:
+            return [
+                self._error(
+                    conn,
+                    "too_many_sessions",
+                    f"this connection has {limit} open sessions, the limit; send 'bye' for one first",
+                    **request,
+                )
+            ]
+        requirements = message.get("requirements", {})
+        record = self.registry.choose(requirements)
+        if record is None:
+            return [self._error(conn, "no_executor", self.registry.why_none(requirements), **request)]
+        session_id = secrets.token_urlsafe(16)
+        ticket = make_ticket(self.config.token, session_id, conn.id, record.name)
+        self.registry.open_session(session_id, conn.id, record)
+        conn.sessions.add(session_id)
+        self.stats.pairings_total += 1
+        logger.info("session %s: client %s paired with executor %r", session_id, conn.id, record.name)
+        to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
+        if requirements:
+            to_executor["requirements"] = requirements
+        paired = {
+            "type": "paired",
+            "session": session_id,
+            "executor": record.name,
+            "client": conn.id,
+            "ticket": ticket,
+            "capabilities": record.capabilities(),
+            **request,
+        }
+        # The executor hears first, so it is ready for the offer the client sends next.
+        return [Send(record.conn, to_executor), Send(conn.id, paired)]
+
+    def _relay(self, conn: _Connection, message: dict, now: float) -> list:
+        session_id = message["session"]
+        session = self.registry.sessions.get(session_id)
+        other = session.other_end(conn.id) if session is not None else None
+        if other is None:
+            # The same answer whether the session does not exist or is someone
+            # else's, so that session ids cannot be probed.
+            return [
+                self._error(
+                    conn,
+                    "unknown_session",
+                    f"no open session {session_id!r} on this connection",
+                    session=session_id,
+                )
+            ]
+        self.stats.relayed_total[message["type"]] += 1
+        if message["type"] == "bye":
+            self._forget_session(session)
+        return [Send(other, message)]
+
+    _on_offer = _on_answer = _on_candidate = _on_bye = _relay
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _error(self, conn: _Connection, code: str, text: str, **extra) -> Send:
+        self.stats.errors_total[code] += 1
+        logger.debug("connection %s: error %s: %s", conn.id, code, text)
+        return Send(conn.id, {"type": "error", "code": code, "message": text, **extra})
+
+    def _refuse(self, conn: _Connection, code: str, text: str) -> list:
+        """Send an error and close the connection: it must end."""
+        conn.closing = True
+        logger.info("closing connection %s: %s: %s", conn.id, code, text)
+        return [self._error(conn, code, text), Close(conn.id, POLICY_VIOLATION, code)]
+
+    def _forget_session(self, session: SessionRecord) -> None:
+        self.registry.close_session(session.id)
+        client = self._conns.get(session.client)
+        if client is not None:
+            client.sessions.discard(session.id)
+
+    def _drop_executor(self, conn: _Connection, reason: str) -> list:
+        """Unregister the executor of ``conn``; its clients get ``bye``."""
+        actions = []
+        for session in self.registry.remove_executor(conn.executor):
+            client = self._conns.get(session.client)
+            if client is not None:
+                client.sessions.discard(session.id)
+                actions.append(Send(client.id, {"type": "bye", "session": session.id, "reason": reason}))
+        logger.info("%s; %d sessions closed", reason, len(actions))
+        conn.role, conn.executor = None, None
+        return actions
+
+    def _end_client_sessions(self, conn: _Connection, reason: str) -> list:
+        actions = []
+        for session_id in sorted(conn.sessions):
+            session = self.registry.close_session(session_id)
+            actions.append(Send(session.executor_conn, {"type": "bye", "session": session_id, "reason": reason}))
+        conn.sessions.clear()
+        return actions

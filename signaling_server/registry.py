@@ -1,0 +1,155 @@
+"""
+The registry: which executors are registered, what they offer, and which
+sessions are open between clients and executors.
+
+Plain data and a choice rule, no I/O. :class:`~signaling_server.hub.Hub`
+drives it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+__all__ = ["ExecutorRecord", "SessionRecord", "Registry"]
+
+
+@dataclass(eq=False)
+class ExecutorRecord:
+    """One registered executor."""
+
+    #: Unique name the executor registered with.
+    name: str
+    #: Connection id of its websocket.
+    conn: str
+    #: Most sessions it accepts at once.
+    capacity: int
+    #: Whether it has a GPU.
+    gpu: bool = False
+    #: Model names it has loaded or can load.
+    models: tuple[str, ...] = ()
+    #: Named services it offers.
+    services: tuple[str, ...] = ()
+    #: Load it reported in its last heartbeat (its own measure, 0 when idle).
+    load: float = 0.0
+    #: Sessions it reported in its last heartbeat.
+    reported_sessions: int = 0
+    #: Time of its last message (heartbeat or other), server clock.
+    last_seen: float = 0.0
+    #: Ids of the sessions the server paired it into and that are still open.
+    sessions: set[str] = field(default_factory=set)
+    #: Registration order, the last tie-breaker of the choice.
+    order: int = 0
+
+    @property
+    def free(self) -> int:
+        """Sessions it can still take."""
+        return self.capacity - len(self.sessions)
+
+    def capabilities(self) -> dict:
+        """Its capabilities as the protocol writes them."""
+        return {"gpu": self.gpu, "models": list(self.models), "services": list(self.services)}
+
+    def matches(self, requirements: dict) -> bool:
+        """Whether it satisfies a ``pair`` request's requirements."""
+        if requirements.get("gpu") and not self.gpu:
+            return False
+        if "service" in requirements and requirements["service"] not in self.services:
+            return False
+        if "model" in requirements and requirements["model"] not in self.models:
+            return False
+        if "executor" in requirements and requirements["executor"] != self.name:
+            return False
+        return True
+
+
+@dataclass(eq=False)
+class SessionRecord:
+    """One open session: a client and an executor that relay through the server."""
+
+    #: Session id (random, URL-safe).
+    id: str
+    #: Connection id of the client end.
+    client: str
+    #: Connection id of the executor end.
+    executor_conn: str
+    #: Name of the executor.
+    executor: str
+
+    def other_end(self, conn: str) -> str | None:
+        """The connection at the other end from ``conn``, or ``None`` if ``conn`` is not an end."""
+        if conn == self.client:
+            return self.executor_conn
+        if conn == self.executor_conn:
+            return self.client
+        return None
+
+
+class Registry:
+    """Executors by name and sessions by id."""
+
+    def __init__(self) -> None:
+        self.executors: dict[str, ExecutorRecord] = {}
+        self.sessions: dict[str, SessionRecord] = {}
+        self._order = itertools.count()
+
+    def add_executor(self, record: ExecutorRecord) -> None:
+        """Register an executor (its name must be free)."""
+        assert record.name not in self.executors
+        record.order = next(self._order)
+        self.executors[record.name] = record
+
+    def remove_executor(self, name: str) -> list[SessionRecord]:
+        """Drop an executor and return its sessions, which are closed too."""
+        record = self.executors.pop(name)
+        return [self.sessions.pop(sid) for sid in sorted(record.sessions)]
+
+    def choose(self, requirements: dict) -> ExecutorRecord | None:
+        """
+        The matching executor with the most free capacity, or ``None``.
+
+        Ties go to the lower reported load, then to the earlier registration.
+        """
+        best = None
+        best_key = None
+        for record in self.executors.values():
+            if record.free <= 0 or not record.matches(requirements):
+                continue
+            key = (-record.free, record.load, record.order)
+            if best_key is None or key < best_key:
+                best, best_key = record, key
+        return best
+
+    def why_none(self, requirements: dict) -> str:
+        """Explain, for the ``no_executor`` error, why :meth:`choose` found nothing."""
+        if not self.executors:
+            return (
+                "no executor is registered with this signaling server; start one with "
+                "'python -m executor --signaling ws://HOST:PORT' and retry"
+            )
+        matching = [r for r in self.executors.values() if r.matches(requirements)]
+        if not matching:
+            wanted = ", ".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
+            return (
+                f"none of the {len(self.executors)} registered executors matches "
+                f"the requirements ({wanted}); relax them or start an executor that offers them"
+            )
+        return (
+            f"all {len(matching)} matching executors are at capacity; "
+            "retry later or start more executors"
+        )
+
+    def open_session(self, session_id: str, client: str, record: ExecutorRecord) -> SessionRecord:
+        """Open a session between a client connection and an executor."""
+        session = SessionRecord(session_id, client, record.conn, record.name)
+        self.sessions[session_id] = session
+        record.sessions.add(session_id)
+        return session
+
+    def close_session(self, session_id: str) -> SessionRecord:
+        """Free a session (and its executor's slot)."""
+        session = self.sessions.pop(session_id)
+        record = self.executors.get(session.executor)
+        if record is not None:
+            record.sessions.discard(session_id)
+        return session
