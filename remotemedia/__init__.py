@@ -8,12 +8,17 @@ after their concept (:mod:`remotemedia.codec`, :mod:`remotemedia.nodes`,
 """
 
 from .exceptions import (
+    AuthenticationError,
     CodecError,
+    ConnectionLostError,
     DecodeError,
     EncodeError,
+    NoExecutorError,
     PipelineError,
     RemoteMediaError,
+    RemoteTimeoutError,
     SerializationError,
+    SignalingError,
 )
 from .frames import AudioFrame, VideoFrame
 from .node import Node
@@ -23,13 +28,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AudioFrame",
+    "AuthenticationError",
     "CodecError",
+    "ConnectionLostError",
     "DecodeError",
     "EncodeError",
     "Node",
+    "NoExecutorError",
     "Pipeline",
     "PipelineError",
     "RemoteMediaError",
+    "RemoteTimeoutError",
     "SerializationError",
+    "SignalingError",
     "VideoFrame",
 ]

@@ -9,14 +9,19 @@ import remotemedia
 
 PUBLIC = {
     "AudioFrame",
+    "AuthenticationError",
     "CodecError",
+    "ConnectionLostError",
     "DecodeError",
     "EncodeError",
     "Node",
+    "NoExecutorError",
     "Pipeline",
     "PipelineError",
     "RemoteMediaError",
+    "RemoteTimeoutError",
     "SerializationError",
+    "SignalingError",
     "VideoFrame",
 }
 
@@ -58,3 +63,7 @@ def test_errors_form_one_tree():
             assert issubclass(obj, remotemedia.RemoteMediaError)
     assert issubclass(remotemedia.EncodeError, TypeError)
     assert issubclass(remotemedia.DecodeError, ValueError)
+    assert issubclass(remotemedia.AuthenticationError, remotemedia.SignalingError)
+    assert issubclass(remotemedia.NoExecutorError, remotemedia.SignalingError)
+    assert issubclass(remotemedia.ConnectionLostError, ConnectionError)
+    assert issubclass(remotemedia.RemoteTimeoutError, TimeoutError)
