@@ -202,6 +202,7 @@ class SignalingClient:
         self._heartbeat: asyncio.Task | None = None
         self._closed_reason: str | None = None
         self._fatal: SignalingError | None = None
+        self._background: set[asyncio.Task] = set()
         #: Name registered as, for an executor.
         self.name: str | None = None
         self._reader = asyncio.create_task(self._read(), name="signaling-client-reader")
@@ -414,7 +415,11 @@ class SignalingClient:
             if future is not None and not future.done():
                 future.set_result(message)
             else:  # we gave up waiting: free the executor's slot at once
-                asyncio.create_task(self._send_quietly({"type": "bye", "session": message["session"], "reason": "pairing abandoned"}))
+                task = asyncio.create_task(
+                    self._send_quietly({"type": "bye", "session": message["session"], "reason": "pairing abandoned"})
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         elif kind in ("registered", "unregistered"):
             if self._register_waiter is not None and not self._register_waiter.done():
                 self._register_waiter.set_result(message)
