@@ -143,6 +143,7 @@ class Hub:
                     conn,
                     "unauthorized",
                     f"{kind!r} carried {what}; pass the server's token (REMOTEMEDIA_TOKEN)",
+                    **({"request": message["request"]} if "request" in message else {}),
                 )
             conn.authenticated = True
         if conn.role == "executor":
@@ -328,11 +329,11 @@ class Hub:
         logger.debug("connection %s: error %s: %s", conn.id, code, text)
         return Send(conn.id, {"type": "error", "code": code, "message": text, **extra})
 
-    def _refuse(self, conn: _Connection, code: str, text: str) -> list:
+    def _refuse(self, conn: _Connection, code: str, text: str, **extra) -> list:
         """Send an error and close the connection: it must end."""
         conn.closing = True
         logger.info("closing connection %s: %s: %s", conn.id, code, text)
-        return [self._error(conn, code, text), Close(conn.id, POLICY_VIOLATION, code)]
+        return [self._error(conn, code, text, **extra), Close(conn.id, POLICY_VIOLATION, code)]
 
     def _forget_session(self, session: SessionRecord) -> None:
         self.registry.close_session(session.id)

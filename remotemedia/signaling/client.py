@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 _ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorError}
 _ENDED = object()  # queue marker: the connection is gone
+# Codes after which the server closes the connection.
+_FATAL = frozenset({"unauthorized", "rate_limited", "hello_timeout", "heartbeat_timeout"})
 
 
 def _server_error(message: dict) -> SignalingError:
@@ -440,20 +442,27 @@ class SignalingClient:
 
     def _on_error(self, message: dict) -> None:
         error = _server_error(message)
-        future = self._pending.get(message.get("request", "")) if "request" in message else None
-        if future is None and self._register_waiter is not None and "session" not in message:
-            future = self._register_waiter
-        if future is not None and not future.done():
-            future.set_exception(error)
+        if "request" in message:
+            future = self._pending.get(message["request"])
+            if future is not None and not future.done():
+                future.set_exception(error)
+            else:
+                logger.debug("error for a request no longer waited for: %s", error)
             return
-        session = self._sessions.get(message.get("session", ""))
-        if session is not None:
-            session._inbox.put_nowait(message)
+        if "session" in message:
+            session = self._sessions.get(message["session"])
+            if session is not None:
+                session._inbox.put_nowait(message)
+            else:
+                logger.debug("error for a session already closed: %s", error)
             return
-        # An error about the connection itself (unauthorized, rate_limited,
-        # heartbeat_timeout): the server closes next; waiters get this error.
+        if self._register_waiter is not None and not self._register_waiter.done():
+            self._register_waiter.set_exception(error)
+            return
+        if error.code in _FATAL:
+            # The server closes the connection next; waiters get this error.
+            self._fatal = error
         logger.warning("%s", error)
-        self._fatal = error
 
     def _end_all(self) -> None:
         for future in list(self._pending.values()) + [self._register_waiter]:
