@@ -5,8 +5,8 @@ This module only moves messages: each websocket's text goes to
 :meth:`Hub.receive <signaling_server.hub.Hub.receive>`, and the actions that
 come back are queued on the target connections. Every connection has its own
 bounded outbox and writer task, so a slow or stuck peer never delays anyone
-else; a peer whose outbox fills up is closed (code 1013) rather than allowed
-to hold memory.
+else; a peer whose outbox fills up is disconnected rather than allowed to
+hold memory.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from remotemedia.signaling.messages import dump
 
 from .config import ServerConfig
-from .hub import TRY_AGAIN_LATER, Close, Hub, Send
+from .hub import Close, Hub, Send
 from .metrics import CONTENT_TYPE_LATEST, HubCollector, render
 
 __all__ = ["SignalingServer", "RunningServer", "create_app", "start_server", "SERVER_KEY"]
@@ -39,9 +39,9 @@ _GOING_AWAY = 1001
 class _Peer:
     ws: web.WebSocketResponse
     outbox: asyncio.Queue
+    transport: asyncio.BaseTransport | None = None
     writer: asyncio.Task | None = None
     aborted: bool = False
-    closer: asyncio.Task | None = None
 
 
 class SignalingServer:
@@ -95,7 +95,7 @@ class SignalingServer:
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
         conn = self.hub.open(loop.time())
-        peer = _Peer(ws, asyncio.Queue(self.config.outbox_size))
+        peer = _Peer(ws, asyncio.Queue(self.config.outbox_size), request.transport)
         peer.writer = asyncio.create_task(self._write(conn, peer), name=f"signaling-writer-{conn}")
         self._peers[conn] = peer
         logger.debug("connection %s opened from %s", conn, request.remote)
@@ -103,6 +103,11 @@ class SignalingServer:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self._apply(self.hub.receive(conn, msg.data, loop.time()))
+                    if peer.outbox.qsize() > self.config.outbox_size // 2:
+                        # Answers to this peer pile up: read nothing more from
+                        # it until they are out, so a fast sender is slowed
+                        # down by its own replies instead of being dropped.
+                        await self._drain(conn, peer)
                 else:  # ERROR: aiohttp closes the socket itself (1009 for a huge message)
                     logger.debug("connection %s: %s", conn, ws.exception())
                     break
@@ -143,15 +148,26 @@ class SignalingServer:
                 self._abort(peer)
 
     def _abort(self, peer: _Peer) -> None:
+        # A peer that does not read would not read a close frame either: drop
+        # the TCP connection, and the reader loop ends the connection's state.
         peer.aborted = True
         if peer.writer is not None:
             peer.writer.cancel()
-        peer.closer = asyncio.create_task(peer.ws.close(code=TRY_AGAIN_LATER, message=b"too slow"))
+        if peer.transport is not None:
+            peer.transport.abort()
+
+    async def _drain(self, conn: str, peer: _Peer) -> None:
+        try:
+            await asyncio.wait_for(peer.outbox.join(), PING_INTERVAL)
+        except asyncio.TimeoutError:
+            logger.warning("connection %s is not reading its messages; closing it", conn)
+            self._abort(peer)
 
     async def _write(self, conn: str, peer: _Peer) -> None:
         try:
             while True:
                 item = await peer.outbox.get()
+                peer.outbox.task_done()
                 if item is None:  # the reader is done
                     return
                 if isinstance(item, Close):

@@ -31,14 +31,12 @@ from .config import ServerConfig
 from .ratelimit import TokenBucket
 from .registry import ExecutorRecord, Registry, SessionRecord
 
-__all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION", "TRY_AGAIN_LATER"]
+__all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION"]
 
 logger = logging.getLogger(__name__)
 
 #: Websocket close code for a connection that broke the rules (RFC 6455).
 POLICY_VIOLATION = 1008
-#: Websocket close code for a connection too slow to keep up with its messages.
-TRY_AGAIN_LATER = 1013
 
 
 @dataclass(frozen=True)
