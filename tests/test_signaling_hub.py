@@ -1,0 +1,550 @@
+"""
+The signaling hub without I/O: events in, actions out, time passed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signaling_server.config import ServerConfig
+from signaling_server.hub import POLICY_VIOLATION, Close, Hub, Send
+from signaling_server.ratelimit import TokenBucket
+from signaling_server.registry import ExecutorRecord, Registry
+from remotemedia.signaling.ticket import verify_ticket
+
+
+def sent(actions, conn) -> list[dict]:
+    """Messages that ``actions`` send to ``conn``, in order."""
+    return [a.message for a in actions if isinstance(a, Send) and a.conn == conn]
+
+
+def closes(actions, conn) -> list[Close]:
+    return [a for a in actions if isinstance(a, Close) and a.conn == conn]
+
+
+def only(actions, conn) -> dict:
+    messages = sent(actions, conn)
+    assert len(messages) == 1, actions
+    return messages[0]
+
+
+class World:
+    """A hub and helpers that speak to it like peers do."""
+
+    def __init__(self, **config) -> None:
+        self.hub = Hub(ServerConfig(**config))
+        self.now = 0.0
+        self.token = config.get("token")
+
+    def connect(self) -> str:
+        return self.hub.open(self.now)
+
+    def send(self, conn, message) -> list:
+        data = message if isinstance(message, (str, bytes)) else json.dumps(message)
+        return self.hub.receive(conn, data, self.now)
+
+    def executor(self, name, capacity=4, **caps) -> str:
+        conn = self.connect()
+        message = {"type": "register", "name": name, "capacity": capacity}
+        if caps:
+            message["capabilities"] = caps
+        if self.token:
+            message["token"] = self.token
+        assert only(self.send(conn, message), conn)["type"] == "registered"
+        return conn
+
+    def pair(self, client, requirements=None, **extra) -> tuple[dict, list]:
+        message = {"type": "pair", **extra}
+        if requirements is not None:
+            message["requirements"] = requirements
+        if self.token:
+            message["token"] = self.token
+        actions = self.send(client, message)
+        return only(actions, client), actions
+
+    def error_code(self, actions, conn) -> str:
+        message = only(actions, conn)
+        assert message["type"] == "error", message
+        assert message["message"]
+        return message["code"]
+
+
+# -- registration ------------------------------------------------------------------
+
+
+def test_register_answers_with_the_heartbeat_settings():
+    world = World(heartbeat_interval=2.0, heartbeat_timeout=7.0)
+    conn = world.connect()
+    reply = only(world.send(conn, {"type": "register", "name": "gpu-1", "capacity": 3}), conn)
+    assert reply == {"type": "registered", "name": "gpu-1", "heartbeat_interval": 2.0, "heartbeat_timeout": 7.0}
+    record = world.hub.registry.executors["gpu-1"]
+    assert (record.capacity, record.gpu, record.models, record.services) == (3, False, (), ())
+    assert world.hub.health() == {"status": "ok", "executors": 1, "sessions": 0}
+
+
+def test_register_keeps_capabilities():
+    world = World()
+    world.executor("e", gpu=True, models=["tiny.en"], services=["edges"])
+    assert world.hub.registry.executors["e"].capabilities() == {
+        "gpu": True,
+        "models": ["tiny.en"],
+        "services": ["edges"],
+    }
+
+
+def test_duplicate_name_is_taken_and_the_connection_may_retry():
+    world = World()
+    world.executor("e")
+    other = world.connect()
+    assert world.error_code(world.send(other, {"type": "register", "name": "e", "capacity": 1}), other) == "name_taken"
+    assert only(world.send(other, {"type": "register", "name": "f", "capacity": 1}), other)["type"] == "registered"
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("executor", {"type": "register", "name": "again", "capacity": 1}),
+        ("executor", {"type": "pair"}),
+        ("client", {"type": "register", "name": "x", "capacity": 1}),
+        ("client", {"type": "heartbeat", "load": 0, "sessions": 0}),
+        ("client", {"type": "unregister"}),
+        ("anonymous", {"type": "heartbeat", "load": 0, "sessions": 0}),
+        ("anonymous", {"type": "unregister"}),
+    ],
+)
+def test_messages_outside_the_role_are_not_allowed(setup, message):
+    world = World()
+    if setup == "executor":
+        conn = world.executor("e")
+    else:
+        conn = world.connect()
+        if setup == "client":
+            world.pair(conn)
+    actions = world.send(conn, message)
+    assert world.error_code(actions, conn) == "not_allowed"
+    assert not closes(actions, conn)
+
+
+# -- pairing -----------------------------------------------------------------------
+
+
+def test_pair_tells_the_executor_first_and_both_get_the_same_ticket():
+    world = World(token="s3cret")
+    executor = world.executor("gpu-1", gpu=True)
+    client = world.connect()
+    paired, actions = world.pair(client, request="abc")
+    assert [a.conn for a in actions] == [executor, client]
+    session = only(actions, executor)
+    assert session["type"] == "session" and paired["type"] == "paired"
+    assert session["session"] == paired["session"]
+    assert session["client"] == paired["client"] == client
+    assert paired["executor"] == "gpu-1"
+    assert paired["request"] == "abc"
+    assert paired["capabilities"]["gpu"] is True
+    assert session["ticket"] == paired["ticket"]
+    assert verify_ticket("s3cret", paired["ticket"], paired["session"], client, "gpu-1")
+    assert "requirements" not in session
+    assert world.hub.stats.pairings_total == 1
+
+
+def test_requirements_reach_the_executor():
+    world = World()
+    executor = world.executor("svc", services=["edges"])
+    _, actions = world.pair(world.connect(), {"service": "edges"})
+    assert only(actions, executor)["requirements"] == {"service": "edges"}
+
+
+def test_choice_is_by_free_capacity_over_a_sequence():
+    world = World()
+    world.executor("small", capacity=2)
+    world.executor("big", capacity=4)
+    client = world.connect()
+    chosen = [world.pair(client)[0]["executor"] for _ in range(6)]
+    assert chosen == ["big", "big", "small", "big", "small", "big"]
+    assert world.error_code(world.send(client, {"type": "pair"}), client) == "no_executor"
+
+
+def test_equal_free_capacity_goes_to_the_lower_load():
+    world = World()
+    a = world.executor("a", capacity=2)
+    b = world.executor("b", capacity=2)
+    world.send(a, {"type": "heartbeat", "load": 0.8, "sessions": 0})
+    world.send(b, {"type": "heartbeat", "load": 0.2, "sessions": 0})
+    assert world.pair(world.connect())[0]["executor"] == "b"
+
+
+@pytest.mark.parametrize(
+    "requirements, expected",
+    [
+        ({}, "plain"),
+        ({"gpu": True}, "gpu"),
+        ({"gpu": False}, "plain"),
+        ({"service": "edges"}, "svc"),
+        ({"model": "tiny.en"}, "gpu"),
+        ({"executor": "svc"}, "svc"),
+        ({"gpu": True, "model": "tiny.en"}, "gpu"),
+        ({"gpu": True, "service": "edges"}, None),
+        ({"service": "nope"}, None),
+    ],
+)
+def test_requirements_match_capabilities(requirements, expected):
+    world = World()
+    world.executor("plain", capacity=8)
+    world.executor("gpu", capacity=1, gpu=True, models=["tiny.en"])
+    world.executor("svc", capacity=1, services=["edges"])
+    client = world.connect()
+    reply, _ = world.pair(client, requirements)
+    if expected is None:
+        assert reply["code"] == "no_executor"
+        assert "matches the requirements" in reply["message"]
+    else:
+        assert reply["executor"] == expected
+
+
+def test_no_executor_explains_why_and_keeps_the_connection():
+    world = World()
+    client = world.connect()
+    reply, actions = world.pair(client, request="r7")
+    assert reply["code"] == "no_executor" and reply["request"] == "r7"
+    assert "no executor is registered" in reply["message"]
+    assert not closes(actions, client)
+    world.executor("e", capacity=1)
+    paired, _ = world.pair(client)
+    reply, _ = world.pair(client)
+    assert reply["code"] == "no_executor" and "at capacity" in reply["message"]
+    # A bye frees the slot and the same connection pairs again.
+    world.send(client, {"type": "bye", "session": paired["session"]})
+    assert world.pair(client)[0]["type"] == "paired"
+
+
+def test_too_many_sessions_per_client():
+    world = World(max_sessions_per_client=2)
+    world.executor("e", capacity=10)
+    client = world.connect()
+    world.pair(client)
+    world.pair(client)
+    reply, _ = world.pair(client, request="x")
+    assert reply["code"] == "too_many_sessions" and reply["request"] == "x"
+
+
+# -- relay -------------------------------------------------------------------------
+
+
+def paired_world(**config):
+    world = World(**config)
+    executor = world.executor("e", capacity=4)
+    client = world.connect()
+    paired, _ = world.pair(client)
+    return world, executor, client, paired["session"]
+
+
+@pytest.mark.parametrize("direction", ["to_executor", "to_client"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "offer", "sdp": "v=0\r\n"},
+        {"type": "answer", "sdp": "v=0\r\n"},
+        {"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0}},
+        {"type": "candidate", "candidate": None},
+    ],
+)
+def test_relay_forwards_known_fields_both_ways(direction, message):
+    world, executor, client, sid = paired_world()
+    source, target = (client, executor) if direction == "to_executor" else (executor, client)
+    actions = world.send(source, {**message, "session": sid, "extra": "dropped"})
+    assert sent(actions, source) == []
+    assert only(actions, target) == {**message, "session": sid}
+    assert world.hub.stats.relayed_total[message["type"]] == 1
+
+
+@pytest.mark.parametrize("by", ["client", "executor"])
+def test_bye_is_forwarded_and_frees_the_session(by):
+    world, executor, client, sid = paired_world()
+    source, target = (client, executor) if by == "client" else (executor, client)
+    actions = world.send(source, {"type": "bye", "session": sid, "reason": "done"})
+    assert only(actions, target) == {"type": "bye", "session": sid, "reason": "done"}
+    assert world.hub.health()["sessions"] == 0
+    assert world.hub.registry.executors["e"].free == 4
+    # Now the session is unknown to both.
+    actions = world.send(target, {"type": "offer", "session": sid, "sdp": "v=0"})
+    assert world.error_code(actions, target) == "unknown_session"
+
+
+def test_relay_into_a_foreign_or_unknown_session_gets_the_same_error():
+    world, executor, client, sid = paired_world()
+    intruder = world.connect()
+    world.pair(intruder)
+    foreign = world.send(intruder, {"type": "offer", "session": sid, "sdp": "v=0"})
+    unknown = world.send(intruder, {"type": "offer", "session": "no-such", "sdp": "v=0"})
+    assert only(foreign, intruder)["code"] == only(unknown, intruder)["code"] == "unknown_session"
+    assert only(foreign, intruder)["session"] == sid
+    assert sent(foreign, executor) == [] and sent(foreign, client) == []
+    anonymous = world.connect()
+    assert world.error_code(world.send(anonymous, {"type": "bye", "session": sid}), anonymous) == "unknown_session"
+    assert world.hub.health()["sessions"] == 2
+
+
+# -- disconnects, unregister, heartbeats -------------------------------------------
+
+
+def test_client_disconnect_byes_each_of_its_sessions():
+    world = World()
+    executor = world.executor("e", capacity=4)
+    client = world.connect()
+    sessions = {world.pair(client)[0]["session"] for _ in range(3)}
+    actions = world.hub.close(client, world.now)
+    byes = sent(actions, executor)
+    assert {m["session"] for m in byes} == sessions
+    assert all(m["type"] == "bye" and m["reason"] == "client disconnected" for m in byes)
+    assert world.hub.health() == {"status": "ok", "executors": 1, "sessions": 0}
+    assert world.hub.close(client, world.now) == []  # twice is harmless
+
+
+def test_executor_disconnect_byes_its_clients_and_unregisters_it():
+    world, executor, client, sid = paired_world()
+    actions = world.hub.close(executor, world.now)
+    bye = only(actions, client)
+    assert bye["type"] == "bye" and bye["session"] == sid and "disconnected" in bye["reason"]
+    assert world.hub.health() == {"status": "ok", "executors": 0, "sessions": 0}
+    assert world.hub.connection_count == 1
+
+
+def test_unregister_ends_sessions_and_allows_registering_again():
+    world, executor, client, sid = paired_world()
+    actions = world.send(executor, {"type": "unregister"})
+    assert only(actions, client)["type"] == "bye"
+    assert only(actions, executor) == {"type": "unregistered"}
+    assert world.hub.health()["executors"] == 0
+    again = world.send(executor, {"type": "register", "name": "e", "capacity": 1})
+    assert only(again, executor)["type"] == "registered"
+
+
+def test_silent_executor_is_dropped_on_tick():
+    world, executor, client, sid = paired_world(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world.now = 2.9
+    assert world.hub.tick(world.now) == []
+    world.now = 3.5
+    actions = world.hub.tick(world.now)
+    bye = only(actions, client)
+    assert bye["type"] == "bye" and "heartbeats" in bye["reason"]
+    assert only(actions, executor)["code"] == "heartbeat_timeout"
+    assert closes(actions, executor) == [Close(executor, POLICY_VIOLATION, "heartbeat_timeout")]
+    assert world.hub.health() == {"status": "ok", "executors": 0, "sessions": 0}
+    # It is closing: what it sends now is ignored, and its close is quiet.
+    assert world.send(executor, {"type": "heartbeat", "load": 0, "sessions": 0}) == []
+    assert world.hub.close(executor, world.now) == []
+
+
+def test_heartbeats_keep_an_executor_alive_and_update_its_load():
+    world = World(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    executor = world.executor("e")
+    for step in range(1, 10):
+        world.now = step * 2.0
+        world.send(executor, {"type": "heartbeat", "load": 0.5, "sessions": 2})
+        assert world.hub.tick(world.now) == []
+    record = world.hub.registry.executors["e"]
+    assert (record.load, record.reported_sessions) == (0.5, 2)
+
+
+def test_any_valid_message_is_a_sign_of_life():
+    world, executor, client, sid = paired_world(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world.now = 2.0
+    world.send(executor, {"type": "answer", "session": sid, "sdp": "v=0"})
+    world.now = 4.0
+    assert world.hub.tick(world.now) == []
+
+
+def test_invalid_messages_are_no_sign_of_life():
+    world = World(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    executor = world.executor("e")
+    world.now = 2.0
+    world.send(executor, "not json")
+    world.now = 3.5
+    assert world.hub.tick(world.now) != []
+
+
+def test_anonymous_connection_is_closed_after_the_hello_timeout():
+    world = World(hello_timeout=5.0)
+    idle = world.connect()
+    client = world.connect()
+    world.pair(client)  # identified, though no executor answered
+    world.now = 4.0
+    assert world.hub.tick(world.now) == []
+    world.now = 5.5
+    actions = world.hub.tick(world.now)
+    assert only(actions, idle)["code"] == "hello_timeout"
+    assert closes(actions, idle) and not sent(actions, client)
+    assert world.hub.tick(world.now + 100) == []  # once
+
+
+# -- tokens ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"type": "pair"},
+        {"type": "pair", "token": "wrong"},
+        {"type": "register", "name": "e", "capacity": 1},
+        {"type": "register", "name": "e", "capacity": 1, "token": "s3cre"},
+        {"type": "offer", "session": "s", "sdp": "v=0"},
+        {"type": "heartbeat", "load": 0, "sessions": 0},
+        "{broken",
+        b"binary",
+        {"type": "register", "name": "e", "capacity": "1", "token": "s3cret"},
+    ],
+)
+def test_with_a_token_anything_but_the_right_token_first_is_refused(first):
+    world = World(token="s3cret")
+    conn = world.connect()
+    actions = world.send(conn, first)
+    assert world.error_code(actions, conn) == "unauthorized"
+    assert closes(actions, conn) == [Close(conn, POLICY_VIOLATION, "unauthorized")]
+    assert world.send(conn, {"type": "pair", "token": "s3cret"}) == []
+    assert world.hub.health()["executors"] == 0
+
+
+def test_unauthorized_pair_echoes_its_request():
+    world = World(token="s3cret")
+    conn = world.connect()
+    actions = world.send(conn, {"type": "pair", "token": "no", "request": "r1"})
+    assert only(actions, conn)["request"] == "r1"
+
+
+def test_the_right_token_is_needed_only_once():
+    world = World(token="s3cret")
+    executor = world.executor("e")
+    # Later messages carry none.
+    assert world.send(executor, {"type": "heartbeat", "load": 0, "sessions": 0}) == []
+    client = world.connect()
+    paired = only(world.send(client, {"type": "pair", "token": "s3cret"}), client)
+    assert paired["type"] == "paired"
+    actions = world.send(client, {"type": "offer", "session": paired["session"], "sdp": "v=0"})
+    assert only(actions, executor)["type"] == "offer"
+
+
+def test_open_server_needs_no_token_and_ignores_one():
+    world = World()
+    conn = world.connect()
+    actions = world.send(conn, {"type": "register", "name": "e", "capacity": 1, "token": "whatever"})
+    assert only(actions, conn)["type"] == "registered"
+
+
+# -- bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        ("{nope", "bad_json"),
+        ("NaN", "bad_json"),
+        ('{"type": "pair", "x": Infinity}', "bad_json"),
+        ("[" * 60_000, "bad_json"),
+        ("[]", "bad_message"),
+        ("null", "bad_message"),
+        ('"pair"', "bad_message"),
+        ("{}", "bad_message"),
+        ('{"type": null}', "bad_message"),
+        ('{"type": "fly"}', "unknown_type"),
+        ('{"type": "register", "name": "e"}', "bad_message"),
+        ('{"type": "register", "name": "", "capacity": 1}', "bad_message"),
+        ('{"type": "register", "name": "a\\nb", "capacity": 1}', "bad_message"),
+        ('{"type": "register", "name": "e", "capacity": 1.0}', "bad_message"),
+        ('{"type": "register", "name": "e", "capacity": false}', "bad_message"),
+        ('{"type": "register", "name": "e", "capacity": -3}', "bad_message"),
+        ('{"type": "register", "name": "e", "capacity": 1, "capabilities": {"models": "x"}}', "bad_message"),
+        ('{"type": "pair", "requirements": []}', "bad_message"),
+        ('{"type": "offer", "session": 5, "sdp": "v=0"}', "bad_message"),
+        ('{"type": "candidate", "session": "s"}', "bad_message"),
+        ('{"type": "candidate", "session": "s", "candidate": {"sdpMid": "0"}}', "bad_message"),
+        (b'{"type": "pair"}', "bad_message"),
+        ("x" * (64 * 1024 + 1), "too_large"),
+        ('{"type": "offer", "session": "s", "sdp": "' + "é" * 33_000 + '"}', "too_large"),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_connection_stays(data, code):
+    world = World()
+    conn = world.connect()
+    actions = world.send(conn, data)
+    assert world.error_code(actions, conn) == code
+    assert not closes(actions, conn)
+    assert world.hub.stats.errors_total[code] == 1
+    assert world.pair(conn)[0]["code"] == "no_executor"  # still served
+
+
+def test_heartbeat_fields_are_checked():
+    world = World()
+    executor = world.executor("e")
+    for bad in ({"load": -1, "sessions": 0}, {"load": 0}, {"load": "1", "sessions": 0}, {"load": 0, "sessions": -1}):
+        actions = world.send(executor, {"type": "heartbeat", **bad})
+        assert world.error_code(actions, executor) == "bad_message"
+
+
+# -- rate limit --------------------------------------------------------------------
+
+
+def test_flooding_connection_is_closed():
+    world = World(rate_limit=10.0, rate_burst=5)
+    conn = world.connect()
+    for _ in range(5):
+        assert world.pair(conn)[0]["code"] == "no_executor"
+    actions = world.send(conn, {"type": "pair"})
+    assert world.error_code(actions, conn) == "rate_limited"
+    assert closes(actions, conn)
+    assert world.send(conn, {"type": "pair"}) == []
+
+
+def test_rate_limit_refills_with_time():
+    world = World(rate_limit=10.0, rate_burst=2)
+    conn = world.connect()
+    for step in range(50):
+        world.now = step * 0.1  # exactly the allowed rate
+        assert world.pair(conn)[0]["code"] == "no_executor"
+
+
+# -- the pieces --------------------------------------------------------------------
+
+
+def test_token_bucket():
+    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.5)  # one token back after 0.5 s
+    assert not bucket.take(0.5)
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]  # never above burst
+    assert not bucket.take(50.0)  # time going backwards adds nothing
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"token": ""},
+        {"heartbeat_timeout": 0},
+        {"heartbeat_interval": -1},
+        {"heartbeat_interval": 5.0, "heartbeat_timeout": 5.0},
+        {"hello_timeout": True},
+        {"rate_limit": 0},
+        {"rate_burst": 0},
+        {"max_message_size": 1.5},
+        {"max_sessions_per_client": True},
+        {"outbox_size": 0},
+    ],
+)
+def test_server_config_refuses_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        ServerConfig(**kwargs)
+
+
+def test_registry_records_sessions_and_frees_them():
+    registry = Registry()
+    record = ExecutorRecord(name="e", conn="c1", capacity=2)
+    registry.add_executor(record)
+    session = registry.open_session("s1", "client", record)
+    assert record.free == 1 and session.other_end("client") == "c1" and session.other_end("c1") == "client"
+    assert session.other_end("someone") is None
+    registry.close_session("s1")
+    assert record.free == 2
+    registry.open_session("s2", "client", record)
+    assert [s.id for s in registry.remove_executor("e")] == ["s2"]
+    assert registry.sessions == {}
