@@ -59,6 +59,12 @@ def _server_error(message: dict) -> SignalingError:
     return cls(f"signaling server: {message['message']}", code=message["code"])
 
 
+def _settle(future: asyncio.Future | None) -> None:
+    """Mark a future's exception as seen when its waiter left by another path."""
+    if future is not None and future.done() and not future.cancelled():
+        future.exception()
+
+
 async def _wait(awaitable, timeout: float | None, what: str):
     try:
         return await asyncio.wait_for(awaitable, timeout)
@@ -295,6 +301,7 @@ class SignalingClient:
             await self._send(message)
             reply = await _wait(self._register_waiter, timeout, f"registering {name!r} with {self.url}")
         finally:
+            _settle(self._register_waiter)
             self._register_waiter = None
         self.name = name
 
@@ -320,6 +327,7 @@ class SignalingClient:
             await self._send({"type": "unregister"})
             await _wait(self._register_waiter, timeout, f"unregistering from {self.url}")
         finally:
+            _settle(self._register_waiter)
             self._register_waiter = None
         self.name = None
 
@@ -358,7 +366,7 @@ class SignalingClient:
             await self._send(message)
             reply = await _wait(future, timeout, f"pairing through {self.url}")
         finally:
-            self._pending.pop(request, None)
+            _settle(self._pending.pop(request))
         session = SignalingSession(self, reply)
         self._sessions[session.id] = session
         return session
@@ -378,9 +386,12 @@ class SignalingClient:
         try:
             await self._ws.send(messages.dump(message))
         except ConnectionClosed as exc:
-            raise ConnectionLostError(
-                f"sending {message['type']!r}: the connection to the signaling server at {self.url} closed: {exc}"
-            ) from exc
+            # Let the reader record why (an error the server sent before closing).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+            if self._closed_reason is None:
+                self._closed_reason = str(exc)
+            raise self._lost(f"sending {message['type']!r}") from exc
 
     async def _beat(self, interval: float, status: Callable[[], tuple[float, int]]) -> None:
         with contextlib.suppress(ConnectionLostError):
@@ -442,6 +453,9 @@ class SignalingClient:
 
     def _on_error(self, message: dict) -> None:
         error = _server_error(message)
+        if error.code in _FATAL:
+            # The server closes the connection next; later calls raise this.
+            self._fatal = error
         if "request" in message:
             future = self._pending.get(message["request"])
             if future is not None and not future.done():
@@ -459,9 +473,6 @@ class SignalingClient:
         if self._register_waiter is not None and not self._register_waiter.done():
             self._register_waiter.set_exception(error)
             return
-        if error.code in _FATAL:
-            # The server closes the connection next; waiters get this error.
-            self._fatal = error
         logger.warning("%s", error)
 
     def _end_all(self) -> None:
