@@ -34,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--token",
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="shared secret that executors and clients must present (default: $REMOTEMEDIA_TOKEN; "
-        "without one the server is open to anyone who can reach it)",
+        help="shared secret that executors and clients must present (default: $REMOTEMEDIA_TOKEN, "
+        "which other users cannot read in the process list, unlike this flag; "
+        "without a token the server is open to anyone who can reach it)",
     )
     parser.add_argument(
         "--heartbeat-timeout",

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from signaling_harness import ROOT, running_server
@@ -563,3 +564,10 @@ def test_bad_settings_are_refused():
     )
     assert result.returncode == 2
     assert "heartbeat_timeout" in result.stderr or "heartbeat_interval" in result.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "remotemedia-signaling"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    assert "--token" in result.stdout and "REMOTEMEDIA_TOKEN" in result.stdout
