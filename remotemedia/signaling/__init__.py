@@ -6,12 +6,14 @@ The signaling protocol, shared by the signaling server, executors and clients.
 - :mod:`remotemedia.signaling.ticket`: the HMAC tickets that bind a session to
   its two ends;
 - :mod:`remotemedia.signaling.client`: the asyncio client (on ``websockets``)
-  that the SDK and the executor use to talk to the server.
+  that the SDK and the executor use to talk to the server;
+- :mod:`remotemedia.signaling.session`: one session's relay, from either end.
 
 The protocol itself is described in ``signaling_server/PROTOCOL.md``.
 """
 
-from .client import SignalingClient, SignalingSession
+from .client import SignalingClient
+from .session import SignalingSession
 from .messages import MAX_MESSAGE_SIZE
 
 __all__ = [

@@ -35,159 +35,22 @@ from typing import Any, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..exceptions import (
-    AuthenticationError,
-    ConnectionLostError,
-    NoExecutorError,
-    RemoteTimeoutError,
-    SignalingError,
-)
+from ..exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from . import messages
+from .session import ENDED, SignalingSession, server_error, wait
 
-__all__ = ["SignalingClient", "SignalingSession"]
+__all__ = ["SignalingClient"]
 
 logger = logging.getLogger(__name__)
 
-_ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorError}
-_ENDED = object()  # queue marker: the connection is gone
 # Codes after which the server closes the connection.
 _FATAL = frozenset({"unauthorized", "rate_limited", "hello_timeout", "heartbeat_timeout"})
-
-
-def _server_error(message: dict) -> SignalingError:
-    cls = _ERRORS.get(message["code"], SignalingError)
-    return cls(f"signaling server: {message['message']}", code=message["code"])
 
 
 def _settle(future: asyncio.Future | None) -> None:
     """Mark a future's exception as seen when its waiter left by another path."""
     if future is not None and future.done() and not future.cancelled():
         future.exception()
-
-
-async def _wait(awaitable, timeout: float | None, what: str):
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise RemoteTimeoutError(f"{what}: no answer within {timeout:g} s") from None
-
-
-class SignalingSession:
-    """
-    One session's relay through the signaling server, seen from either end.
-
-    The client gets it from :meth:`SignalingClient.pair`, the executor from
-    :meth:`SignalingClient.accept`. Messages from the other end arrive in
-    order through :meth:`recv` (or :meth:`expect`); ``bye`` ends the session.
-    """
-
-    def __init__(self, owner: SignalingClient, message: dict) -> None:
-        self._owner = owner
-        self._inbox: asyncio.Queue = asyncio.Queue()
-        #: Session id, chosen by the server.
-        self.id: str = message["session"]
-        #: Server-side id of the client end.
-        self.client: str = message["client"]
-        #: Signed ticket binding the session to both ends (see :mod:`~remotemedia.signaling.ticket`).
-        self.ticket: str = message["ticket"]
-        #: Name of the executor end.
-        self.executor: str | None = message.get("executor", owner.name)
-        #: The executor's capabilities (client side only, else empty).
-        self.capabilities: dict = message.get("capabilities", {})
-        #: What the client asked for (executor side only, else empty).
-        self.requirements: dict = message.get("requirements", {})
-        #: Why the session ended, once it has (``None`` while open).
-        self.ended: str | None = None
-
-    def __repr__(self) -> str:
-        state = "open" if self.ended is None else f"ended: {self.ended}"
-        return f"<SignalingSession {self.id} executor={self.executor!r} client={self.client!r} {state}>"
-
-    async def send_offer(self, sdp: str) -> None:
-        """Send an SDP offer to the other end."""
-        await self._send({"type": "offer", "sdp": sdp})
-
-    async def send_answer(self, sdp: str) -> None:
-        """Send an SDP answer to the other end."""
-        await self._send({"type": "answer", "sdp": sdp})
-
-    async def send_candidate(self, candidate: dict | None) -> None:
-        """Send an ICE candidate (``RTCIceCandidate.toJSON()`` form), or ``None`` for the end of them."""
-        await self._send({"type": "candidate", "candidate": candidate})
-
-    async def recv(self, timeout: float | None = None) -> dict:
-        """
-        The next message from the other end: ``offer``, ``answer``, ``candidate`` or ``bye``.
-
-        After ``bye`` (or once the signaling connection is lost) it raises
-        :exc:`ConnectionLostError`. An error the server reports about this
-        session raises :exc:`SignalingError`.
-        """
-        if self.ended is not None and self._inbox.empty():
-            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
-        item = await _wait(self._inbox.get(), timeout, f"waiting for signaling session {self.id}")
-        if item is _ENDED:
-            self._inbox.put_nowait(_ENDED)  # for any later reader
-            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
-        if item["type"] == "error":
-            raise _server_error(item)
-        return item
-
-    async def expect(self, kind: str, timeout: float | None = None) -> dict:
-        """
-        Wait for the next message of type ``kind``; candidates that arrive
-        first are handed to ``on_candidate`` registered with :meth:`on_candidate`
-        (or dropped with a debug log if none is), and ``bye`` raises
-        :exc:`ConnectionLostError`.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                message = await self.recv(left)
-            except RemoteTimeoutError:
-                raise RemoteTimeoutError(
-                    f"signaling session {self.id}: no {kind!r} from the other end within {timeout:g} s"
-                ) from None
-            if message["type"] == kind:
-                return message
-            if message["type"] == "bye":
-                raise ConnectionLostError(
-                    f"signaling session {self.id} ended while waiting for {kind!r}: {self.ended}"
-                )
-            if message["type"] == "candidate" and self._on_candidate is not None:
-                self._on_candidate(message["candidate"])
-            else:
-                logger.debug("session %s: %s skipped while waiting for %s", self.id, message["type"], kind)
-
-    _on_candidate: Callable[[dict | None], Any] | None = None
-
-    def on_candidate(self, callback: Callable[[dict | None], Any] | None) -> None:
-        """Have :meth:`expect` pass candidates it skips to ``callback``."""
-        self._on_candidate = callback
-
-    async def close(self, reason: str = "") -> None:
-        """Send ``bye`` (once) and end the session; safe to call twice."""
-        if self.ended is not None:
-            return
-        self.ended = reason or "closed by this end"
-        self._owner._sessions.pop(self.id, None)
-        self._inbox.put_nowait(_ENDED)
-        with contextlib.suppress(ConnectionLostError):
-            await self._owner._send({"type": "bye", "session": self.id, "reason": reason})
-
-    async def _send(self, message: dict) -> None:
-        if self.ended is not None:
-            raise ConnectionLostError(f"signaling session {self.id} has ended: {self.ended}")
-        await self._owner._send({**message, "session": self.id})
-
-    def _deliver(self, message: dict) -> None:
-        if message["type"] == "bye":
-            self.ended = message.get("reason") or "the other end said bye"
-        self._inbox.put_nowait(message)
-        if self.ended is not None:
-            self._inbox.put_nowait(_ENDED)
 
 
 class SignalingClient:
@@ -299,7 +162,7 @@ class SignalingClient:
         self._register_waiter = asyncio.get_running_loop().create_future()
         try:
             await self._send(message)
-            reply = await _wait(self._register_waiter, timeout, f"registering {name!r} with {self.url}")
+            reply = await wait(self._register_waiter, timeout, f"registering {name!r} with {self.url}")
         finally:
             _settle(self._register_waiter)
             self._register_waiter = None
@@ -325,7 +188,7 @@ class SignalingClient:
         self._register_waiter = asyncio.get_running_loop().create_future()
         try:
             await self._send({"type": "unregister"})
-            await _wait(self._register_waiter, timeout, f"unregistering from {self.url}")
+            await wait(self._register_waiter, timeout, f"unregistering from {self.url}")
         finally:
             _settle(self._register_waiter)
             self._register_waiter = None
@@ -335,9 +198,9 @@ class SignalingClient:
         """The next session the server paired us into (executor role)."""
         if self.closed and self._accepted.empty():
             raise self._lost("accept()")
-        item = await _wait(self._accepted.get(), timeout, "waiting for a session")
-        if item is _ENDED:
-            self._accepted.put_nowait(_ENDED)
+        item = await wait(self._accepted.get(), timeout, "waiting for a session")
+        if item is ENDED:
+            self._accepted.put_nowait(ENDED)
             raise self._lost("accept()")
         return item
 
@@ -364,7 +227,7 @@ class SignalingClient:
         self._pending[request] = future
         try:
             await self._send(message)
-            reply = await _wait(future, timeout, f"pairing through {self.url}")
+            reply = await wait(future, timeout, f"pairing through {self.url}")
         finally:
             _settle(self._pending.pop(request))
         session = SignalingSession(self, reply)
@@ -452,7 +315,7 @@ class SignalingClient:
             self._on_error(message)
 
     def _on_error(self, message: dict) -> None:
-        error = _server_error(message)
+        error = server_error(message)
         if error.code in _FATAL:
             # The server closes the connection next; later calls raise this.
             self._fatal = error
@@ -482,9 +345,9 @@ class SignalingClient:
         for session in list(self._sessions.values()):
             if session.ended is None:
                 session.ended = f"signaling connection {self._closed_reason}"
-            session._inbox.put_nowait(_ENDED)
+            session._inbox.put_nowait(ENDED)
         self._sessions.clear()
-        self._accepted.put_nowait(_ENDED)
+        self._accepted.put_nowait(ENDED)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
 
