@@ -210,11 +210,15 @@ async def run(args) -> None:
 
     served = sum(counts.values())
     print(f"signaling server, {args.pairings} pairings and {args.relays} relays, median / p95")
-    print(f"  pair -> paired (raw websocket)     {ms(pair_med)} / {ms(pair_p95)}")
-    print(f"  pair -> paired (SignalingClient)   {ms(sdk_med)} / {ms(sdk_p95)}")
-    print(f"  relay of one offer ({len(SDP)} B), one way {ms(relay_med)} / {ms(relay_p95)}")
-    print(f"  plain aiohttp relay, same message  {ms(base_med)} / {ms(base_p95)}")
-    print(f"  relay ratio (signaling / plain)    {relay_med / base_med:7.2f}")
+    rows = [
+        ("pair -> paired (raw websocket)", pair_med, pair_p95),
+        ("pair -> paired (SignalingClient)", sdk_med, sdk_p95),
+        (f"relay of one {len(SDP)} B offer, one way", relay_med, relay_p95),
+        ("plain aiohttp relay, same message", base_med, base_p95),
+    ]
+    for label, med, p95 in rows:
+        print(f"  {label:36} {ms(med)} / {ms(p95)}")
+    print(f"  {'relay ratio (signaling / plain)':36} {relay_med / base_med:7.2f}")
     print(f"  200 clients pairing at once, 10 executors x 20: {served} served in {elapsed * 1e3:.0f} ms")
     print(f"    per executor: {sorted(set(counts.values()))}; sessions open: {health['sessions']}")
     if served != 200 or set(counts.values()) != {20}:
