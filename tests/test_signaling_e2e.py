@@ -490,6 +490,11 @@ async def test_randomized_malformed_messages_leave_the_server_serving():
         while sent < 600:
             async with ws_connect(server) as ws:
                 try:
+                    # Half the connections are executors, half clients.
+                    if rng.random() < 0.5:
+                        await send(ws, {"type": "register", "name": f"fuzz-{sent}", "capacity": 2})
+                    else:
+                        await send(ws, {"type": "pair"})
                     for _ in range(100):
                         await send(ws, _malformed(rng))
                         sent += 1
@@ -501,6 +506,7 @@ async def test_randomized_malformed_messages_leave_the_server_serving():
                     closes += 1
         print(f"{sent} messages sent, {closes} connections closed by the server")
         assert server.alive
+        assert "Traceback" not in server.log()
         health = server.health()
         assert health["status"] == "ok"
         await still_served(server)
