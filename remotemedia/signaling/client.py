@@ -195,7 +195,13 @@ class SignalingClient:
         self.name = None
 
     async def accept(self, timeout: float | None = None) -> SignalingSession:
-        """The next session the server paired us into (executor role)."""
+        """
+        The next session the server paired us into (executor role).
+
+        An idle executor waits here as long as it runs, so ``timeout=None``
+        is the default; a lost connection ends the wait with
+        :exc:`ConnectionLostError`.
+        """
         if self.closed and self._accepted.empty():
             raise self._lost("accept()")
         item = await wait(self._accepted.get(), timeout, "waiting for a session")

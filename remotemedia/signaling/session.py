@@ -90,6 +90,8 @@ class SignalingSession:
         """
         The next message from the other end: ``offer``, ``answer``, ``candidate`` or ``bye``.
 
+        ``timeout=None`` waits until a message comes or the session ends (the
+        connection's websocket pings notice a dead server within about 40 s).
         After ``bye`` (or once the signaling connection is lost) it raises
         :exc:`ConnectionLostError`. An error the server reports about this
         session raises :exc:`SignalingError`.
@@ -104,7 +106,7 @@ class SignalingSession:
             raise server_error(item)
         return item
 
-    async def expect(self, kind: str, timeout: float | None = None) -> dict:
+    async def expect(self, kind: str, timeout: float | None = 10.0) -> dict:
         """
         Wait for the next message of type ``kind``; candidates that arrive
         first are handed to ``on_candidate`` registered with :meth:`on_candidate`
