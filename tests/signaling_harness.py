@@ -9,6 +9,7 @@ is shown when a test fails to start it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["ServerProcess", "running_server"]
+__all__ = ["ServerProcess", "running_server", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _PREFIX = "remotemedia-signaling listening on "
@@ -110,3 +112,12 @@ def running_server(*args: str, env: dict | None = None):
         yield server
     finally:
         server.stop()
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    """Wait for ``predicate()`` to hold (polling the server's state), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)

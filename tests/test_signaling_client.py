@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
-from signaling_harness import running_server
+from signaling_harness import running_server, wait_until
 
 from remotemedia import (
     AuthenticationError,
@@ -31,72 +30,66 @@ def server():
         yield srv
 
 
-async def wait_until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+@pytest.fixture
+async def peers(server):
+    """An executor and a client connection with the right token, closed after the test."""
+    async with await SignalingClient.connect(server.url, token="s3cret") as executor:
+        async with await SignalingClient.connect(server.url, token="s3cret") as client:
+            yield executor, client
 
 
-async def test_pair_accept_and_negotiate(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
-        server.url, token="s3cret"
-    ) as client:
-        registered = await executor.register("gpu-1", capacity=2, capabilities={"gpu": True})
-        assert registered["name"] == "gpu-1" and executor.name == "gpu-1"
-        session = await client.pair({"gpu": True}, timeout=TIMEOUT)
-        accepted = await executor.accept(timeout=TIMEOUT)
-        assert session.id == accepted.id
-        assert session.executor == accepted.executor == "gpu-1"
-        assert session.client == accepted.client
-        assert session.ticket == accepted.ticket
-        assert verify_ticket("s3cret", accepted.ticket, accepted.id, accepted.client, "gpu-1")
-        assert session.capabilities["gpu"] is True
-        assert accepted.requirements == {"gpu": True}
+async def test_pair_accept_and_negotiate(peers):
+    executor, client = peers
+    registered = await executor.register("gpu-1", capacity=2, capabilities={"gpu": True})
+    assert registered["name"] == "gpu-1" and executor.name == "gpu-1"
+    session = await client.pair({"gpu": True}, timeout=TIMEOUT)
+    accepted = await executor.accept(timeout=TIMEOUT)
+    assert session.id == accepted.id
+    assert session.executor == accepted.executor == "gpu-1"
+    assert session.client == accepted.client
+    assert session.ticket == accepted.ticket
+    assert verify_ticket("s3cret", accepted.ticket, accepted.id, accepted.client, "gpu-1")
+    assert session.capabilities["gpu"] is True
+    assert accepted.requirements == {"gpu": True}
 
-        await session.send_offer("v=0 offer\r\n")
-        assert (await accepted.expect("offer", TIMEOUT))["sdp"] == "v=0 offer\r\n"
-        await accepted.send_candidate({"candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0})
-        await accepted.send_answer("v=0 answer\r\n")
-        got = []
-        session.on_candidate(got.append)
-        assert (await session.expect("answer", TIMEOUT))["sdp"] == "v=0 answer\r\n"
-        assert got == [{"candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0}]
-        await session.send_candidate(None)
-        assert (await accepted.recv(TIMEOUT)) == {"type": "candidate", "session": session.id, "candidate": None}
+    await session.send_offer("v=0 offer\r\n")
+    assert (await accepted.expect("offer", TIMEOUT))["sdp"] == "v=0 offer\r\n"
+    await accepted.send_candidate({"candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0})
+    await accepted.send_answer("v=0 answer\r\n")
+    got = []
+    session.on_candidate(got.append)
+    assert (await session.expect("answer", TIMEOUT))["sdp"] == "v=0 answer\r\n"
+    assert got == [{"candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0}]
+    await session.send_candidate(None)
+    assert (await accepted.recv(TIMEOUT)) == {"type": "candidate", "session": session.id, "candidate": None}
 
 
-async def test_close_sends_bye_and_ends_the_other_side(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
-        server.url, token="s3cret"
-    ) as client:
-        await executor.register("e", capacity=1)
-        session = await client.pair()
-        accepted = await executor.accept(timeout=TIMEOUT)
-        await session.close("finished")
-        await session.close()  # twice is fine
-        bye = await accepted.recv(TIMEOUT)
-        assert bye["type"] == "bye" and bye["reason"] == "finished"
-        assert accepted.ended == "finished"
-        with pytest.raises(ConnectionLostError, match="finished"):
-            await accepted.recv(TIMEOUT)
-        with pytest.raises(ConnectionLostError):
-            await session.send_offer("v=0")
-        # The slot is free again.
-        await client.pair(timeout=TIMEOUT)
+async def test_close_sends_bye_and_ends_the_other_side(peers):
+    executor, client = peers
+    await executor.register("e", capacity=1)
+    session = await client.pair()
+    accepted = await executor.accept(timeout=TIMEOUT)
+    await session.close("finished")
+    await session.close()  # twice is fine
+    bye = await accepted.recv(TIMEOUT)
+    assert bye["type"] == "bye" and bye["reason"] == "finished"
+    assert accepted.ended == "finished"
+    with pytest.raises(ConnectionLostError, match="finished"):
+        await accepted.recv(TIMEOUT)
+    with pytest.raises(ConnectionLostError):
+        await session.send_offer("v=0")
+    # The slot is free again.
+    await client.pair(timeout=TIMEOUT)
 
 
-async def test_expect_raises_when_the_other_end_says_bye(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
-        server.url, token="s3cret"
-    ) as client:
-        await executor.register("e", capacity=1)
-        session = await client.pair()
-        accepted = await executor.accept(timeout=TIMEOUT)
-        await accepted.close("no thanks")
-        with pytest.raises(ConnectionLostError, match="no thanks"):
-            await session.expect("answer", TIMEOUT)
+async def test_expect_raises_when_the_other_end_says_bye(peers):
+    executor, client = peers
+    await executor.register("e", capacity=1)
+    session = await client.pair()
+    accepted = await executor.accept(timeout=TIMEOUT)
+    await accepted.close("no thanks")
+    with pytest.raises(ConnectionLostError, match="no thanks"):
+        await session.expect("answer", TIMEOUT)
 
 
 async def test_closing_the_client_connection_ends_its_sessions(server):
@@ -137,19 +130,17 @@ async def test_heartbeat_timeout_is_reported_to_the_executor():
             assert executor.closed
 
 
-async def test_unregister_ends_the_sessions(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
-        server.url, token="s3cret"
-    ) as client:
-        await executor.register("e", capacity=1)
-        session = await client.pair()
-        await executor.accept(timeout=TIMEOUT)
-        await executor.unregister(timeout=TIMEOUT)
-        assert executor.name is None
-        bye = await session.recv(TIMEOUT)
-        assert bye["type"] == "bye" and "unregistered" in bye["reason"]
-        with pytest.raises(NoExecutorError):
-            await client.pair()
+async def test_unregister_ends_the_sessions(peers):
+    executor, client = peers
+    await executor.register("e", capacity=1)
+    session = await client.pair()
+    await executor.accept(timeout=TIMEOUT)
+    await executor.unregister(timeout=TIMEOUT)
+    assert executor.name is None
+    bye = await session.recv(TIMEOUT)
+    assert bye["type"] == "bye" and "unregistered" in bye["reason"]
+    with pytest.raises(NoExecutorError):
+        await client.pair()
 
 
 async def test_no_executor_leaves_the_connection_usable(server):
@@ -193,18 +184,16 @@ async def test_name_taken(server):
         await second.register("other", capacity=1)
 
 
-async def test_waits_time_out(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
-        server.url, token="s3cret"
-    ) as client:
-        await executor.register("e", capacity=1)
-        with pytest.raises(RemoteTimeoutError, match="0.2 s"):
-            await executor.accept(timeout=0.2)
-        session = await client.pair()
-        with pytest.raises(RemoteTimeoutError):
-            await session.recv(timeout=0.2)
-        with pytest.raises(RemoteTimeoutError, match="answer"):
-            await session.expect("answer", timeout=0.2)
+async def test_waits_time_out(peers):
+    executor, client = peers
+    await executor.register("e", capacity=1)
+    with pytest.raises(RemoteTimeoutError, match="0.2 s"):
+        await executor.accept(timeout=0.2)
+    session = await client.pair()
+    with pytest.raises(RemoteTimeoutError):
+        await session.recv(timeout=0.2)
+    with pytest.raises(RemoteTimeoutError, match="answer"):
+        await session.expect("answer", timeout=0.2)
 
 
 @pytest.mark.parametrize(

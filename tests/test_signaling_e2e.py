@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from signaling_harness import ROOT, running_server
+from signaling_harness import ROOT, running_server, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -98,14 +98,6 @@ async def pair(client, executor_ws=None, requirements=None, token=None) -> tuple
         assert session["type"] == "session"
         assert session["session"] == paired["session"]
     return paired, session
-
-
-async def wait_until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def still_served(server) -> None:
