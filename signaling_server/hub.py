@@ -342,6 +342,7 @@ class Hub:
     def _drop_executor(self, conn: _Connection, reason: str) -> list:
         """Unregister the executor of ``conn``; its clients get ``bye``."""
         actions = []
+        reason = reason[: messages.MAX_REASON]  # a long, escaped executor name must not make the bye invalid
         for session in self.registry.remove_executor(conn.executor):
             client = self._conns.get(session.client)
             if client is not None:

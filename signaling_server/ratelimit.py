@@ -21,8 +21,9 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Spend one token if there is one; ``False`` means over the limit."""
+        # A clock that steps back must not count the same interval twice.
         elapsed = max(0.0, now - self._last)
-        self._last = now
+        self._last = max(self._last, now)
         self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
         if self._tokens >= 1.0:
             self._tokens -= 1.0

@@ -25,6 +25,7 @@ from ..exceptions import SignalingError
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
+    "MAX_REASON",
     "TO_PEER",
     "TO_SERVER",
     "RELAYED",
@@ -47,6 +48,16 @@ class _Type:
 
     def check(self, value: Any, path: str) -> Any:
         raise NotImplementedError
+
+
+MAX_REASON = 256
+"""The longest ``reason`` a ``bye`` may carry."""
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value quoted in an error message, cut so the message stays within peers' limits."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _bad(path: str, expected: str, value: Any) -> SignalingError:
@@ -88,7 +99,7 @@ class _Int(_Type):
         if not isinstance(value, int) or isinstance(value, bool):
             raise _bad(path, self.what, value)
         if not self.low <= value <= self.high:
-            raise SignalingError(f"field {path!r} must be {self.what}, not {value}", code="bad_message")
+            raise SignalingError(f"field {path!r} must be {self.what}, not {_shown(value)}", code="bad_message")
         return value
 
 
@@ -100,8 +111,9 @@ class _Number(_Type):
     def check(self, value: Any, path: str) -> float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise _bad(path, self.what, value)
-        if not (math.isfinite(value) and self.low <= value <= self.high):
-            raise SignalingError(f"field {path!r} must be {self.what}, not {value}", code="bad_message")
+        # Compare before converting: a JSON integer may be too big for a float.
+        if not (self.low <= value <= self.high) or not math.isfinite(value):
+            raise SignalingError(f"field {path!r} must be {self.what}, not {_shown(value)}", code="bad_message")
         return float(value)
 
 
@@ -231,7 +243,7 @@ TO_SERVER: dict[str, _Object] = {
     "offer": _Object({"session": _SESSION, "sdp": Field(_SDP)}),
     "answer": _Object({"session": _SESSION, "sdp": Field(_SDP)}),
     "candidate": _Object({"session": _SESSION, "candidate": Field(CANDIDATE)}),
-    "bye": _Object({"session": _SESSION, "reason": Field(_Str(256, empty=True), required=False)}),
+    "bye": _Object({"session": _SESSION, "reason": Field(_Str(MAX_REASON, empty=True), required=False)}),
 }
 
 #: Messages that the server sends, by type (the Python client validates them).
