@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from remotemedia.exceptions import SignalingError
 from signaling_server.config import ServerConfig
 from signaling_server.hub import POLICY_VIOLATION, Close, Hub, Send
 from signaling_server.ratelimit import TokenBucket
@@ -548,3 +549,322 @@ def test_registry_records_sessions_and_frees_them():
     registry.open_session("s2", "client", record)
     assert [s.id for s in registry.remove_executor("e")] == ["s2"]
     assert registry.sessions == {}
+
+
+# -- more choice, relay and lifecycle rules ------------------------------------------
+
+
+def test_equal_free_capacity_and_load_goes_to_the_earlier_registration():
+    world = World()
+    first = world.executor("first", capacity=3)
+    second = world.executor("second", capacity=3)
+    world.send(first, {"type": "heartbeat", "load": 0.5, "sessions": 0})
+    world.send(second, {"type": "heartbeat", "load": 0.5, "sessions": 0})
+    client = world.connect()
+    assert world.pair(client)[0]["executor"] == "first"
+    assert world.pair(client)[0]["executor"] == "second"  # now "first" has less free room
+    # Load decides only between equal free capacity: more room beats a lower load.
+    world.send(first, {"type": "heartbeat", "load": 0.0, "sessions": 1})
+    world.executor("roomy", capacity=9)
+    world.send(world.hub.registry.executors["roomy"].conn, {"type": "heartbeat", "load": 99.0, "sessions": 0})
+    assert world.pair(client)[0]["executor"] == "roomy"
+
+
+def test_registry_choice_and_explanations_directly():
+    registry = Registry()
+    assert registry.choose({}) is None
+    assert "no executor is registered" in registry.why_none({})
+    a = ExecutorRecord(name="a", conn="ca", capacity=1, gpu=True)
+    b = ExecutorRecord(name="b", conn="cb", capacity=1, load=0.1)
+    registry.add_executor(a)
+    registry.add_executor(b)
+    assert (a.order, b.order) == (0, 1)
+    assert registry.choose({}) is a  # equal free, a's load 0.0 < 0.1
+    assert registry.choose({"gpu": True}) is a
+    assert registry.choose({"executor": "b"}) is b
+    assert registry.choose({"model": "m"}) is None
+    assert "none of the 2 registered executors matches" in registry.why_none({"model": "m"})
+    assert "model='m'" in registry.why_none({"model": "m"})
+    registry.open_session("s", "client", a)
+    assert registry.choose({"gpu": True}) is None
+    assert "all 1 matching executors are at capacity" in registry.why_none({"gpu": True})
+
+
+def test_pairing_counts_and_relay_counts_by_type():
+    world, executor, client, sid = paired_world()
+    world.pair(client)
+    for kind in ("offer", "offer", "answer"):
+        world.send(client, {"type": kind, "session": sid, "sdp": "v=0"})
+    world.send(executor, {"type": "candidate", "session": sid, "candidate": None})
+    world.send(client, {"type": "offer", "session": "nope", "sdp": "v=0"})  # not relayed
+    stats = world.hub.stats
+    assert stats.pairings_total == 2
+    assert stats.relayed_total == {"offer": 2, "answer": 1, "candidate": 1}
+    assert stats.errors_total == {"unknown_session": 1}
+    assert stats.connections_total == 2
+
+
+def test_executor_disconnect_byes_every_client_of_every_session():
+    world = World()
+    executor = world.executor("e", capacity=4)
+    other = world.executor("other", capacity=1)
+    c1, c2 = world.connect(), world.connect()
+    s1 = world.pair(c1, {"executor": "e"})[0]["session"]
+    s2 = world.pair(c2, {"executor": "e"})[0]["session"]
+    s3 = world.pair(c2, {"executor": "e"})[0]["session"]
+    kept = world.pair(c1, {"executor": "other"})[0]["session"]
+    actions = world.hub.close(executor, world.now)
+    assert [m["session"] for m in sent(actions, c1)] == [s1]
+    assert {m["session"] for m in sent(actions, c2)} == {s2, s3}
+    assert all(m["type"] == "bye" for m in sent(actions, c1) + sent(actions, c2))
+    assert sent(actions, other) == [] and not any(isinstance(a, Close) for a in actions)
+    assert set(world.hub.registry.sessions) == {kept}
+    # The clients' slots are free again: c2 may open sessions up to its limit anew.
+    assert world.hub.health() == {"status": "ok", "executors": 1, "sessions": 1}
+
+
+def test_unregister_byes_clients_with_a_reason():
+    world, executor, client, sid = paired_world()
+    actions = world.send(executor, {"type": "unregister"})
+    assert [a.conn for a in actions] == [client, executor]  # the byes go out before the answer
+    bye = only(actions, client)
+    assert bye == {"type": "bye", "session": sid, "reason": "executor 'e' unregistered"}
+    actions = world.send(client, {"type": "offer", "session": sid, "sdp": "v=0"})
+    assert world.error_code(actions, client) == "unknown_session"
+
+
+def test_receive_and_close_on_an_unknown_connection_do_nothing():
+    world = World()
+    assert world.hub.receive("ghost", json.dumps({"type": "pair"}), 0.0) == []
+    assert world.hub.close("ghost", 0.0) == []
+    assert world.hub.stats.errors_total == {}
+
+
+def test_refused_connection_is_forgotten_on_close():
+    world = World(token="s")
+    conn = world.connect()
+    world.send(conn, {"type": "pair", "token": "x"})
+    assert world.hub.connection_count == 1
+    assert world.hub.tick(world.now + 1000) == []  # already closing: no second hello_timeout
+    assert world.hub.close(conn, world.now) == []
+    assert world.hub.connection_count == 0
+
+
+def test_heartbeat_timeout_is_reported_once_and_the_name_is_free_again():
+    world = World(heartbeat_interval=1.0, heartbeat_timeout=2.0)
+    executor = world.executor("e")
+    world.now = 2.0
+    assert world.hub.tick(world.now) == []  # exactly at the limit: still alive
+    world.now = 2.5
+    actions = world.hub.tick(world.now)
+    assert [type(a) for a in actions] == [Send, Close]
+    assert actions[1] == Close(executor, POLICY_VIOLATION, "heartbeat_timeout")
+    assert world.hub.tick(world.now + 10) == []
+    world.executor("e")  # a fresh connection may take the name
+
+
+def test_token_server_with_a_missing_token_on_register_closes():
+    world = World(token="s")
+    conn = world.connect()
+    actions = world.send(conn, {"type": "register", "name": "e", "capacity": 1})
+    message = only(actions, conn)
+    assert message["code"] == "unauthorized" and "no token" in message["message"]
+    assert actions[-1] == Close(conn, POLICY_VIOLATION, "unauthorized")
+    assert world.hub.stats.errors_total == {"unauthorized": 1}
+
+
+def test_authenticated_connection_bad_json_is_not_unauthorized():
+    world = World(token="s")
+    executor = world.executor("e")
+    actions = world.send(executor, "{oops")
+    assert world.error_code(actions, executor) == "bad_json"
+    assert not closes(actions, executor)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "register", "name": "e", "capacity": "4"},
+        {"type": "register", "name": "e", "capacity": True},
+        {"type": "register", "name": "e", "capacity": 0},
+        {"type": "register", "name": "e", "capacity": 100_001},
+        {"type": "register", "name": "bell\x07", "capacity": 1},
+        {"type": "register", "name": "tab\there", "capacity": 1},
+        {"type": "register", "name": "n" * 129, "capacity": 1},
+        {"type": "register", "capacity": 1},
+        {"type": "register", "name": "e", "capacity": 1, "capabilities": {"gpu": "yes"}},
+        {"type": "pair", "request": 7},
+        {"type": "pair", "requirements": {"executor": ""}},
+        {"type": "bye"},
+        {"type": "offer", "session": "s"},
+    ],
+)
+def test_mistyped_fields_are_bad_messages(message):
+    world = World()
+    conn = world.connect()
+    actions = world.send(conn, message)
+    assert world.error_code(actions, conn) == "bad_message"
+    assert not closes(actions, conn)
+    assert world.hub.health()["executors"] == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"load": -1, "sessions": 0},
+        {"load": True, "sessions": 0},
+        {"load": 1e7, "sessions": 0},
+        {"load": 0.5, "sessions": 1.5},
+        {"sessions": 0},
+    ],
+)
+def test_bad_heartbeats_leave_the_executor_registered(fields):
+    world = World()
+    executor = world.executor("e")
+    world.send(executor, {"type": "heartbeat", "load": 0.25, "sessions": 1})
+    actions = world.send(executor, {"type": "heartbeat", **fields})
+    assert world.error_code(actions, executor) == "bad_message"
+    assert not closes(actions, executor)
+    assert world.hub.registry.executors["e"].load == 0.25  # the bad one changed nothing
+
+
+def test_errors_are_counted_by_code():
+    world = World()
+    conn = world.connect()
+    for data in ("{", "{", "[]", '{"type": "x"}', "x" * (64 * 1024 + 1), b"{}"):
+        world.send(conn, data)
+    assert world.hub.stats.errors_total == {"bad_json": 2, "bad_message": 2, "unknown_type": 1, "too_large": 1}
+
+
+def test_max_message_size_setting_is_used():
+    world = World(max_message_size=100)
+    conn = world.connect()
+    big = json.dumps({"type": "pair", "request": "r" * 100})
+    assert world.error_code(world.send(conn, big), conn) == "too_large"
+    assert world.pair(conn, request="r" * 20)[0]["code"] == "no_executor"
+
+
+def test_rate_limit_refills_after_the_burst():
+    world = World(rate_limit=4.0, rate_burst=2)
+    conn = world.connect()
+    world.pair(conn)
+    world.pair(conn)
+    world.now = 0.25  # one token back
+    assert world.pair(conn)[0]["code"] == "no_executor"
+    actions = world.send(conn, {"type": "pair"})  # none left at the same instant
+    assert world.error_code(actions, conn) == "rate_limited"
+    assert actions[-1] == Close(conn, POLICY_VIOLATION, "rate_limited")
+    world.now = 100.0
+    assert world.send(conn, {"type": "pair"}) == []  # closed for good
+
+
+def test_too_many_sessions_keeps_the_connection_and_a_bye_makes_room():
+    world = World(max_sessions_per_client=1)
+    world.executor("e", capacity=5)
+    client = world.connect()
+    sid = world.pair(client)[0]["session"]
+    reply, actions = world.pair(client)
+    assert reply["code"] == "too_many_sessions" and not closes(actions, client)
+    assert world.hub.health()["sessions"] == 1
+    world.send(client, {"type": "bye", "session": sid})
+    assert world.pair(client)[0]["type"] == "paired"
+
+
+def test_token_bucket_refills_fractionally_and_caps_at_burst():
+    bucket = TokenBucket(rate=4.0, burst=2, now=10.0)
+    assert bucket.take(10.0) and bucket.take(10.0) and not bucket.take(10.0)
+    assert not bucket.take(10.2)  # 0.8 of a token
+    assert bucket.take(10.25)  # 0.8 + 0.2 = 1.0
+    assert not bucket.take(10.25)
+    assert bucket.take(1e9) and bucket.take(1e9) and not bucket.take(1e9)
+
+
+def test_token_bucket_clock_going_back_then_forward_adds_nothing():
+    bucket = TokenBucket(rate=1.0, burst=2, now=100.0)
+    assert bucket.take(100.0) and bucket.take(100.0)
+    assert not bucket.take(50.0)
+    assert not bucket.take(100.0)  # no time passed beyond 100.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"token": 5},
+        {"hello_timeout": 0.0},
+        {"rate_limit": float("nan")},
+        {"heartbeat_interval": "5"},
+        {"heartbeat_interval": 10.0, "heartbeat_timeout": 9.0},
+        {"rate_burst": True},
+        {"outbox_size": 2.0},
+        {"max_message_size": -1},
+    ],
+)
+def test_server_config_refuses_more_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        ServerConfig(**kwargs)
+
+
+def test_server_config_defaults_and_valid_values():
+    config = ServerConfig()
+    assert config.token is None and config.heartbeat_timeout > config.heartbeat_interval
+    config = ServerConfig(token="t", heartbeat_interval=1, heartbeat_timeout=2, rate_limit=0.5, rate_burst=1)
+    assert (config.token, config.heartbeat_interval, config.rate_burst) == ("t", 1, 1)
+
+
+# -- what the hub sends is what a peer accepts ---------------------------------------
+
+
+def assert_valid_to_peer(actions):
+    from remotemedia.signaling.messages import TO_PEER, dump, parse
+
+    for action in actions:
+        if isinstance(action, Send):
+            assert parse(dump(action.message), TO_PEER) == action.message
+
+
+def test_every_message_of_a_full_exchange_is_valid_for_peers():
+    world = World(token="s", heartbeat_interval=1.0, heartbeat_timeout=2.0, hello_timeout=1.0)
+    out = []
+    executor = world.connect()
+    out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "s",
+                                 "capabilities": {"gpu": True, "models": ["m"], "services": ["x"]}})
+    client = world.connect()
+    out += world.send(client, {"type": "pair", "token": "s", "request": "r", "requirements": {"gpu": True}})
+    sid = sent(out, client)[-1]["session"]
+    out += world.send(client, {"type": "offer", "session": sid, "sdp": "v=0\r\n"})
+    out += world.send(executor, {"type": "answer", "session": sid, "sdp": "v=0\r\n"})
+    out += world.send(executor, {"type": "candidate", "session": sid, "candidate": None})
+    out += world.send(client, {"type": "pair", "requirements": {"model": "zz"}, "request": "r2"})
+    out += world.send(client, {"type": "offer", "session": "unknown", "sdp": "v=0"})
+    out += world.send(client, "{")
+    out += world.send(world.connect(), {"type": "pair", "token": "bad", "request": "r3"})
+    world.connect()
+    world.now = 5.0
+    out += world.hub.tick(world.now)
+    assert {m["type"] for a in out if isinstance(a, Send) for m in [a.message]} == {
+        "registered", "session", "paired", "offer", "answer", "candidate", "error", "bye",
+    }
+    assert_valid_to_peer(out)
+
+
+def test_bye_for_a_long_escaped_executor_name_is_valid_for_peers():
+    world = World()
+    executor = world.executor("\\" * 128)
+    client = world.connect()
+    world.pair(client)
+    assert_valid_to_peer(world.hub.close(executor, world.now))
+
+
+def test_error_for_a_huge_integer_is_valid_for_peers():
+    world = World()
+    conn = world.connect()
+    actions = world.send(conn, '{"type": "register", "name": "e", "capacity": 1' + "0" * 4200 + "}")
+    assert world.error_code(actions, conn) == "bad_message"
+    assert_valid_to_peer(actions)
+
+
+def test_heartbeat_with_an_integer_load_too_big_for_a_float_is_a_bad_message():
+    world = World()
+    executor = world.executor("e")
+    actions = world.send(executor, '{"type": "heartbeat", "load": 1' + "0" * 400 + ', "sessions": 0}')
+    assert world.error_code(actions, executor) == "bad_message"

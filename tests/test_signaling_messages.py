@@ -169,3 +169,200 @@ def test_names_cannot_be_shifted_between_fields():
 def test_open_server_signs_with_the_empty_secret():
     assert make_ticket(None, "s", "c", "e") == make_ticket("", "s", "c", "e")
     assert verify_ticket(None, make_ticket("", "s", "c", "e"), "s", "c", "e")
+
+
+# -- more parsing rules --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 100_000,
+        '{"a":' * 100_000,
+        "[" * 100_000 + "]" * 100_000,
+        '{"type": "pair", "x": NaN}',
+        '{"type": "pair", "x": Infinity}',
+        '{"type": "pair", "x": -Infinity}',
+        '{"type": "pair"} trailing',
+        "{'type': 'pair'}",
+    ],
+    ids=["open-lists", "open-objects", "closed-lists", "nan", "inf", "-inf", "trailing", "single-quotes"],
+)
+def test_not_json_or_too_deep_is_bad_json_not_a_crash(data):
+    if len(data) > MAX_MESSAGE_SIZE:
+        assert code_of(data, max_size=len(data)) == "bad_json"
+    else:
+        assert code_of(data) == "bad_json"
+
+
+def test_unknown_fields_are_dropped_at_every_level():
+    raw = {
+        "type": "register",
+        "name": "e",
+        "capacity": 2,
+        "capabilities": {"gpu": False, "models": [], "future": {"x": 1}},
+        "extra": [1, 2],
+    }
+    assert parse(json.dumps(raw)) == {"type": "register", "name": "e", "capacity": 2, "capabilities": {"gpu": False, "models": []}}
+    raw = {"type": "candidate", "session": "s", "candidate": {"candidate": "c", "sdpMid": "0", "other": 1}}
+    assert parse(json.dumps(raw))["candidate"] == {"candidate": "c", "sdpMid": "0"}
+
+
+def test_candidate_object_keeps_its_known_fields():
+    candidate = {
+        "candidate": "candidate:842163049 1 udp 1677729535 203.0.113.1 46154 typ srflx",
+        "sdpMid": "0",
+        "sdpMLineIndex": 65535,
+        "usernameFragment": "abcd",
+    }
+    clean = parse(json.dumps({"type": "candidate", "session": "s", "candidate": candidate}))
+    assert clean == {"type": "candidate", "session": "s", "candidate": candidate}
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        {"sdpMid": "0"},
+        {"candidate": None},
+        {"candidate": "c", "sdpMLineIndex": 65536},
+        {"candidate": "c", "sdpMLineIndex": True},
+        {"candidate": "c", "sdpMid": 0},
+        {"candidate": "c\r\n"},
+        "candidate:1",
+        [],
+    ],
+)
+def test_bad_candidates(candidate):
+    assert code_of(json.dumps({"type": "candidate", "session": "s", "candidate": candidate})) == "bad_message"
+
+
+def test_sdp_may_hold_line_breaks_but_names_may_not():
+    sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\ta=x\r\n"
+    assert parse(json.dumps({"type": "offer", "session": "s", "sdp": sdp}))["sdp"] == sdp
+    assert parse(json.dumps({"type": "answer", "session": "s", "sdp": sdp}), TO_PEER)["sdp"] == sdp
+    assert code_of(json.dumps({"type": "offer", "session": "s\r\n", "sdp": sdp})) == "bad_message"
+    assert code_of(json.dumps({"type": "register", "name": "a\r\nb", "capacity": 1})) == "bad_message"
+    assert code_of(json.dumps({"type": "pair", "request": "r\n"})) == "bad_message"
+
+
+@pytest.mark.parametrize("char, width", [("a", 1), ("é", 2), ("€", 3), ("😀", 4)])
+def test_size_limit_is_in_utf8_bytes_at_the_boundary(char, width):
+    # Raw (unescaped) text, as a browser sends it.
+    head, tail = '{"type":"offer","session":"s","sdp":"', '"}'
+    count = 40
+    text = head + char * count + tail
+    size = len(head) + len(tail) + width * count
+    assert len(text.encode("utf-8")) == size
+    assert parse(text, max_size=size)["sdp"] == char * count
+    assert code_of(text, max_size=size - 1) == "too_large"
+
+
+def test_default_size_limit_boundary():
+    head, tail = '{"type":"offer","session":"s","sdp":"', '"}'
+    fill = MAX_MESSAGE_SIZE - len(head) - len(tail)
+    assert parse(head + "x" * fill + tail)["sdp"] == "x" * fill
+    assert code_of(head + "x" * (fill + 1) + tail) == "too_large"
+    # Under the limit in characters, over it in bytes.
+    wide = head + "é" * (fill // 2 + 1) + tail
+    assert len(wide) < MAX_MESSAGE_SIZE < len(wide.encode("utf-8"))
+    assert code_of(wide) == "too_large"
+
+
+def test_unknown_type_names_the_known_ones_and_trims_a_long_type():
+    with pytest.raises(SignalingError) as info:
+        parse(json.dumps({"type": "t" * 100}))
+    assert info.value.code == "unknown_type"
+    assert "'" + "t" * 40 + "...'" in str(info.value) and "t" * 41 not in str(info.value)
+    assert all(kind in str(info.value) for kind in TO_SERVER)
+
+
+def test_peer_only_types_are_unknown_to_the_server_and_vice_versa():
+    assert code_of(json.dumps(EXAMPLES_TO_PEER["paired"])) == "unknown_type"
+    assert code_of(json.dumps(EXAMPLES_TO_SERVER["register"]), TO_PEER) == "unknown_type"
+    # Relayed types are valid in both directions.
+    for kind in RELAYED:
+        assert parse(dump(EXAMPLES_TO_SERVER[kind]), TO_PEER) == EXAMPLES_TO_SERVER[kind]
+
+
+@pytest.mark.parametrize("kind", sorted(TO_SERVER))
+def test_dump_is_compact_ascii_and_parse_accepts_it(kind):
+    message = EXAMPLES_TO_SERVER[kind]
+    text = dump(message)
+    assert text.isascii()
+    assert ": " not in text and ", " not in text
+    assert json.loads(text) == message
+    assert parse(text) == message
+    assert json.loads(dump(parse(text))) == message  # key order aside, stable
+
+
+def test_dump_escapes_non_ascii_so_the_size_is_the_length():
+    text = dump({"type": "offer", "session": "s", "sdp": "😀é\r\n"})
+    assert len(text) == len(text.encode("utf-8"))
+    assert parse(text)["sdp"] == "😀é\r\n"
+
+
+def test_parse_returns_a_new_dict_and_validate_refuses_non_objects():
+    raw = {"type": "heartbeat", "load": 1, "sessions": 0, "x": 1}
+    clean = validate(raw, TO_SERVER)
+    assert clean == {"type": "heartbeat", "load": 1.0, "sessions": 0}
+    assert isinstance(clean["load"], float)
+    assert "x" in raw  # the input is not modified
+    for value in (None, [], "pair", 3):
+        with pytest.raises(SignalingError) as info:
+            validate(value, TO_SERVER)
+        assert info.value.code == "bad_message"
+
+
+def test_integer_too_big_for_a_float_is_a_bad_message():
+    assert code_of('{"type": "heartbeat", "load": 1' + "0" * 400 + ', "sessions": 0}') == "bad_message"
+
+
+# -- more on tickets -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"secret": "secreT"},
+        {"secret": ""},
+        {"secret": None},
+        {"session": "sess "},
+        {"client": "Client"},
+        {"executor": ""},
+    ],
+)
+def test_ticket_rejects_any_changed_name_or_secret(changed):
+    names = {"secret": "secret", "session": "sess", "client": "client", "executor": "exec"}
+    ticket = make_ticket(**names)
+    assert verify_ticket(ticket=ticket, **names)
+    assert not verify_ticket(ticket=ticket, **{**names, **changed})
+
+
+@pytest.mark.parametrize("ticket", [None, 1, b"", ["v1.x"]])
+def test_ticket_of_another_type_is_rejected(ticket):
+    assert verify_ticket("k", ticket, "s", "c", "e") is False
+
+
+def test_bytes_of_the_right_ticket_are_rejected():
+    ticket = make_ticket("k", "s", "c", "e")
+    assert verify_ticket("k", ticket, "s", "c", "e") is True
+    assert verify_ticket("k", ticket.encode(), "s", "c", "e") is False
+
+
+def test_ticket_format():
+    ticket = make_ticket("k", "s", "c", "e")
+    version, _, mac = ticket.partition(".")
+    assert version == "v1"
+    assert len(mac) == 43  # SHA-256, URL-safe base64 without padding
+    assert set(mac) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert make_ticket("k", "s", "c", "e") == ticket  # deterministic
+    assert not verify_ticket("k", "v2." + mac, "s", "c", "e")
+    assert not verify_ticket("k", mac, "s", "c", "e")
+
+
+def test_secret_none_and_empty_secret_are_the_same_signer():
+    for secret in (None, ""):
+        ticket = make_ticket(secret, "s", "c", "e")
+        assert verify_ticket(None, ticket, "s", "c", "e")
+        assert verify_ticket("", ticket, "s", "c", "e")
+        assert not verify_ticket("x", ticket, "s", "c", "e")
