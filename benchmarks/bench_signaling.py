@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from signaling_harness import running_server  # noqa: E402
+from harness import running_server  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from remotemedia.signaling import SignalingClient  # noqa: E402

@@ -13,8 +13,10 @@ from .exceptions import (
     ConnectionLostError,
     DecodeError,
     EncodeError,
-    NoExecutorError,
+    MessageTooLargeError,
+    NoExecutorAvailable,
     PipelineError,
+    RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
     SerializationError,
@@ -23,6 +25,7 @@ from .exceptions import (
 from .frames import AudioFrame, VideoFrame
 from .node import Node
 from .pipeline import Pipeline
+from .remote import RemoteExecutorConfig, RemoteProxyClient
 
 __version__ = "0.1.0"
 
@@ -33,10 +36,14 @@ __all__ = [
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
+    "MessageTooLargeError",
     "Node",
-    "NoExecutorError",
+    "NoExecutorAvailable",
     "Pipeline",
     "PipelineError",
+    "RemoteExecutionError",
+    "RemoteExecutorConfig",
+    "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",
     "SerializationError",

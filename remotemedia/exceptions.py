@@ -10,10 +10,12 @@ The tree, as it stands::
     │   └── DecodeError         remote: the bytes received are not a valid message
     ├── SerializationError      an object could not be cloudpickled (or unpickled)
     ├── SignalingError          the signaling server refused a request (``code`` says why)
-    │   ├── AuthenticationError a token is missing or wrong (code ``unauthorized``)
-    │   └── NoExecutorError     no registered executor matches the request (code ``no_executor``)
+    │   ├── AuthenticationError a token or ticket is missing or wrong (code ``unauthorized``)
+    │   └── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
+    ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
+    ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
     ├── ConnectionLostError     a connection closed under a pending operation (also a ConnectionError)
-    └── RemoteTimeoutError      a network wait ran past its timeout (also a TimeoutError)
+    └── RemoteTimeoutError      a network wait or a remote call ran past its timeout (also a TimeoutError)
 
 Misuse of an API with a wrong type (adding something that is not a node to a
 pipeline, say) raises the built-in :exc:`TypeError`, as Python code does.
@@ -34,7 +36,9 @@ __all__ = [
     "SerializationError",
     "SignalingError",
     "AuthenticationError",
-    "NoExecutorError",
+    "NoExecutorAvailable",
+    "RemoteExecutionError",
+    "MessageTooLargeError",
     "ConnectionLostError",
     "RemoteTimeoutError",
 ]
@@ -129,7 +133,7 @@ class AuthenticationError(SignalingError):
         super().__init__(message, code=code)
 
 
-class NoExecutorError(SignalingError):
+class NoExecutorAvailable(SignalingError):
     """
     No registered executor matches the pairing request (code ``no_executor``).
 
@@ -141,6 +145,59 @@ class NoExecutorError(SignalingError):
 
     def __init__(self, message: str, *, code: str = "no_executor") -> None:
         super().__init__(message, code=code)
+
+
+class RemoteExecutionError(RemoteMediaError):
+    """
+    A method of a remote object raised an exception on the executor.
+
+    The remote exception cannot be re-raised here as itself (its class may not
+    exist on this side), so this error carries it as data:
+    :attr:`remote_type` (qualified name), :attr:`remote_message` and
+    :attr:`remote_traceback` (the executor's formatted traceback, also shown in
+    ``str()``). The session stays usable: later calls work as before.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str = "",
+        remote_message: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        #: Qualified name of the remote exception's type, e.g. ``"builtins.ValueError"``.
+        self.remote_type = remote_type
+        #: ``str()`` of the remote exception.
+        self.remote_message = remote_message
+        #: The traceback as the executor formatted it.
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback (most recent call last is at the bottom):\n" + self.remote_traceback
+        return text
+
+
+class MessageTooLargeError(RemoteMediaError, ValueError):
+    """
+    A message is larger than ``max_message_size`` allows.
+
+    Raised before sending when a call or an object is too large, and when the
+    other end refused or would have to refuse a message. :attr:`size` and
+    :attr:`limit` are in bytes. Raise the limit with
+    ``RemoteExecutorConfig(max_message_size=...)`` on the client and
+    ``--max-message-size`` on the executor, or send smaller pieces.
+    """
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        #: Size of the message in bytes.
+        self.size = size
+        #: The limit it broke, in bytes.
+        self.limit = limit
 
 
 class ConnectionLostError(RemoteMediaError, ConnectionError):

@@ -14,10 +14,14 @@ PUBLIC = {
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
+    "MessageTooLargeError",
     "Node",
-    "NoExecutorError",
+    "NoExecutorAvailable",
     "Pipeline",
     "PipelineError",
+    "RemoteExecutionError",
+    "RemoteExecutorConfig",
+    "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",
     "SerializationError",
@@ -64,6 +68,7 @@ def test_errors_form_one_tree():
     assert issubclass(remotemedia.EncodeError, TypeError)
     assert issubclass(remotemedia.DecodeError, ValueError)
     assert issubclass(remotemedia.AuthenticationError, remotemedia.SignalingError)
-    assert issubclass(remotemedia.NoExecutorError, remotemedia.SignalingError)
+    assert issubclass(remotemedia.NoExecutorAvailable, remotemedia.SignalingError)
     assert issubclass(remotemedia.ConnectionLostError, ConnectionError)
     assert issubclass(remotemedia.RemoteTimeoutError, TimeoutError)
+    assert issubclass(remotemedia.MessageTooLargeError, ValueError)

@@ -9,12 +9,12 @@ import asyncio
 import socket
 
 import pytest
-from signaling_harness import running_server, wait_until
+from harness import running_server, wait_until
 
 from remotemedia import (
     AuthenticationError,
     ConnectionLostError,
-    NoExecutorError,
+    NoExecutorAvailable,
     RemoteTimeoutError,
     SignalingError,
 )
@@ -139,19 +139,19 @@ async def test_unregister_ends_the_sessions(peers):
     assert executor.name is None
     bye = await session.recv(TIMEOUT)
     assert bye["type"] == "bye" and "unregistered" in bye["reason"]
-    with pytest.raises(NoExecutorError):
+    with pytest.raises(NoExecutorAvailable):
         await client.pair()
 
 
 async def test_no_executor_leaves_the_connection_usable(server):
     async with await SignalingClient.connect(server.url, token="s3cret") as client:
-        with pytest.raises(NoExecutorError) as info:
+        with pytest.raises(NoExecutorAvailable) as info:
             await client.pair(timeout=TIMEOUT)
         assert info.value.code == "no_executor"
         assert "python -m executor" in str(info.value)
         async with await SignalingClient.connect(server.url, token="s3cret") as executor:
             await executor.register("late", capacity=1, capabilities={"services": ["edges"]})
-            with pytest.raises(NoExecutorError):
+            with pytest.raises(NoExecutorAvailable):
                 await client.pair({"service": "blur"})
             session = await client.pair({"service": "edges"})
             assert session.executor == "late"
@@ -212,7 +212,7 @@ async def test_bad_arguments_are_refused_before_sending(server, call):
             await call(peer)
         assert info.value.code == "bad_message"
         # Nothing reached the server, so the connection is still fine.
-        with pytest.raises(NoExecutorError):
+        with pytest.raises(NoExecutorAvailable):
             await peer.pair(timeout=TIMEOUT)
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from signaling_harness import ROOT, running_server, wait_until
+from harness import ROOT, running_server, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

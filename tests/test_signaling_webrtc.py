@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from signaling_harness import running_server
+from harness import running_server
 
 from remotemedia.signaling import SignalingClient
 from remotemedia.signaling.ticket import verify_ticket

@@ -218,7 +218,7 @@ class SignalingClient:
 
         ``requirements`` may ask for ``gpu`` (bool), a ``service``, a
         ``model`` or a specific ``executor`` by name. Raises
-        :exc:`NoExecutorError` when none matches (the connection stays
+        :exc:`NoExecutorAvailable` when none matches (the connection stays
         usable, so retrying is fine), :exc:`AuthenticationError` for a
         missing or wrong token.
         """

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import AuthenticationError, ConnectionLostError, NoExecutorError, RemoteTimeoutError, SignalingError
+from ..exceptions import AuthenticationError, ConnectionLostError, NoExecutorAvailable, RemoteTimeoutError, SignalingError
 
 if TYPE_CHECKING:
     from .client import SignalingClient
@@ -24,7 +24,7 @@ __all__ = ["SignalingSession", "ENDED", "server_error", "wait"]
 
 logger = logging.getLogger(__name__)
 
-_ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorError}
+_ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorAvailable}
 #: Queue marker: the session or the connection is gone.
 ENDED = object()
 

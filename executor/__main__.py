@@ -1,0 +1,113 @@
+"""
+Command line: ``python -m executor --signaling ws://HOST:PORT`` (also ``remotemedia-executor``).
+
+Prints ``remotemedia-executor NAME registered with URL`` once it can take
+sessions, and stops cleanly on SIGINT or SIGTERM (every session's objects get
+their ``cleanup()``). Exit status: 0 when stopped, 1 when the signaling server
+cannot be reached, refuses the executor or goes away, 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from remotemedia.exceptions import RemoteMediaError
+
+from .service import Executor, ExecutorConfig, default_name
+
+__all__ = ["main", "parse_args", "quiet_webrtc_logs", "signaling_url"]
+
+
+def quiet_webrtc_logs(level: str) -> None:
+    """aioice logs every ICE check at INFO; show it only when debugging."""
+    if level != "debug":
+        logging.getLogger("aioice").setLevel(logging.WARNING)
+
+
+def signaling_url(url: str) -> str:
+    """``ws://HOST:PORT`` with the server's ``/ws`` path added when none is given."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"--signaling must be a ws:// or wss:// URL such as ws://127.0.0.1:50052, not {url!r}")
+    return url if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}/ws"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="remotemedia-executor",
+        description="Run RemoteMedia objects for clients paired through a signaling server.",
+    )
+    parser.add_argument("--signaling", required=True, help="the signaling server, e.g. ws://127.0.0.1:50052")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
+        help="the signaling server's token (default: $REMOTEMEDIA_TOKEN, which other users cannot "
+        "read in the process list, unlike this flag)",
+    )
+    parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
+    parser.add_argument("--max-sessions", type=int, default=4, help="sessions served at once (default: %(default)s)")
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest message accepted from a client, in bytes (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+async def _run(config: ExecutorConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    executor = Executor(config)
+    try:
+        await executor.start()
+    except RemoteMediaError as exc:
+        print(f"remotemedia-executor: {exc}", file=sys.stderr)
+        return 1
+    print(f"remotemedia-executor {config.name} registered with {config.signaling}", flush=True)
+    serving = asyncio.create_task(executor.serve())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await executor.close()
+    if serving.done() and not serving.cancelled() and serving.exception() is not None:
+        print(f"remotemedia-executor: {serving.exception()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the executor until interrupted; returns the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_webrtc_logs(args.log_level)
+    try:
+        config = ExecutorConfig(
+            signaling=signaling_url(args.signaling),
+            token=args.token,
+            name=args.name or default_name(),
+            max_sessions=args.max_sessions,
+            max_message_size=args.max_message_size,
+        )
+    except ValueError as exc:
+        print(f"remotemedia-executor: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""
+One session's remote objects: create, call, stream, release.
+
+Sync code runs on the session's own worker thread, never on the event loop,
+and one thread per session keeps each object's state free of races between
+its own calls (like a node, an object sees one call at a time). Async
+methods are awaited on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from remotemedia.exceptions import SerializationError
+from remotemedia.serialization import loads_object
+
+__all__ = ["ObjectTable", "RemoteCallError", "error_body"]
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class RemoteCallError(Exception):
+    """A request the executor refuses (unknown object or method, wrong mode); ``code`` goes to the client."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_body(exc: BaseException) -> dict:
+    """The ``ERROR`` body for ``exc``: code, type, message, traceback (and the missing module, if any)."""
+    if isinstance(exc, RemoteCallError):
+        return {"code": exc.code, "type": "", "message": str(exc), "traceback": ""}
+    cls = type(exc)
+    body = {
+        "code": "serialization" if isinstance(exc, SerializationError) else "exception",
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": _user_traceback(exc),
+    }
+    missing = exc.__cause__ if isinstance(exc.__cause__, ModuleNotFoundError) else None
+    if missing is not None and missing.name:
+        body["module"] = missing.name
+    return body
+
+
+# Frames of the executor's own machinery say nothing to the user: leave them out.
+_MACHINERY = (str(Path(__file__).parent), str(Path(concurrent.futures.__file__).parent), str(Path(asyncio.__file__).parent))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_MACHINERY)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+class ObjectTable:
+    """The objects of one session, by handle."""
+
+    def __init__(self, name: str) -> None:
+        self._objects: dict[int, Any] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"session-{name}")
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    async def _run(self, fn, *args, **kwargs) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    async def create(self, handle: int, data: bytes) -> Any:
+        """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
+        if handle in self._objects:
+            raise RemoteCallError(f"object handle {handle} is already in use")
+        obj = await self._run(loads_object, data)
+        initialize = getattr(obj, "initialize", None)
+        if callable(initialize):
+            await self._call_any(initialize, (), {})
+        self._objects[handle] = obj
+        logger.debug("object %d created: %s", handle, type(obj).__qualname__)
+        return obj
+
+    def method(self, handle: int, name: str) -> Any:
+        """The bound method ``name`` of object ``handle``; refuses private names."""
+        obj = self._objects.get(handle)
+        if obj is None:
+            raise RemoteCallError(f"no object with handle {handle} in this session (released?)", "no_object")
+        if not isinstance(name, str) or name.startswith("_"):
+            raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", "no_method")
+        method = getattr(obj, name, None)
+        if not callable(method):
+            raise RemoteCallError(f"{type(obj).__qualname__} has no method {name!r}", "no_method")
+        return method
+
+    async def call(self, method: Any, args: tuple, kwargs: dict) -> Any:
+        """Run a method and return its result; generators are refused (they are streamed)."""
+        if inspect.isasyncgenfunction(method) or inspect.isgeneratorfunction(method):
+            raise RemoteCallError(
+                f"{method.__qualname__} is a generator method: iterate it with `async for item in remote.{method.__name__}(...)`"
+            )
+        result = await self._call_any(method, args, kwargs)
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            raise RemoteCallError(f"{method.__qualname__} returned a generator: iterate it with `async for`")
+        return result
+
+    async def stream(self, method: Any, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        """Run a generator method, yielding its items; a sync generator advances on the worker thread."""
+        if inspect.isasyncgenfunction(method):
+            agen = method(*args, **kwargs)
+            try:
+                async for item in agen:
+                    yield item
+            finally:
+                await agen.aclose()
+            return
+        result = await self._call_any(method, args, kwargs)
+        if inspect.isasyncgen(result):
+            try:
+                async for item in result:
+                    yield item
+            finally:
+                await result.aclose()
+        elif inspect.isgenerator(result):
+            try:
+                while (item := await self._run(next, result, _DONE)) is not _DONE:
+                    yield item
+            finally:
+                await self._run(result.close)
+        else:
+            raise RemoteCallError(f"{method.__qualname__} is not a generator: call it with `await`")
+
+    async def _call_any(self, fn: Any, args: tuple, kwargs: dict) -> Any:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            result = fn(*args, **kwargs)
+        else:
+            result = await self._run(fn, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def release(self, handle: int) -> None:
+        """Run the object's ``cleanup()`` and forget it."""
+        obj = self._objects.pop(handle, None)
+        if obj is None:
+            raise RemoteCallError(f"no object with handle {handle} in this session", "no_object")
+        await self._cleanup(handle, obj)
+
+    async def close(self) -> None:
+        """Release every object (cleanup errors are logged, not raised) and stop the thread."""
+        while self._objects:
+            handle, obj = self._objects.popitem()
+            try:
+                await self._cleanup(handle, obj)
+            except Exception:
+                logger.exception("cleanup() of object %d (%s) failed", handle, type(obj).__qualname__)
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _cleanup(self, handle: int, obj: Any) -> None:
+        cleanup = getattr(obj, "cleanup", None)
+        if callable(cleanup):
+            await self._call_any(cleanup, (), {})
+        logger.debug("object %d released: %s", handle, type(obj).__qualname__)

@@ -1,0 +1,102 @@
+"""
+Command line: ``python -m remotemedia serve [--host H] [--port P]``.
+
+Runs a signaling server and one executor in one process: everything a first
+try needs, in one command. ``RemoteExecutorConfig()`` with its defaults
+(localhost:50052) reaches it. Prints ``remotemedia serve listening on URL
+(executor NAME)`` once both are ready, and stops cleanly on SIGINT or
+SIGTERM. Exit status: 0 when stopped, 1 when the port is busy, 2 for bad
+settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m remotemedia", description="RemoteMedia tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a signaling server and one executor in this process")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
+        help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
+    )
+    serve.add_argument("--max-sessions", type=int, default=4, help="sessions the executor serves at once (default: %(default)s)")
+    serve.add_argument(
+        "--max-message-size",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest message the executor accepts, in bytes (default: %(default)s)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from executor.service import Executor, ExecutorConfig, default_name
+    from signaling_server.app import start_server
+    from signaling_server.config import ServerConfig
+
+    try:
+        server_config = ServerConfig(token=args.token)
+        executor_config = ExecutorConfig(
+            signaling="",  # set below, once the real port is known
+            token=args.token,
+            name=f"embedded-{default_name()}",
+            max_sessions=args.max_sessions,
+            max_message_size=args.max_message_size,
+        )
+    except ValueError as exc:
+        print(f"remotemedia serve: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        server = await start_server(server_config, host=args.host, port=args.port)
+    except OSError as exc:
+        print(f"remotemedia serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    # The executor dials its own server; a wildcard address is reached on loopback.
+    dial = "127.0.0.1" if args.host in ("0.0.0.0", "") else ("::1" if args.host == "::" else args.host)
+    executor_config.signaling = f"ws://{f'[{dial}]' if ':' in dial else dial}:{server.port}/ws"
+    executor = Executor(executor_config)
+    try:
+        await executor.start()
+        print(f"remotemedia serve listening on {server.url} (executor {executor_config.name})", flush=True)
+        serving = asyncio.create_task(executor.serve())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    finally:
+        await executor.close()
+        await server.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m remotemedia``; returns the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        logging.getLogger("aioice").setLevel(logging.WARNING)  # it logs every ICE check at INFO
+    return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""
+Remote execution: run an object on an executor and call it through a proxy.
+
+- :class:`RemoteExecutorConfig` (:mod:`remotemedia.remote.config`): where the
+  signaling server is, and the session's limits;
+- :class:`RemoteProxyClient` (:mod:`remotemedia.remote.client`): one session
+  with one executor;
+- :class:`RemoteProxy` (:mod:`remotemedia.remote.proxy`): a remote object.
+"""
+
+from .client import RemoteProxyClient
+from .config import RemoteExecutorConfig
+from .proxy import RemoteCall, RemoteProxy
+
+__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall"]

@@ -1,0 +1,114 @@
+"""``RemoteExecutorConfig``: where the executors are found, and how to talk to them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RemoteExecutorConfig"]
+
+
+@dataclass(frozen=True)
+class RemoteExecutorConfig:
+    """
+    Connection settings for remote execution.
+
+    ``host`` and ``port`` name the signaling server (the "negotiation port"),
+    which pairs the client with an executor; calls then go peer to peer over
+    WebRTC. The config is immutable (change it with :func:`dataclasses.replace`)
+    and round-trips through pickle, :meth:`to_dict`/:meth:`from_dict` and JSON,
+    so it can be stored in a node's configuration.
+    """
+
+    #: Signaling server hostname or IP.
+    host: str = "localhost"
+    #: Signaling server port (``python -m remotemedia serve`` listens on 50052).
+    port: int = 50052
+    #: Use ``wss://`` (TLS) to reach the signaling server.
+    ssl_enabled: bool = False
+    #: Largest message sent or accepted, in bytes (10 MiB); larger ones raise ``MessageTooLargeError``.
+    max_message_size: int = 10 * 1024 * 1024
+    #: Retry sessions when the connection drops.
+    reconnect: bool = True
+    #: The signaling server's token; ``None`` reads ``REMOTEMEDIA_TOKEN`` from the environment.
+    auth_token: str | None = None
+    #: Seconds one remote call (or one item of a stream) may take before ``RemoteTimeoutError``.
+    timeout: float = 30.0
+    #: Seconds for pairing, the WebRTC handshake and uploading an object.
+    connect_timeout: float = 15.0
+    #: STUN/TURN servers: URLs such as ``"stun:stun.example.org:3478"``, or dicts
+    #: ``{"urls": ..., "username": ..., "credential": ...}``. Empty for loopback and LAN.
+    ice_servers: tuple = ()
+    #: Executor requirements for pairing: ``{"gpu": True}``, ``{"executor": "name"}``...
+    requirements: dict = field(default_factory=dict)
+    #: Seconds between data-channel pings, and of silence before the executor counts as lost.
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"host must be a non-empty string, not {self.host!r}")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
+            raise ValueError(f"port must be an integer from 1 to 65535, not {self.port!r}")
+        if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
+            raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
+        for name in ("timeout", "connect_timeout", "heartbeat_interval", "heartbeat_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+        if self.auth_token is not None and not isinstance(self.auth_token, str):
+            raise ValueError("auth_token must be a string or None")
+        if isinstance(self.ice_servers, (str, dict)):
+            raise ValueError("ice_servers must be a list of URLs or dicts, not a single one")
+        servers = tuple(self.ice_servers)
+        for server in servers:
+            if not (isinstance(server, str) or (isinstance(server, dict) and "urls" in server)):
+                raise ValueError(f"each ICE server must be a URL string or a dict with 'urls', not {server!r}")
+        object.__setattr__(self, "ice_servers", servers)
+        if not isinstance(self.requirements, dict):
+            raise ValueError(f"requirements must be a dict, not {self.requirements!r}")
+        object.__setattr__(self, "requirements", dict(self.requirements))
+
+    @property
+    def url(self) -> str:
+        """The signaling server's websocket URL."""
+        scheme = "wss" if self.ssl_enabled else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/ws"
+
+    @property
+    def token(self) -> str | None:
+        """The token to present: :attr:`auth_token`, else ``$REMOTEMEDIA_TOKEN``, else none."""
+        return self.auth_token if self.auth_token is not None else (os.environ.get("REMOTEMEDIA_TOKEN") or None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (lists, dicts, numbers, strings)."""
+        out = dataclasses.asdict(self)
+        out["ice_servers"] = list(self.ice_servers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RemoteExecutorConfig:
+        """The inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RemoteExecutorConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def __hash__(self) -> int:
+        # Configs key the grouping of remote nodes onto sessions; the dict field needs help.
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
+    def __repr__(self) -> str:
+        # Never print the token.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if shown["auth_token"] is not None:
+            shown["auth_token"] = "***"
+        return "RemoteExecutorConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"

@@ -1,0 +1,90 @@
+"""
+The local stand-in for a remote object.
+
+``remote.method(*args, **kwargs)`` returns a :class:`RemoteCall`, which is
+both awaitable (``await remote.process(x)`` gives the method's result) and
+async-iterable (``async for item in remote.stream(xs)`` gives what a
+generator method yields, as the executor yields it). So the caller says how
+it wants the answer, and nothing has to guess from the method's definition.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Generator
+
+if TYPE_CHECKING:
+    from .client import RemoteProxyClient
+
+__all__ = ["RemoteProxy", "RemoteCall"]
+
+
+class RemoteCall:
+    """One call of a remote method: ``await`` it for a result, or ``async for`` over it for a stream."""
+
+    __slots__ = ("_client", "_handle", "_name", "_args", "_kwargs", "_used")
+
+    def __init__(self, client: RemoteProxyClient, handle: int, name: str, args: tuple, kwargs: dict) -> None:
+        self._client, self._handle, self._name = client, handle, name
+        self._args, self._kwargs = args, kwargs
+        self._used = False
+
+    def _use(self) -> None:
+        if self._used:
+            raise RuntimeError(f"remote call {self._name}() was already awaited or iterated; call the method again")
+        self._used = True
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._use()
+        return self._client._call(self._handle, self._name, self._args, self._kwargs).__await__()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        self._use()
+        return self._client._stream(self._handle, self._name, self._args, self._kwargs)
+
+
+class _RemoteMethod:
+    __slots__ = ("_proxy", "_name")
+
+    def __init__(self, proxy: RemoteProxy, name: str) -> None:
+        self._proxy, self._name = proxy, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteCall:
+        proxy = self._proxy
+        return RemoteCall(proxy._client, proxy._handle, self._name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._name} of {self._proxy!r}>"
+
+
+class RemoteProxy:
+    """
+    A remote object, created by :meth:`RemoteProxyClient.create_proxy`.
+
+    Every public method of the original object can be called through it;
+    each call runs on the executor, against the object's remote state. The
+    local object that was uploaded is kept as :attr:`local` (it is not kept
+    in sync with the remote state).
+    """
+
+    def __init__(self, client: RemoteProxyClient, handle: int, local: Any, remote_type: str) -> None:
+        self._client = client
+        self._handle = handle
+        #: The object as it was uploaded.
+        self.local = local
+        #: The remote object's qualified type name, as the executor reports it.
+        self.remote_type = remote_type
+
+    def __getattr__(self, name: str) -> _RemoteMethod:
+        local = self.__dict__.get("local")
+        if name.startswith("_") or local is None:
+            raise AttributeError(name)
+        if not callable(getattr(local, name, None)):
+            raise AttributeError(f"{type(local).__qualname__} has no method {name!r} to call remotely")
+        return _RemoteMethod(self, name)
+
+    async def release(self) -> None:
+        """Run the remote object's ``cleanup()`` and free it; the client does this for every proxy on exit."""
+        await self._client._release(self._handle)
+
+    def __repr__(self) -> str:
+        return f"<RemoteProxy {self.remote_type} #{self._handle} on {self._client.executor!r}>"

@@ -1,0 +1,11 @@
+"""
+The RPC protocol core, sans-I/O: message kinds, encoding and chunking.
+
+It imports no asyncio, aiortc or websockets; it is fed bytes and hands back
+events and bytes. :mod:`remotemedia.transport` runs it over a data channel.
+"""
+
+from .framing import CHUNK_SIZE
+from .protocol import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
+
+__all__ = ["CHUNK_SIZE", "PROTOCOL_VERSION", "Kind", "Message", "RPCProtocol", "TooLarge"]

@@ -1,0 +1,13 @@
+"""
+Adapters that run the sans-I/O cores over real connections.
+
+- :mod:`remotemedia.transport.datachannel`: the RPC protocol over an aiortc
+  data channel, with heartbeats and send-side backpressure;
+- :mod:`remotemedia.transport.peer`: aiortc peer connections negotiated
+  through a signaling session.
+"""
+
+from .datachannel import RPCChannel
+from .peer import RPC_LABEL, add_candidate, make_answer, make_offer, new_peer_connection, wait_open
+
+__all__ = ["RPCChannel", "RPC_LABEL", "add_candidate", "make_answer", "make_offer", "new_peer_connection", "wait_open"]

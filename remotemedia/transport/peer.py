@@ -1,0 +1,93 @@
+"""
+aiortc peer connections negotiated through a signaling session.
+
+The client makes the offer (it creates the ``rpc`` data channel), the
+executor answers. aiortc gathers every candidate before a description is
+ready, so it never trickles; browsers do, so relayed ``candidate`` messages
+are applied with :func:`add_candidate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from ..exceptions import RemoteTimeoutError
+from ..signaling import SignalingSession
+
+__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "RPC_LABEL"]
+
+logger = logging.getLogger(__name__)
+
+#: Label of the data channel that carries the RPC protocol.
+RPC_LABEL = "rpc"
+
+
+def ice_server(entry: str | dict) -> RTCIceServer:
+    """An ``RTCIceServer`` from a URL (``"stun:host:3478"``) or a dict ``{urls, username, credential}``."""
+    if isinstance(entry, str):
+        return RTCIceServer(urls=entry)
+    return RTCIceServer(urls=entry["urls"], username=entry.get("username"), credential=entry.get("credential"))
+
+
+def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnection:
+    """
+    A peer connection with exactly the given ICE servers.
+
+    No servers is the default on purpose: aiortc's own default is Google's
+    STUN server, which costs a 5 s timeout per connection where it cannot be
+    reached. Loopback and LAN need none; give STUN/TURN across NATs.
+    """
+    return RTCPeerConnection(RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers]))
+
+
+def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
+    """Apply a trickled candidate (``RTCIceCandidate.toJSON()`` form) relayed from a browser."""
+    if not candidate or not candidate.get("candidate"):
+        return  # end of candidates: aiortc needs no marker
+    sdp = candidate["candidate"]
+    try:
+        parsed = candidate_from_sdp(sdp[len("candidate:"):] if sdp.startswith("candidate:") else sdp)
+    except (ValueError, IndexError) as exc:
+        logger.warning("ignoring a malformed ICE candidate %r: %s", sdp, exc)
+        return
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    asyncio.ensure_future(pc.addIceCandidate(parsed))
+
+
+async def make_offer(pc: RTCPeerConnection, session: SignalingSession, timeout: float) -> None:
+    """Offer through ``session`` and apply the answer."""
+    session.on_candidate(lambda candidate: add_candidate(pc, candidate))
+    await pc.setLocalDescription(await pc.createOffer())
+    await session.send_offer(pc.localDescription.sdp)
+    answer = await session.expect("answer", timeout)
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+
+async def make_answer(pc: RTCPeerConnection, session: SignalingSession, timeout: float) -> None:
+    """Wait for the offer through ``session`` and answer it."""
+    session.on_candidate(lambda candidate: add_candidate(pc, candidate))
+    offer = await session.expect("offer", timeout)
+    await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await session.send_answer(pc.localDescription.sdp)
+
+
+async def wait_open(channel: Any, timeout: float, what: str) -> None:
+    """Wait until ``channel`` is open; :exc:`RemoteTimeoutError` naming ``what`` otherwise."""
+    if channel.readyState == "open":
+        return
+    opened = asyncio.get_running_loop().create_future()
+    channel.once("open", lambda: opened.done() or opened.set_result(None))
+    try:
+        await asyncio.wait_for(opened, timeout)
+    except asyncio.TimeoutError:
+        raise RemoteTimeoutError(
+            f"{what}: the WebRTC data channel did not open within {timeout:g} s (is a firewall "
+            f"blocking UDP between the two hosts? across NATs, configure ice_servers with STUN/TURN)"
+        ) from None

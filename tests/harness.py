@@ -1,0 +1,193 @@
+"""
+Start the real processes (signaling server, executors, the embedded server)
+as subprocesses on free ports, for end-to-end tests and benchmarks.
+
+Servers are asked for port 0 and print the port they got, so there is no race
+between picking a free port and binding it. Each process prints one line when
+it is ready; its log goes to a file that is shown when it fails to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = [
+    "ManagedProcess",
+    "ServerProcess",
+    "ExecutorProcess",
+    "ServeProcess",
+    "running_server",
+    "running_executor",
+    "wait_until",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ManagedProcess:
+    """A ``python -m MODULE ARGS`` process that prints a line starting with ``prefix`` when ready."""
+
+    def __init__(
+        self, module: str, args: list[str], prefix: str, *, env: dict | None = None, start_timeout: float = 20.0
+    ) -> None:
+        self.args = args
+        self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{module}-", suffix=".log", delete=False)
+        # A token in the test runner's environment must not leak into the server.
+        full_env = {k: v for k, v in os.environ.items() if k != "REMOTEMEDIA_TOKEN"}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=full_env,
+        )
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, args=(lines,), daemon=True).start()
+        try:
+            line = lines.get(timeout=start_timeout)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(f"{module} did not start within {start_timeout} s:\n{self.log()}")
+        if line is None or not line.startswith(prefix):
+            self.stop()
+            raise RuntimeError(f"{module} failed to start ({line!r}):\n{self.log()}")
+        #: What followed the prefix on the ready line.
+        self.ready = line[len(prefix):].strip()
+
+    def _pump(self, lines: queue.Queue) -> None:
+        for line in self.proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def log(self) -> str:
+        """What the process logged so far."""
+        return Path(self._log.name).read_text()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye (a crash, as the peers see it)."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
+        return self.proc.returncode
+
+
+class _HTTPEndpoints:
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        """Base of the server's HTTP endpoints."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str, str]:
+        """GET an HTTP path: (status, content type, body)."""
+        with urllib.request.urlopen(self.http_url + path, timeout=timeout) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+
+    def health(self) -> dict:
+        """The parsed body of ``/healthz``."""
+        status, _, body = self.get("/healthz")
+        assert status == 200
+        return json.loads(body)
+
+class ServerProcess(ManagedProcess, _HTTPEndpoints):
+    """One ``python -m signaling_server`` process on a free port; :meth:`stop` ends it."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        super().__init__(
+            "signaling_server",
+            ["--host", "127.0.0.1", "--port", "0", *args],
+            "remotemedia-signaling listening on ",
+            env=env,
+        )
+        #: The websocket URL, ``ws://127.0.0.1:PORT/ws``.
+        self.url = self.ready
+        #: The port it listens on.
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+
+class ServeProcess(ServerProcess):
+    """``python -m remotemedia serve``: a signaling server and one executor in one process."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        ManagedProcess.__init__(
+            self,
+            "remotemedia",
+            ["serve", "--host", "127.0.0.1", "--port", "0", *args],
+            "remotemedia serve listening on ",
+            env=env,
+        )
+        self.url, _, executor = self.ready.partition(" (executor ")
+        #: The embedded executor's name.
+        self.executor = executor.rstrip(")")
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+
+class ExecutorProcess(ManagedProcess):
+    """One ``python -m executor`` registered with the server at ``url``."""
+
+    def __init__(self, url: str, *args: str, env: dict | None = None) -> None:
+        super().__init__("executor", ["--signaling", url, *args], "remotemedia-executor ", env=env)
+        #: The name it registered under.
+        self.name = self.ready.split(" registered with ")[0]
+
+
+@contextlib.contextmanager
+def running_server(*args: str, env: dict | None = None):
+    """Context manager: a :class:`ServerProcess` that is always stopped."""
+    server = ServerProcess(*args, env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running_executor(url: str, *args: str, env: dict | None = None):
+    """Context manager: an :class:`ExecutorProcess` that is always stopped."""
+    executor = ExecutorProcess(url, *args, env=env)
+    try:
+        yield executor
+    finally:
+        executor.stop()
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    """Wait for ``predicate()`` to hold (polling the server's state), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,360 @@
+"""
+Remote execution end to end: a real signaling server and real executors as
+subprocesses on loopback, driven through the public API. The classes below
+live in this test module, which the executors cannot import: cloudpickle
+sends them by value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harness import ExecutorProcess, running_executor, running_server, wait_until
+
+from remotemedia import (
+    AuthenticationError,
+    ConnectionLostError,
+    MessageTooLargeError,
+    NoExecutorAvailable,
+    RemoteExecutionError,
+    RemoteExecutorConfig,
+    RemoteProxyClient,
+    RemoteTimeoutError,
+    SerializationError,
+)
+
+TOKEN = "s3cret"
+
+
+class StreamingDataProcessor:
+    """The specification's section 3.2 example: a stateful processor."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        self.scale = scale
+        self.processed = 0
+        self.ready = False
+
+    def initialize(self) -> None:
+        self.ready = True
+
+    def process(self, data):
+        self.processed += 1
+        return data * self.scale
+
+    async def process_async(self, data):
+        await asyncio.sleep(0)
+        self.processed += 1
+        return data * self.scale
+
+    def stream(self, frames):
+        for frame in frames:
+            self.processed += 1
+            yield frame * self.scale
+
+    async def stream_async(self, count: int):
+        for i in range(count):
+            yield {"index": i, "ready": self.ready}
+
+    def stats(self) -> dict:
+        return {"processed": self.processed, "ready": self.ready}
+
+
+class Tools:
+    """Methods that fail, sleep, echo and clean up."""
+
+    def __init__(self, marker: str | None = None) -> None:
+        self.marker = marker
+
+    def echo(self, value):
+        return value
+
+    def fail(self, text: str):
+        return self._deeper(text)
+
+    def _deeper(self, text: str):
+        raise ValueError(f"remote says {text}")
+
+    def sleep(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "slept"
+
+    async def nap(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "napped"
+
+    def make(self, nbytes: int):
+        return np.ones(nbytes, dtype=np.uint8)
+
+    def numbers(self):
+        yield from range(3)
+
+    def cleanup(self) -> None:
+        if self.marker:
+            Path(self.marker).write_text("cleaned up")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One signaling server with a token and one executor, shared by the module's tests."""
+    with running_server("--token", TOKEN) as server, running_executor(
+        server.url, "--token", TOKEN, "--name", "exec-a", "--max-sessions", "8"
+    ) as executor:
+        yield server, executor
+
+
+def config_for(server, **overrides) -> RemoteExecutorConfig:
+    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": TOKEN, "timeout": 15.0}
+    settings.update(overrides)
+    return RemoteExecutorConfig(**settings)
+
+
+async def test_the_specifications_example_runs_remotely_and_keeps_state(cluster):
+    server, executor = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        processor = StreamingDataProcessor()
+        remote = await client.create_proxy(processor)
+        assert client.executor == executor.name == "exec-a"
+        assert remote.remote_type.endswith("StreamingDataProcessor")
+        assert await remote.process(21) == 42
+        assert await remote.process_async(1.5) == 3.0
+        assert [x async for x in remote.stream([1, 2, 3])] == [2, 4, 6]
+        items = [item async for item in remote.stream_async(40)]  # more than one credit window
+        assert items == [{"index": i, "ready": True} for i in range(40)]
+        # The state lives remotely: the local object never ran anything.
+        assert await remote.stats() == {"processed": 5, "ready": True}
+        assert processor.processed == 0 and not processor.ready
+
+
+async def test_remote_exception_carries_type_message_and_traceback_and_the_session_goes_on(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(Tools())
+        with pytest.raises(RemoteExecutionError) as info:
+            await remote.fail("no")
+        error = info.value
+        assert error.remote_type == "builtins.ValueError"
+        assert error.remote_message == "remote says no"
+        assert "_deeper" in error.remote_traceback and "fail" in error.remote_traceback
+        assert "executor/objects.py" not in error.remote_traceback  # only the user's frames
+        assert "remote says no" in str(error) and "_deeper" in str(error)
+        assert await remote.echo("still here") == "still here"
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(1).standard_normal(2 * 1024 * 1024).astype(np.float32),  # 8 MiB
+        np.random.default_rng(2).integers(-(2**15), 2**15, (480, 640, 3), dtype=np.int16),
+        np.arange(10, dtype=np.complex128)[::2],  # not contiguous
+        np.zeros((0, 3)),
+    ],
+    ids=["8MiB-float32", "int16-image", "strided-complex", "empty"],
+)
+async def test_numpy_arrays_arrive_bit_exact(cluster, array):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(Tools())
+        back = await remote.echo({"array": array, "tag": "x"})
+        assert back["tag"] == "x"
+        assert back["array"].dtype == array.dtype and back["array"].shape == array.shape
+        assert back["array"].tobytes() == array.tobytes()
+
+
+async def test_values_the_codec_cannot_carry_travel_pickled(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(Tools())
+        value = {1, 2, 3}  # a set: not in the codec
+        assert await remote.echo(value) == value
+
+
+async def test_a_message_above_the_limit_fails_cleanly_on_either_side(cluster):
+    server, _ = cluster
+    limit = 1024 * 1024
+    async with RemoteProxyClient(config_for(server, max_message_size=limit)) as client:
+        remote = await client.create_proxy(Tools())
+        # Too large to send: refused here, before anything goes out.
+        with pytest.raises(MessageTooLargeError) as info:
+            await remote.echo(np.zeros(limit, dtype=np.uint8))
+        assert info.value.limit == limit and "max_message_size" in str(info.value)
+        # Too large to come back: the executor refuses to send it and says so.
+        with pytest.raises(MessageTooLargeError) as info:
+            await remote.make(2 * limit)
+        assert "too large" in str(info.value)
+        assert (await remote.make(1000)).sum() == 1000  # the session is fine
+
+
+async def test_the_executor_refuses_a_message_above_its_own_limit(cluster):
+    server, _ = cluster
+    with running_executor(server.url, "--token", TOKEN, "--name", "small", "--max-message-size", "100000") as small:
+        async with RemoteProxyClient(config_for(server, requirements={"executor": small.name})) as client:
+            remote = await client.create_proxy(Tools())
+            # The executor told its limit: the client refuses locally.
+            with pytest.raises(MessageTooLargeError):
+                await remote.echo(b"x" * 200_000)
+            # A client that ignores it: the executor skips the message unbuffered and refuses it.
+            client._rpc.protocol.send_limit = 10**9
+            with pytest.raises(MessageTooLargeError) as info:
+                await remote.echo(b"x" * 200_000)
+            assert "--max-message-size" in str(info.value)
+            assert await remote.echo(b"small") == b"small"
+
+
+async def test_two_clients_are_isolated(cluster):
+    server, _ = cluster
+    config = config_for(server)
+    async with RemoteProxyClient(config) as one, RemoteProxyClient(config) as two:
+        a = await one.create_proxy(StreamingDataProcessor(scale=1))
+        b = await two.create_proxy(StreamingDataProcessor(scale=10))
+        assert await asyncio.gather(a.process(1), b.process(1), a.process(2)) == [1, 10, 2]
+        assert (await a.stats())["processed"] == 2 and (await b.stats())["processed"] == 1
+        # Handles are per session: the other session's object is not reachable.
+        with pytest.raises(RemoteExecutionError) as info:
+            await two._call(a._handle + 100, "stats", (), {})
+        assert info.value.remote_type == "no_object"
+
+
+async def test_leaving_the_block_runs_cleanup_and_frees_the_session(cluster, tmp_path):
+    server, _ = cluster
+    marker = tmp_path / "cleanup.txt"
+    async with RemoteProxyClient(config_for(server)) as client:
+        await client.create_proxy(Tools(marker=str(marker)))
+        assert server.health()["sessions"] >= 1
+    # Cleanup ran before the client's exit returned: release waits for it.
+    assert marker.read_text() == "cleaned up"
+    await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+
+
+async def test_released_proxy_runs_cleanup_at_once(cluster, tmp_path):
+    server, _ = cluster
+    marker = tmp_path / "released.txt"
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(Tools(marker=str(marker)))
+        await remote.release()
+        assert marker.read_text() == "cleaned up"
+        with pytest.raises(RemoteExecutionError):
+            await client._call(remote._handle, "echo", (1,), {})
+
+
+async def test_a_wrong_token_is_refused(cluster):
+    server, _ = cluster
+    with pytest.raises(AuthenticationError):
+        async with RemoteProxyClient(config_for(server, auth_token="wrong")):
+            pass
+    with pytest.raises(AuthenticationError):
+        async with RemoteProxyClient(config_for(server, auth_token=None)):
+            pass
+
+
+async def test_no_executor_available():
+    with running_server() as server:
+        with pytest.raises(NoExecutorAvailable) as info:
+            async with RemoteProxyClient(config_for(server, auth_token=None)):
+                pass
+        assert "no executor" in str(info.value)
+
+
+async def test_an_object_that_cannot_be_pickled_fails_locally(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        holder = Tools()
+        holder.lock = threading.Lock()
+        with pytest.raises(SerializationError) as info:
+            await client.create_proxy(holder)
+        assert "initialize()" in str(info.value)
+        assert await (await client.create_proxy(Tools())).echo(1) == 1
+
+
+async def test_an_object_needing_a_module_missing_on_the_executor_names_it(cluster, tmp_path, monkeypatch):
+    server, _ = cluster
+    (tmp_path / "only_here_module.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here_module
+
+    tools = Tools()
+    tools.items = [only_here_module.Thing()]  # inside a list: pickled by reference
+    try:
+        async with RemoteProxyClient(config_for(server)) as client:
+            with pytest.raises(SerializationError) as info:
+                await client.create_proxy(tools)
+            assert "only_here_module" in str(info.value)
+            assert await (await client.create_proxy(Tools())).echo(2) == 2
+    finally:
+        sys.modules.pop("only_here_module", None)
+
+
+async def test_a_call_longer_than_the_timeout_raises_and_the_session_goes_on(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server, timeout=1.0)) as client:
+        remote = await client.create_proxy(Tools())
+        with pytest.raises(RemoteTimeoutError) as info:
+            await remote.nap(5)
+        assert "RemoteExecutorConfig.timeout" in str(info.value)
+        assert await remote.echo("next") == "next"
+
+
+async def test_generator_methods_must_be_iterated_and_others_awaited(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(Tools())
+        with pytest.raises(RemoteExecutionError) as info:
+            await remote.numbers()
+        assert "async for" in str(info.value)
+        with pytest.raises(RemoteExecutionError) as info:
+            [x async for x in remote.echo(1)]
+        assert "await" in str(info.value)
+        assert [x async for x in remote.numbers()] == [0, 1, 2]
+        with pytest.raises(AttributeError):
+            remote.no_such_method
+        with pytest.raises(AttributeError):
+            remote._deeper
+
+
+async def test_breaking_out_of_a_stream_leaves_the_session_usable(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(StreamingDataProcessor())
+        async for item in remote.stream_async(1000):
+            if item["index"] == 3:
+                break
+        assert (await remote.stats())["ready"]
+
+
+async def test_a_killed_executor_fails_the_pending_call_quickly(cluster):
+    server, _ = cluster
+    victim = ExecutorProcess(server.url, "--token", TOKEN, "--name", "victim")
+    try:
+        async with RemoteProxyClient(config_for(server, requirements={"executor": "victim"}, timeout=60)) as client:
+            remote = await client.create_proxy(Tools())
+            call = asyncio.ensure_future(remote.sleep(30))
+            await asyncio.sleep(0.3)  # let the call reach the executor
+            started = time.monotonic()
+            victim.kill()
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(call, 10)
+            assert time.monotonic() - started < 6
+            with pytest.raises(ConnectionLostError):
+                await remote.echo(1)
+    finally:
+        victim.stop()
+
+
+async def test_the_embedded_server_serves_everything_in_one_process():
+    from harness import ServeProcess
+
+    serve = ServeProcess()
+    try:
+        config = RemoteExecutorConfig(host="127.0.0.1", port=serve.port)
+        async with RemoteProxyClient(config) as client:
+            assert client.executor == serve.executor
+            remote = await client.create_proxy(StreamingDataProcessor(scale=3))
+            assert (await remote.process(np.arange(3))).tolist() == [0, 3, 6]
+        await wait_until(lambda: serve.health() == {"status": "ok", "executors": 1, "sessions": 0}, timeout=10)
+    finally:
+        assert serve.stop() == 0
