@@ -69,7 +69,9 @@ def _serve_channel(channel: RTCDataChannel) -> None:
 
 async def _peer_main() -> None:
     loop = asyncio.get_running_loop()
-    pc: RTCPeerConnection | None = None
+    # Every connection stays up until stdin closes: the parent may keep one
+    # for echo and throughput while it opens and closes others for setup.
+    pcs: list[RTCPeerConnection] = []
     try:
         while True:
             # A thread keeps stdin blocking-safe whatever it is (pipe, tty, file).
@@ -78,9 +80,8 @@ async def _peer_main() -> None:
                 break
             if not line.strip():
                 continue
-            if pc is not None:
-                await pc.close()
             pc = _new_pc()
+            pcs.append(pc)
             pc.on("datachannel", _serve_channel)
             await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["sdp"], "offer"))
             # aiortc gathers every candidate inside setLocalDescription: no trickle.
@@ -88,7 +89,7 @@ async def _peer_main() -> None:
             sys.stdout.write(json.dumps({"sdp": pc.localDescription.sdp}) + "\n")
             sys.stdout.flush()
     finally:
-        if pc is not None:
+        for pc in pcs:
             await pc.close()
 
 

@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64 * 1024 * 1024,
         help="largest message accepted from a client, in bytes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="seconds for a paired client's offer, data channel and handshake (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name or default_name(),
             max_sessions=args.max_sessions,
             max_message_size=args.max_message_size,
+            connect_timeout=args.connect_timeout,
         )
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)

@@ -45,6 +45,8 @@ class ExecutorConfig:
     #: Seconds between data-channel pings, and of silence before a client counts as gone.
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
+    #: Seconds for a client's offer, its data channel and its HELLO to arrive.
+    connect_timeout: float = 15.0
     #: STUN/TURN servers for the executor's side of each peer connection.
     ice_servers: list = field(default_factory=list)
 
@@ -53,6 +55,8 @@ class ExecutorConfig:
             raise ValueError(f"max_sessions must be a positive integer, not {self.max_sessions!r}")
         if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
             raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
+        if not self.connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
         if not self.heartbeat_timeout > self.heartbeat_interval > 0:
             raise ValueError("heartbeat_timeout must be longer than heartbeat_interval, both positive")
 
@@ -74,6 +78,7 @@ class Executor:
             max_message_size=config.max_message_size,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
+            connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
         )
 

@@ -45,7 +45,7 @@ class SessionSettings:
     heartbeat_interval: float = 1.0
     #: Seconds of silence after which the client is taken for dead.
     heartbeat_timeout: float = 5.0
-    #: Seconds to wait for the offer and for the data channel to open.
+    #: Seconds to wait for the offer, for the data channel to open, and for the client's HELLO.
     connect_timeout: float = 15.0
     #: STUN/TURN servers for this side's peer connections.
     ice_servers: list = field(default_factory=list)
@@ -59,6 +59,7 @@ class ExecutorSession:
         self.settings = settings
         self.objects = ObjectTable(signaling.id)
         self.authenticated = False
+        self._refused = False
         self._rpc: RPCChannel | None = None
         self._tasks: dict[int, asyncio.Task] = {}
         self._credits: dict[int, asyncio.Semaphore] = {}
@@ -88,6 +89,11 @@ class ExecutorSession:
                 self._end,
                 heartbeat_interval=self.settings.heartbeat_interval,
                 heartbeat_timeout=self.settings.heartbeat_timeout,
+            )
+            # A peer that connects but never authenticates must not hold a slot.
+            limit = self.settings.connect_timeout
+            asyncio.get_running_loop().call_later(
+                limit, lambda: self.authenticated or self._end(f"no HELLO within {limit:g} s")
             )
             await self._done.wait()
         except (asyncio.TimeoutError, RemoteMediaError) as exc:
@@ -126,6 +132,8 @@ class ExecutorSession:
     # -- requests ----------------------------------------------------------------------
 
     def _on_event(self, event: Message | TooLarge) -> None:
+        if self._refused:
+            return
         if isinstance(event, TooLarge):
             self._reply_later(self._refuse_too_large(event))
             return
@@ -134,8 +142,7 @@ class ExecutorSession:
             self._hello(event)
         elif not self.authenticated:
             # Nothing, above all nothing pickled, is looked at before HELLO.
-            self._reply_later(self._error(event.id, RemoteCallError("send HELLO with the session ticket first", "unauthorized")))
-            self._end("a request came before authentication")
+            self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
         elif kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
             self._tasks[event.id] = asyncio.create_task(self._serve(event))
         elif kind is Kind.CANCEL:
@@ -161,9 +168,7 @@ class ExecutorSession:
         )
         if not good or body.get("version") != PROTOCOL_VERSION:
             why = "wrong session ticket" if not good else f"protocol version {body.get('version')!r} is not {PROTOCOL_VERSION}"
-            logger.warning("session %s: refused: %s", s.id, why)
-            self._reply_later(self._error(0, RemoteCallError(why, "unauthorized")))
-            self._end(f"refused: {why}")
+            self._reply_later(self._refuse(0, why))
             return
         self.authenticated = True
         limit = body.get("max_message_size")
@@ -240,6 +245,16 @@ class ExecutorSession:
             await self._rpc.send(Kind.ERROR, id, body)
         except RemoteMediaError as send_failed:
             logger.debug("session %s: error reply for %d not sent: %s", self.signaling.id, id, send_failed)
+
+    async def _refuse(self, id: int, why: str) -> None:
+        """Tell the client why, then end the session."""
+        logger.warning("session %s: refused: %s", self.signaling.id, why)
+        if self._refused or self._done.is_set():
+            return
+        self._refused = True  # answer once; whatever else the peer sends is ignored
+        await self._error(id, RemoteCallError(why, "unauthorized"))
+        await self._rpc.drain()
+        self._end(f"refused: {why}")
 
     async def _refuse_too_large(self, event: TooLarge) -> None:
         await self._error(

@@ -125,6 +125,12 @@ class RPCChannel:
         if self.lost is not None:
             raise ConnectionLostError(f"RPC channel lost: {self.lost}")
 
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout``) until everything sent has left the send buffer: before closing on purpose."""
+        deadline = time.monotonic() + timeout
+        while self.channel.bufferedAmount > 0 and self.lost is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
     def close(self, reason: str = "closed by this end") -> None:
         """Stop the heartbeat and close the data channel; safe to call twice."""
         self._lose(reason)

@@ -1,0 +1,128 @@
+"""
+Nothing unauthenticated reaches unpickling on the executor.
+
+A hand-made client pairs properly through the signaling server (so it gets a
+peer connection) but then presents a wrong ticket, or none at all, and sends
+a pickle that would create a file when loaded. The executor must refuse, end
+the session, and never load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+
+import pytest
+from harness import running_executor, running_server, wait_until
+
+from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol
+from remotemedia.signaling import SignalingClient
+from remotemedia.transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open
+
+TOKEN = "s3cret"
+
+
+class _Trap:
+    """Unpickling this creates the file at ``path``: proof that it was loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+async def raw_session(url: str):
+    """Pair and open the rpc channel by hand; returns (signaling, pc, rpc, events, lost)."""
+    signaling = await SignalingClient.connect(url, token=TOKEN)
+    session = await signaling.pair(timeout=10)
+    pc = new_peer_connection()
+    channel = pc.createDataChannel(RPC_LABEL)
+    await make_offer(pc, session, 10)
+    await wait_open(channel, 10, "test")
+    events: asyncio.Queue = asyncio.Queue()
+    lost = asyncio.get_running_loop().create_future()
+    rpc = RPCChannel(channel, RPCProtocol(1 << 20), events.put_nowait, lambda why: lost.done() or lost.set_result(why))
+    return signaling, session, pc, rpc, events, lost
+
+
+@pytest.mark.parametrize("hello", [None, {"ticket": "v1.forged", "version": PROTOCOL_VERSION}], ids=["no-hello", "forged"])
+async def test_a_wrong_or_missing_ticket_gets_nothing_unpickled(tmp_path, hello):
+    trap = tmp_path / "unpickled.txt"
+    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN) as executor:
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            if hello is not None:
+                await rpc.send(Kind.HELLO, 0, hello)
+            await rpc.send_pickled(Kind.CREATE, 1, pickle.dumps(_Trap(str(trap))))
+            error = await asyncio.wait_for(events.get(), 10)
+            assert isinstance(error, Message) and error.kind is Kind.ERROR
+            assert error.body["code"] == "unauthorized"
+            # The executor ends the session: the channel closes and the server frees the slot.
+            assert await asyncio.wait_for(lost, 10)
+            await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+            assert not trap.exists()
+            assert "refused" in executor.log() or "before authentication" in executor.log()
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+        assert executor.alive
+
+
+async def test_the_right_ticket_is_accepted(tmp_path):
+    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN):
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket, "version": PROTOCOL_VERSION, "max_message_size": 1 << 20})
+            welcome = await asyncio.wait_for(events.get(), 10)
+            assert welcome.kind is Kind.WELCOME and welcome.body["max_message_size"] > 0
+            assert not lost.done()
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+
+
+async def test_another_protocol_version_is_refused():
+    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN):
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket, "version": PROTOCOL_VERSION + 1})
+            error = await asyncio.wait_for(events.get(), 10)
+            assert error.kind is Kind.ERROR and "protocol version" in error.body["message"]
+            assert await asyncio.wait_for(lost, 10)
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+
+
+async def test_a_client_that_never_says_hello_is_dropped():
+    with running_server("--token", TOKEN) as server, running_executor(
+        server.url, "--token", TOKEN, "--connect-timeout", "1"
+    ) as executor:
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            await asyncio.wait_for(lost, 15)  # the executor closed the channel
+            await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+            assert "no HELLO" in executor.log()
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+
+
+async def test_garbage_on_the_channel_ends_only_that_session(tmp_path):
+    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN) as executor:
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            rpc.channel.send(b"\x07" + os.urandom(64))  # not our framing
+            await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+        assert executor.alive
+        assert "broke the protocol" in executor.log()
