@@ -35,3 +35,32 @@ def test_readme_quickstart_runs_as_written():
     # 1 s of 20 ms frames, plus the resampler's flushed tail.
     assert len(peaks) in (50, 51)
     assert all(abs(p - 0.25) < 0.01 for p in peaks[1:50])  # 0.5 amplitude, -6 dB
+
+
+def test_remote_proxy_example_starts_the_embedded_server_and_runs_remotely():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_proxy.py")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert "created __main__.StreamingDataProcessor" in result.stdout
+    assert "process([0, 1, 2, 3]) -> [0.0, 2.0, 4.0, 6.0]" in result.stdout
+    assert "the remote processor has processed 206 inputs; the local copy 0" in result.stdout
+    assert "session closed" in result.stdout
+
+
+def test_readme_remote_execution_example_runs_as_written():
+    from harness import ServeProcess
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n")[2].split("```", 1)[0]
+    assert "port=50052" in code
+    serve = ServeProcess()
+    try:
+        # The README's server listens on 50052; the test's on a free port.
+        code = code.replace("port=50052", f"port={serve.port}")
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        )
+    finally:
+        serve.stop()
+    assert result.stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "2 0"]

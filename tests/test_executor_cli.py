@@ -1,0 +1,115 @@
+"""
+The command lines ``python -m executor`` (``remotemedia-executor``) and
+``python -m remotemedia serve``: start, register, stop, and fail clearly.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import ROOT, ExecutorProcess, ServeProcess, running_executor, running_server, wait_until
+
+from executor.__main__ import signaling_url
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+async def test_an_executor_registers_and_unregisters_on_sigterm():
+    with running_server("--token", "t") as server:
+        executor = ExecutorProcess(server.url, "--token", "t", "--name", "gpu-box", "--max-sessions", "3")
+        try:
+            assert executor.name == "gpu-box"
+            assert server.health()["executors"] == 1
+        finally:
+            assert executor.stop() == 0
+        await wait_until(lambda: server.health()["executors"] == 0, timeout=10)
+
+
+def test_the_signaling_url_may_omit_the_path():
+    assert signaling_url("ws://127.0.0.1:50052") == "ws://127.0.0.1:50052/ws"
+    assert signaling_url("wss://h.example:443/") == "wss://h.example:443/ws"
+    assert signaling_url("ws://h:1/custom") == "ws://h:1/custom"
+    for bad in ("http://h:1", "h:1", "ws://"):
+        with pytest.raises(ValueError):
+            signaling_url(bad)
+
+
+async def test_the_token_comes_from_the_environment():
+    with running_server("--token", "from-env") as server, running_executor(
+        server.url, env={"REMOTEMEDIA_TOKEN": "from-env"}
+    ):
+        assert server.health()["executors"] == 1
+
+
+def test_a_wrong_token_exits_1_with_the_reason():
+    with running_server("--token", "right") as server:
+        result = run("-m", "executor", "--signaling", server.url, "--token", "wrong")
+    assert result.returncode == 1
+    assert "token" in result.stderr
+
+
+def test_an_unreachable_signaling_server_exits_1():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = run("-m", "executor", "--signaling", f"ws://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "cannot reach the signaling server" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["--signaling", "http://x"], ["--signaling", "ws://h:1", "--max-sessions", "0"],
+             ["--signaling", "ws://h:1", "--max-message-size", "10"]]
+)
+def test_bad_settings_exit_2(args):
+    result = run("-m", "executor", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("remotemedia-executor: ")
+
+
+def test_an_executor_exits_1_when_the_signaling_server_goes_away():
+    server = running_server()
+    with server as s:
+        executor = ExecutorProcess(s.url)
+    # The server is gone: the executor says so and exits.
+    assert executor.proc.wait(30) == 1
+    assert "signaling" in executor.log().lower()
+    executor.stop()
+
+
+def test_console_scripts_are_installed():
+    for name, flag in (("remotemedia-executor", "--signaling"), ("remotemedia", "serve")):
+        script = Path(sys.executable).parent / name
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0 and flag in result.stdout
+
+
+async def test_serve_runs_a_signaling_server_and_an_executor():
+    serve = ServeProcess("--token", "t", "--max-sessions", "2")
+    try:
+        assert serve.executor.startswith("embedded-")
+        assert serve.health() == {"status": "ok", "executors": 1, "sessions": 0}
+    finally:
+        assert serve.stop() == 0
+
+
+def test_serve_on_a_busy_port_exits_1():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("-m", "remotemedia", "serve", "--port", str(port))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_with_bad_settings_exits_2():
+    result = run("-m", "remotemedia", "serve", "--port", "0", "--max-sessions", "0")
+    assert result.returncode == 2
+    assert "max_sessions" in result.stderr
