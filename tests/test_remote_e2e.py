@@ -8,6 +8,8 @@ sends them by value.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -358,3 +360,59 @@ async def test_the_embedded_server_serves_everything_in_one_process():
         await wait_until(lambda: serve.health() == {"status": "ok", "executors": 1, "sessions": 0}, timeout=10)
     finally:
         assert serve.stop() == 0
+
+
+async def test_a_frozen_executor_is_noticed_by_the_heartbeat(cluster):
+    # SIGSTOP keeps its sockets open, so the signaling server sees nothing:
+    # only the data channel's heartbeat can tell that the executor is gone.
+    server, _ = cluster
+    frozen = ExecutorProcess(server.url, "--token", TOKEN, "--name", "frozen")
+    try:
+        config = config_for(server, requirements={"executor": "frozen"}, heartbeat_interval=0.5, heartbeat_timeout=2.0)
+        async with RemoteProxyClient(config) as client:
+            remote = await client.create_proxy(Tools())
+            assert await remote.echo(1) == 1
+            frozen.proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(ConnectionLostError) as info:
+                await remote.sleep(0)
+            assert time.monotonic() - started < 6
+            assert "heartbeat_timeout" in str(info.value)
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.stop()
+
+
+async def test_the_executor_frees_the_session_of_a_frozen_client(cluster, tmp_path):
+    server, executor = cluster
+    marker = tmp_path / "cleaned.txt"
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_remote_e2e import Tools, config_for_port
+from remotemedia import RemoteProxyClient
+
+async def main():
+    async with RemoteProxyClient(config_for_port({server.port})) as client:
+        await client.create_proxy(Tools(marker={str(marker)!r}))
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "ready"
+        before = server.health()["sessions"]
+        client.send_signal(signal.SIGSTOP)
+        # The executor's heartbeat (5 s) ends the session and runs the object's cleanup.
+        await wait_until(lambda: marker.exists(), timeout=15)
+        await wait_until(lambda: server.health()["sessions"] == before - 1, timeout=10)
+    finally:
+        client.kill()
+        client.wait(10)
+
+
+def config_for_port(port: int) -> RemoteExecutorConfig:
+    """For the client subprocess above."""
+    return RemoteExecutorConfig(host="127.0.0.1", port=port, auth_token=TOKEN)

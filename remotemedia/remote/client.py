@@ -173,7 +173,8 @@ class RemoteProxyClient:
         call_id = next(self._ids)
         future = self._expect(call_id)
         try:
-            await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, 0], pickle_fallback=True)
+            # args as a list: a tuple costs the codec a nested extension per call.
+            await rpc.send(Kind.CALL, call_id, [handle, name, list(args), kwargs, 0], pickle_fallback=True)
             return await self._wait(call_id, future, self.config.timeout, f"remote call {name}()")
         finally:
             self._pending.pop(call_id, None)
@@ -185,7 +186,7 @@ class RemoteProxyClient:
         self._streams[call_id] = queue
         finished = False
         try:
-            await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW], pickle_fallback=True)
+            await rpc.send(Kind.CALL, call_id, [handle, name, list(args), kwargs, STREAM_WINDOW], pickle_fallback=True)
             consumed = 0
             while True:
                 try:
