@@ -10,22 +10,25 @@ methods are awaited on the loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import functools
 import inspect
 import logging
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from remotemedia.exceptions import SerializationError
 from remotemedia.serialization import loads_object
 
+from .worker import Worker
+
 __all__ = ["ObjectTable", "RemoteCallError", "error_body"]
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+#: Seconds a session's teardown waits for each object's cleanup().
+CLEANUP_TIMEOUT = 5.0
 
 
 class RemoteCallError(Exception):
@@ -54,7 +57,7 @@ def error_body(exc: BaseException) -> dict:
 
 
 # Frames of the executor's own machinery say nothing to the user: leave them out.
-_MACHINERY = (str(Path(__file__).parent), str(Path(concurrent.futures.__file__).parent), str(Path(asyncio.__file__).parent))
+_MACHINERY = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -68,14 +71,15 @@ class ObjectTable:
 
     def __init__(self, name: str) -> None:
         self._objects: dict[int, Any] = {}
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"session-{name}")
+        self._worker = Worker(f"session-{name}")
 
     def __len__(self) -> int:
         return len(self._objects)
 
     async def _run(self, fn, *args, **kwargs) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+        if kwargs:
+            return await self._worker.run(functools.partial(fn, *args, **kwargs))
+        return await self._worker.run(fn, *args)
 
     async def create(self, handle: int, data: bytes) -> Any:
         """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
@@ -154,15 +158,26 @@ class ObjectTable:
             raise RemoteCallError(f"no object with handle {handle} in this session", "no_object")
         await self._cleanup(handle, obj)
 
-    async def close(self) -> None:
-        """Release every object (cleanup errors are logged, not raised) and stop the thread."""
+    async def close(self, cleanup_timeout: float = CLEANUP_TIMEOUT) -> None:
+        """
+        Release every object and stop the thread.
+
+        Cleanup errors are logged, not raised. A sync ``cleanup()`` waits for
+        the worker thread, which a stuck call may hold forever: after
+        ``cleanup_timeout`` seconds the object is dropped without it.
+        """
         while self._objects:
             handle, obj = self._objects.popitem()
             try:
-                await self._cleanup(handle, obj)
+                await asyncio.wait_for(self._cleanup(handle, obj), cleanup_timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "cleanup() of object %d (%s) did not finish within %g s (a call may be stuck); dropped",
+                    handle, type(obj).__qualname__, cleanup_timeout,
+                )
             except Exception:
                 logger.exception("cleanup() of object %d (%s) failed", handle, type(obj).__qualname__)
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._worker.stop()
 
     async def _cleanup(self, handle: int, obj: Any) -> None:
         cleanup = getattr(obj, "cleanup", None)

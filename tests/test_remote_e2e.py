@@ -416,3 +416,29 @@ asyncio.run(main())
 def config_for_port(port: int) -> RemoteExecutorConfig:
     """For the client subprocess above."""
     return RemoteExecutorConfig(host="127.0.0.1", port=port, auth_token=TOKEN)
+
+
+async def test_keyword_arguments_reach_the_remote_method(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        remote = await client.create_proxy(StreamingDataProcessor())
+        assert await remote.process(data=4) == 8
+        assert [x async for x in remote.stream(frames=[1])] == [2]
+
+
+async def test_sigterm_with_a_call_stuck_in_user_code_still_stops_the_executor(cluster):
+    server, _ = cluster
+    stuck = ExecutorProcess(server.url, "--token", TOKEN, "--name", "stuck")
+    try:
+        async with RemoteProxyClient(config_for(server, requirements={"executor": "stuck"}, timeout=60)) as client:
+            remote = await client.create_proxy(Tools())
+            call = asyncio.ensure_future(remote.sleep(3600))
+            await asyncio.sleep(0.3)  # let the call reach the executor's worker thread
+            stuck.proc.terminate()
+            # Teardown gives the object's cleanup 5 s behind the stuck call, then exits.
+            assert await asyncio.to_thread(stuck.proc.wait, 20) == 0
+            assert "did not finish within 5 s" in stuck.log()
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(call, 10)
+    finally:
+        stuck.stop()
