@@ -77,7 +77,7 @@ async def demo(config: RemoteExecutorConfig) -> None:
     async with RemoteProxyClient(config) as client:
         processor = StreamingDataProcessor(gain=2.0)
         remote = await client.create_proxy(processor)
-        print(f"connected to executor {client.executor!r} and created {remote.remote_type} "
+        print(f"connected to executor {client.executor!r} and created {remote!r} "
               f"in {(time.perf_counter() - started) * 1e3:.0f} ms")
         print(f"this script runs in pid {os.getpid()}; the processor runs in {await remote.where()}")
 

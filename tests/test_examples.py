@@ -42,7 +42,7 @@ def test_remote_proxy_example_starts_the_embedded_server_and_runs_remotely():
         [sys.executable, str(ROOT / "examples" / "remote_proxy.py")],
         capture_output=True, text=True, timeout=120, check=True,
     )
-    assert "created __main__.StreamingDataProcessor" in result.stdout
+    assert "created <RemoteProxy __main__.StreamingDataProcessor #1 on " in result.stdout
     assert "process([0, 1, 2, 3]) -> [0.0, 2.0, 4.0, 6.0]" in result.stdout
     assert "the remote processor has processed 206 inputs; the local copy 0" in result.stdout
     assert "session closed" in result.stdout

@@ -122,7 +122,7 @@ async def test_the_specifications_example_runs_remotely_and_keeps_state(cluster)
         processor = StreamingDataProcessor()
         remote = await client.create_proxy(processor)
         assert client.executor == executor.name == "exec-a"
-        assert remote.remote_type.endswith("StreamingDataProcessor")
+        assert "StreamingDataProcessor #" in repr(remote) and "exec-a" in repr(remote)
         assert await remote.process(21) == 42
         assert await remote.process_async(1.5) == 3.0
         assert [x async for x in remote.stream([1, 2, 3])] == [2, 4, 6]
@@ -238,8 +238,11 @@ async def test_released_proxy_runs_cleanup_at_once(cluster, tmp_path):
     marker = tmp_path / "released.txt"
     async with RemoteProxyClient(config_for(server)) as client:
         remote = await client.create_proxy(Tools(marker=str(marker)))
-        await remote.release()
+        await client.release(remote)
         assert marker.read_text() == "cleaned up"
+        await client.release(remote)  # twice is fine
+        with pytest.raises(TypeError):
+            await client.release(Tools())
         with pytest.raises(RemoteExecutionError):
             await client._call(remote._handle, "echo", (1,), {})
 

@@ -168,6 +168,17 @@ class RemoteProxyClient:
         self._proxies[handle] = proxy
         return proxy
 
+    async def release(self, proxy: RemoteProxy) -> None:
+        """
+        Run the remote object's ``cleanup()`` on the executor and free it.
+
+        Leaving the ``async with`` block does this for every proxy still
+        alive; releasing twice does nothing.
+        """
+        if not isinstance(proxy, RemoteProxy) or proxy._client is not self:
+            raise TypeError("release() takes a proxy made by this client's create_proxy()")
+        await self._release(proxy._handle)
+
     async def _call(self, handle: int, name: str, args: tuple, kwargs: dict) -> Any:
         rpc = self._ready()
         call_id = next(self._ids)

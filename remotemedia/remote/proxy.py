@@ -62,29 +62,27 @@ class RemoteProxy:
 
     Every public method of the original object can be called through it;
     each call runs on the executor, against the object's remote state. The
-    local object that was uploaded is kept as :attr:`local` (it is not kept
-    in sync with the remote state).
+    proxy has no public attributes of its own, so no method name of the
+    object is shadowed: release it with
+    :meth:`RemoteProxyClient.release(proxy) <RemoteProxyClient.release>`, and
+    see what it is with ``repr()``.
     """
 
     def __init__(self, client: RemoteProxyClient, handle: int, local: Any, remote_type: str) -> None:
         self._client = client
         self._handle = handle
-        #: The object as it was uploaded.
-        self.local = local
-        #: The remote object's qualified type name, as the executor reports it.
-        self.remote_type = remote_type
+        # The object as it was uploaded (not kept in sync with the remote state).
+        self._local = local
+        # The remote object's qualified type name, as the executor reports it.
+        self._remote_type = remote_type
 
     def __getattr__(self, name: str) -> _RemoteMethod:
-        local = self.__dict__.get("local")
+        local = self.__dict__.get("_local")
         if name.startswith("_") or local is None:
             raise AttributeError(name)
         if not callable(getattr(local, name, None)):
             raise AttributeError(f"{type(local).__qualname__} has no method {name!r} to call remotely")
         return _RemoteMethod(self, name)
 
-    async def release(self) -> None:
-        """Run the remote object's ``cleanup()`` and free it; the client does this for every proxy on exit."""
-        await self._client._release(self._handle)
-
     def __repr__(self) -> str:
-        return f"<RemoteProxy {self.remote_type} #{self._handle} on {self._client.executor!r}>"
+        return f"<RemoteProxy {self._remote_type} #{self._handle} on {self._client.executor!r}>"
