@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from remotemedia.exceptions import SignalingError
 from signaling_server.config import ServerConfig
 from signaling_server.hub import POLICY_VIOLATION, Close, Hub, Send
 from signaling_server.ratelimit import TokenBucket
