@@ -32,7 +32,8 @@ class RemoteExecutorConfig:
     ssl_enabled: bool = False
     #: Largest message sent or accepted, in bytes (10 MiB); larger ones raise ``MessageTooLargeError``.
     max_message_size: int = 10 * 1024 * 1024
-    #: Retry sessions when the connection drops.
+    #: Retry sessions when the connection drops. Stored and carried today; the
+    #: client does not re-pair yet, so a lost session raises ``ConnectionLostError``.
     reconnect: bool = True
     #: The signaling server's token; ``None`` reads ``REMOTEMEDIA_TOKEN`` from the environment.
     auth_token: str | None = None
