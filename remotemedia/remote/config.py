@@ -55,6 +55,9 @@ class RemoteExecutorConfig:
             raise ValueError(f"host must be a non-empty string, not {self.host!r}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
             raise ValueError(f"port must be an integer from 1 to 65535, not {self.port!r}")
+        for name in ("ssl_enabled", "reconnect"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
             raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
         for name in ("timeout", "connect_timeout", "heartbeat_interval", "heartbeat_timeout"):
