@@ -445,3 +445,27 @@ async def test_sigterm_with_a_call_stuck_in_user_code_still_stops_the_executor(c
                 await asyncio.wait_for(call, 10)
     finally:
         stuck.stop()
+
+
+async def test_concurrent_calls_and_streams_share_one_session(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        tools = await client.create_proxy(Tools())
+        processor = await client.create_proxy(StreamingDataProcessor(scale=1))
+
+        async def collect(n):
+            return [item["index"] async for item in processor.stream_async(n)]
+
+        results = await asyncio.gather(*(tools.echo(i) for i in range(50)), collect(30), collect(5), tools.nap(0.05))
+        assert results[:50] == list(range(50))
+        assert results[50:] == [list(range(30)), list(range(5)), "napped"]
+
+
+async def test_large_objects_and_large_stream_items_are_chunked(cluster):
+    server, _ = cluster
+    async with RemoteProxyClient(config_for(server)) as client:
+        big = StreamingDataProcessor()
+        big.table = np.arange(1_000_000, dtype=np.float32)  # 4 MB of state, uploaded in chunks
+        remote = await client.create_proxy(big)
+        frames = [frame async for frame in remote.stream([np.ones(500_000, dtype=np.float32)] * 3)]
+        assert len(frames) == 3 and all(f.nbytes == 2_000_000 and f[0] == 2.0 for f in frames)
