@@ -22,7 +22,7 @@ from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLar
 from remotemedia.serialization import loads_object
 from remotemedia.signaling import SignalingSession
 from remotemedia.signaling.ticket import verify_ticket
-from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection
+from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 
 from .objects import ObjectTable, RemoteCallError, error_body
 
@@ -80,7 +80,7 @@ class ExecutorSession:
         try:
             await make_answer(pc, self.signaling, self.settings.connect_timeout)
             # Only now: before, the offer is read by make_answer itself.
-            watcher = asyncio.create_task(self._watch_signaling())
+            watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
             channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
             self._rpc = RPCChannel(
                 channel,
@@ -115,19 +115,6 @@ class ExecutorSession:
         if not self._done.is_set():
             self._why = why
             self._done.set()
-
-    async def _watch_signaling(self) -> None:
-        # The server says bye when the client's websocket closes: often long
-        # before the data channel's heartbeat would notice.
-        try:
-            while True:
-                message = await self.signaling.recv()
-                if message["type"] == "bye":
-                    self._end(f"the client left ({self.signaling.ended})")
-                    return
-        except RemoteMediaError as exc:
-            # The peer connection outlives the signaling server; the heartbeat decides.
-            logger.warning("session %s: signaling ended: %s", self.signaling.id, exc)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ sends them by value.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -82,7 +83,9 @@ class Tools:
     def _deeper(self, text: str):
         raise ValueError(f"remote says {text}")
 
-    def sleep(self, seconds: float) -> str:
+    def sleep(self, seconds: float, started: str | None = None) -> str:
+        if started:
+            Path(started).write_text("sleeping")  # tells the test the call is running
         time.sleep(seconds)
         return "slept"
 
@@ -331,23 +334,31 @@ async def test_breaking_out_of_a_stream_leaves_the_session_usable(cluster):
         assert (await remote.stats())["ready"]
 
 
-async def test_a_killed_executor_fails_the_pending_call_quickly(cluster):
-    server, _ = cluster
-    victim = ExecutorProcess(server.url, "--token", TOKEN, "--name", "victim")
+@contextlib.asynccontextmanager
+async def sleeping_call(server, tmp_path, name: str, seconds: float):
+    """A fresh executor process ``name`` running ``Tools.sleep(seconds)`` for a client: (process, call)."""
+    process = ExecutorProcess(server.url, "--token", TOKEN, "--name", name)
+    started = tmp_path / f"{name}-started"
     try:
-        async with RemoteProxyClient(config_for(server, requirements={"executor": "victim"}, timeout=60)) as client:
+        async with RemoteProxyClient(config_for(server, requirements={"executor": name}, timeout=60)) as client:
             remote = await client.create_proxy(Tools())
-            call = asyncio.ensure_future(remote.sleep(30))
-            await asyncio.sleep(0.3)  # let the call reach the executor
-            started = time.monotonic()
-            victim.kill()
-            with pytest.raises(ConnectionLostError):
-                await asyncio.wait_for(call, 10)
-            assert time.monotonic() - started < 6
-            with pytest.raises(ConnectionLostError):
-                await remote.echo(1)
+            call = asyncio.ensure_future(remote.sleep(seconds, started=str(started)))
+            await wait_until(started.exists, timeout=10)
+            yield process, call, remote
     finally:
-        victim.stop()
+        process.stop()
+
+
+async def test_a_killed_executor_fails_the_pending_call_quickly(cluster, tmp_path):
+    server, _ = cluster
+    async with sleeping_call(server, tmp_path, "victim", 30) as (victim, call, remote):
+        started = time.monotonic()
+        victim.kill()
+        with pytest.raises(ConnectionLostError):
+            await asyncio.wait_for(call, 10)
+        assert time.monotonic() - started < 6
+        with pytest.raises(ConnectionLostError):
+            await remote.echo(1)
 
 
 async def test_the_embedded_server_serves_everything_in_one_process():
@@ -429,22 +440,15 @@ async def test_keyword_arguments_reach_the_remote_method(cluster):
         assert [x async for x in remote.stream(frames=[1])] == [2]
 
 
-async def test_sigterm_with_a_call_stuck_in_user_code_still_stops_the_executor(cluster):
+async def test_sigterm_with_a_call_stuck_in_user_code_still_stops_the_executor(cluster, tmp_path):
     server, _ = cluster
-    stuck = ExecutorProcess(server.url, "--token", TOKEN, "--name", "stuck")
-    try:
-        async with RemoteProxyClient(config_for(server, requirements={"executor": "stuck"}, timeout=60)) as client:
-            remote = await client.create_proxy(Tools())
-            call = asyncio.ensure_future(remote.sleep(3600))
-            await asyncio.sleep(0.3)  # let the call reach the executor's worker thread
-            stuck.proc.terminate()
-            # Teardown gives the object's cleanup 5 s behind the stuck call, then exits.
-            assert await asyncio.to_thread(stuck.proc.wait, 20) == 0
-            assert "did not finish within 5 s" in stuck.log()
-            with pytest.raises(ConnectionLostError):
-                await asyncio.wait_for(call, 10)
-    finally:
-        stuck.stop()
+    async with sleeping_call(server, tmp_path, "stuck", 3600) as (stuck, call, _remote):
+        stuck.proc.terminate()
+        # Teardown gives the object's cleanup 5 s behind the stuck call, then exits.
+        assert await asyncio.to_thread(stuck.proc.wait, 20) == 0
+        assert "did not finish within 5 s" in stuck.log()
+        with pytest.raises(ConnectionLostError):
+            await asyncio.wait_for(call, 10)
 
 
 async def test_concurrent_calls_and_streams_share_one_session(cluster):

@@ -28,7 +28,7 @@ from ..exceptions import (
 from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
-from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open
+from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 
@@ -108,7 +108,10 @@ class RemoteProxyClient:
                 heartbeat_interval=config.heartbeat_interval,
                 heartbeat_timeout=config.heartbeat_timeout,
             )
-            self._watcher = asyncio.create_task(self._watch_signaling(), name="remote-signaling-watch")
+            self._watcher = asyncio.create_task(
+                watch_bye(self._session, lambda why: self._on_lost(f"the executor left ({why})")),
+                name="remote-signaling-watch",
+            )
             welcome = self._expect(0)
             hello = {"ticket": self._session.ticket, "version": PROTOCOL_VERSION, "max_message_size": config.max_message_size}
             await self._rpc.send(Kind.HELLO, 0, hello)
@@ -342,18 +345,3 @@ class RemoteProxyClient:
             queue.put_nowait(_Failed(error))
         if self._rpc is not None:
             self._rpc.close(reason)
-
-    async def _watch_signaling(self) -> None:
-        # The server says bye the moment the executor's websocket drops (a
-        # crash, a kill): far sooner than the data-channel heartbeat.
-        try:
-            while True:
-                message = await self._session.recv()
-                if message["type"] == "bye":
-                    self._on_lost(f"the executor left ({self._session.ended})")
-                    return
-        except RemoteMediaError as exc:
-            # Losing the signaling server does not end a peer connection that
-            # is up: the data channel's heartbeat decides about the executor.
-            if not self._closed:
-                logger.warning("signaling for the session with %r ended: %s", self.executor, exc)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from ..exceptions import RemoteTimeoutError
+from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
 
-__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "RPC_LABEL"]
+__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +91,24 @@ async def wait_open(channel: Any, timeout: float, what: str) -> None:
             f"{what}: the WebRTC data channel did not open within {timeout:g} s (is a firewall "
             f"blocking UDP between the two hosts? across NATs, configure ice_servers with STUN/TURN)"
         ) from None
+
+
+async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) -> None:
+    """
+    After negotiation, read ``session`` until the other end says ``bye``, then call ``on_bye(reason)``.
+
+    The server says bye the moment the other end's websocket drops (a crash,
+    a kill): far sooner than a data-channel heartbeat notices. Losing the
+    signaling server itself does not end a peer connection that is up, so
+    that only logs: the heartbeat decides.
+    """
+    try:
+        while True:
+            message = await session.recv()
+            if message["type"] == "bye":
+                on_bye(session.ended or "bye")
+                return
+            if message["type"] == "candidate":
+                logger.debug("session %s: a late candidate, ignored", session.id)
+    except RemoteMediaError as exc:
+        logger.warning("session %s: signaling ended: %s", session.id, exc)
