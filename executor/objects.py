@@ -71,6 +71,7 @@ class ObjectTable:
 
     def __init__(self, name: str) -> None:
         self._objects: dict[int, Any] = {}
+        self._pending: set[int] = set()  # handles whose create() is under way
         self._worker = Worker(f"session-{name}")
 
     def __len__(self) -> int:
@@ -83,20 +84,30 @@ class ObjectTable:
 
     async def create(self, handle: int, data: bytes) -> Any:
         """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
-        if handle in self._objects:
+        if handle in self._objects or handle in self._pending:
             raise RemoteCallError(f"object handle {handle} is already in use")
-        obj = await self._run(loads_object, data)
-        initialize = getattr(obj, "initialize", None)
-        if callable(initialize):
-            await self._call_any(initialize, (), {})
-        self._objects[handle] = obj
+        self._pending.add(handle)  # reserved across the awaits below
+        try:
+            obj = await self._run(loads_object, data)
+            # In the table before initialize(): if the create is cancelled
+            # while initialize() runs on the thread, close() still cleans up.
+            self._objects[handle] = obj
+            initialize = getattr(obj, "initialize", None)
+            if callable(initialize):
+                try:
+                    await self._call_any(initialize, (), {})
+                except Exception:
+                    del self._objects[handle]  # never initialized: nothing to clean up
+                    raise
+        finally:
+            self._pending.discard(handle)
         logger.debug("object %d created: %s", handle, type(obj).__qualname__)
         return obj
 
     def method(self, handle: int, name: str) -> Any:
         """The bound method ``name`` of object ``handle``; refuses private names."""
         obj = self._objects.get(handle)
-        if obj is None:
+        if obj is None or handle in self._pending:
             raise RemoteCallError(f"no object with handle {handle} in this session (released?)", "no_object")
         if not isinstance(name, str) or name.startswith("_"):
             raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", "no_method")
