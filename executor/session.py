@@ -98,6 +98,9 @@ class ExecutorSession:
             await self._done.wait()
         except (asyncio.TimeoutError, RemoteMediaError) as exc:
             self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
+        except Exception as exc:  # a malformed offer makes aiortc raise all sorts
+            logger.warning("session %s: setup failed", self.signaling.id, exc_info=True)
+            self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -126,3 +126,19 @@ async def test_garbage_on_the_channel_ends_only_that_session(tmp_path):
             await signaling.close()
         assert executor.alive
         assert "broke the protocol" in executor.log()
+
+
+@pytest.mark.parametrize("sdp", ["v=0\r\n", "not sdp at all", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"])
+async def test_a_malformed_offer_ends_only_that_session(sdp):
+    with running_server("--token", TOKEN) as server, running_executor(
+        server.url, "--token", TOKEN, "--connect-timeout", "2"
+    ) as executor:
+        signaling = await SignalingClient.connect(server.url, token=TOKEN)
+        try:
+            session = await signaling.pair(timeout=10)
+            await session.send_offer(sdp)  # refused at once, or no channel ever opens
+            await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+        finally:
+            await signaling.close()
+        assert executor.alive and "setup failed" in executor.log()
+        assert "Task exception was never retrieved" not in executor.log()
