@@ -59,6 +59,11 @@ class Report:
     def __init__(self, name: str) -> None:
         self.name = name
         self.cases: list[Case] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """A measured fact that explains the cases (printed under the table)."""
+        self.notes.append(text)
 
     def add(self, name: str, *, ours: float, baseline: float, unit: str, target: float | None = None,
             against: str = "raw aiortc") -> Case:
@@ -75,6 +80,8 @@ class Report:
                 f"{'<=' if c.unit == 's' else '>='} {c.target:g}  {'met' if c.met else 'MISSED'}")
             print(f"  {c.name:<40}{c.ours * scale:>9.3f} {unit:<2}{c.baseline * scale:>9.3f} {unit:<2}"
                   f"{c.ratio:>7.2f}x  {target}")
+        for text in self.notes:
+            print(f"  note: {text}")
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         data = {
@@ -82,6 +89,7 @@ class Report:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
             "cases": [{**asdict(c), "ratio": c.ratio, "met": c.met} for c in self.cases],
+            "notes": self.notes,
         }
         path.write_text(json.dumps(data, indent=2))
         print(f"  written to {path}")
