@@ -151,13 +151,18 @@ class ExecutorSession:
         body = message.body if isinstance(message.body, dict) else {}
         ticket = body.get("ticket")
         s = self.signaling
-        good = (
-            isinstance(ticket, str)
-            and hmac.compare_digest(ticket.encode(), s.ticket.encode())
-            and verify_ticket(self.settings.token, ticket, s.id, s.client, self.settings.executor)
-        )
-        if not good or body.get("version") != PROTOCOL_VERSION:
-            why = "wrong session ticket" if not good else f"protocol version {body.get('version')!r} is not {PROTOCOL_VERSION}"
+        why = None
+        if not isinstance(ticket, str) or not hmac.compare_digest(ticket.encode(), s.ticket.encode()):
+            why = "wrong session ticket"
+        elif not verify_ticket(self.settings.token, ticket, s.id, s.client, self.settings.executor):
+            # The server signed it, but not with our secret: a configuration mistake, say so.
+            why = (
+                "the executor cannot verify this session's ticket: its token differs from the signaling "
+                "server's (start both with the same --token or REMOTEMEDIA_TOKEN)"
+            )
+        elif body.get("version") != PROTOCOL_VERSION:
+            why = f"protocol version {body.get('version')!r} is not {PROTOCOL_VERSION} (upgrade remotemedia on both ends)"
+        if why is not None:
             self._reply_later(self._refuse(0, why))
             return
         self.authenticated = True

@@ -473,3 +473,13 @@ async def test_large_objects_and_large_stream_items_are_chunked(cluster):
         remote = await client.create_proxy(big)
         frames = [frame async for frame in remote.stream([np.ones(500_000, dtype=np.float32)] * 3)]
         assert len(frames) == 3 and all(f.nbytes == 2_000_000 and f[0] == 2.0 for f in frames)
+
+
+async def test_an_executor_whose_token_differs_from_the_servers_says_so():
+    # An open server accepts the executor's token without checking it, then
+    # signs tickets with no secret: the executor cannot verify them.
+    with running_server() as server, running_executor(server.url, "--token", "mine"):
+        with pytest.raises(AuthenticationError) as info:
+            async with RemoteProxyClient(config_for(server, auth_token=None)):
+                pass
+        assert "token differs from the signaling server's" in str(info.value)
