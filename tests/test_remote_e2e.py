@@ -352,11 +352,10 @@ async def sleeping_call(server, tmp_path, name: str, seconds: float):
 async def test_a_killed_executor_fails_the_pending_call_quickly(cluster, tmp_path):
     server, _ = cluster
     async with sleeping_call(server, tmp_path, "victim", 30) as (victim, call, remote):
-        started = time.monotonic()
         victim.kill()
+        # The 30 s call must fail with the lost connection, not run out its time.
         with pytest.raises(ConnectionLostError):
             await asyncio.wait_for(call, 10)
-        assert time.monotonic() - started < 6
         with pytest.raises(ConnectionLostError):
             await remote.echo(1)
 
@@ -387,10 +386,9 @@ async def test_a_frozen_executor_is_noticed_by_the_heartbeat(cluster):
             remote = await client.create_proxy(Tools())
             assert await remote.echo(1) == 1
             frozen.proc.send_signal(signal.SIGSTOP)
-            started = time.monotonic()
+            # Not RemoteTimeoutError after 15 s: the heartbeat declares the executor lost first.
             with pytest.raises(ConnectionLostError) as info:
-                await remote.sleep(0)
-            assert time.monotonic() - started < 6
+                await asyncio.wait_for(remote.sleep(0), 10)
             assert "heartbeat_timeout" in str(info.value)
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
