@@ -243,10 +243,10 @@ class ExecutorSession:
 
     async def _refuse(self, id: int, why: str) -> None:
         """Tell the client why, then end the session."""
-        logger.warning("session %s: refused: %s", self.signaling.id, why)
         if self._refused or self._done.is_set():
             return
         self._refused = True  # answer once; whatever else the peer sends is ignored
+        logger.warning("session %s: refused: %s", self.signaling.id, why)
         await self._error(id, RemoteCallError(why, "unauthorized"))
         await self._rpc.drain()
         self._end(f"refused: {why}")

@@ -77,6 +77,7 @@ class RemoteProxyClient:
         self._proxies: dict[int, RemoteProxy] = {}
         self._lost: str | None = None
         self._closed = False
+        self._welcomed = False  # the executor has accepted our ticket
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -114,9 +115,13 @@ class RemoteProxyClient:
             )
             welcome = self._expect(0)
             hello = {"ticket": self._session.ticket, "version": PROTOCOL_VERSION, "max_message_size": config.max_message_size}
-            await self._rpc.send(Kind.HELLO, 0, hello)
-            body = await self._wait(0, welcome, limit, f"the handshake with executor {self.executor!r}")
+            try:
+                await self._rpc.send(Kind.HELLO, 0, hello)
+                body = await self._wait(0, welcome, limit, "the handshake", "connect_timeout")
+            finally:
+                self._pending.pop(0, None)
             self._rpc.protocol.peer_limit(body["max_message_size"])
+            self._welcomed = True
             logger.info("connected to executor %r (session %s)", self.executor, self._session.id)
         except BaseException:
             await self.close()
@@ -206,7 +211,7 @@ class RemoteProxyClient:
                 try:
                     item = await asyncio.wait_for(queue.get(), self.config.timeout)
                 except asyncio.TimeoutError:
-                    raise self._timed_out(f"remote stream {name}()") from None
+                    raise self._timed_out(f"remote stream {name}()", self.config.timeout, "timeout") from None
                 if item is _END:
                     finished = True
                     return
@@ -248,17 +253,19 @@ class RemoteProxyClient:
         self._pending[call_id] = future
         return future
 
-    async def _wait(self, call_id: int, future: asyncio.Future, timeout: float, what: str) -> Any:
+    async def _wait(
+        self, call_id: int, future: asyncio.Future, timeout: float, what: str, setting: str = "timeout"
+    ) -> Any:
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             self._cancel(call_id)
-            raise self._timed_out(what) from None
+            raise self._timed_out(what, timeout, setting) from None
 
-    def _timed_out(self, what: str) -> RemoteTimeoutError:
+    def _timed_out(self, what: str, timeout: float, setting: str) -> RemoteTimeoutError:
         return RemoteTimeoutError(
-            f"{what} on executor {self.executor!r} took longer than {self.config.timeout:g} s "
-            f"(RemoteExecutorConfig.timeout); it was cancelled"
+            f"{what} on executor {self.executor!r} took longer than {timeout:g} s "
+            f"(RemoteExecutorConfig.{setting}); it was cancelled"
         )
 
     def _cancel(self, call_id: int) -> None:
@@ -282,6 +289,9 @@ class RemoteProxyClient:
             self._settle(event.id or 0, error=error)
             return
         kind = event.kind
+        if event.pickled and not self._welcomed:
+            logger.warning("executor %r sent a pickled %s before the handshake; ignored", self.executor, kind.name)
+            return
         try:
             body = loads_object(event.body) if event.pickled else event.body
         except SerializationError as exc:
