@@ -82,6 +82,10 @@ class ObjectTable:
             return await self._worker.run(functools.partial(fn, *args, **kwargs))
         return await self._worker.run(fn, *args)
 
+    async def load(self, data: bytes) -> Any:
+        """Unpickle call arguments on the worker thread (a large pickle would stall the loop)."""
+        return await self._run(loads_object, data)
+
     async def create(self, handle: int, data: bytes) -> Any:
         """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
         if handle in self._objects or handle in self._pending:

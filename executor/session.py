@@ -19,7 +19,6 @@ from typing import Any
 
 from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
-from remotemedia.serialization import loads_object
 from remotemedia.signaling import SignalingSession
 from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
@@ -179,7 +178,7 @@ class ExecutorSession:
                 obj = await self.objects.create(message.id, self._body_bytes(message))
                 await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
             elif message.kind is Kind.RELEASE:
-                await self.objects.release(self._body(message))
+                await self.objects.release(await self._body(message))
                 await self._send(Kind.RESULT, message.id, None)
             else:
                 await self._call(message)
@@ -192,7 +191,7 @@ class ExecutorSession:
             self._credits.pop(message.id, None)
 
     async def _call(self, message: Message) -> None:
-        body = self._body(message)
+        body = await self._body(message)
         if not (isinstance(body, (list, tuple)) and len(body) == 5):
             raise RemoteCallError("a CALL body is [handle, method, args, kwargs, stream credit]")
         handle, name, args, kwargs, credit = body
@@ -211,10 +210,9 @@ class ExecutorSession:
             await items.aclose()
         await self._send(Kind.END, message.id)
 
-    @staticmethod
-    def _body(message: Message) -> Any:
+    async def _body(self, message: Message) -> Any:
         # Only reached once authenticated (see _on_event).
-        return loads_object(message.body) if message.pickled else message.body
+        return await self.objects.load(message.body) if message.pickled else message.body
 
     @staticmethod
     def _body_bytes(message: Message) -> bytes:
