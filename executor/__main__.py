@@ -21,13 +21,7 @@ from remotemedia.exceptions import RemoteMediaError
 
 from .service import Executor, ExecutorConfig, default_name
 
-__all__ = ["main", "parse_args", "quiet_webrtc_logs", "signaling_url"]
-
-
-def quiet_webrtc_logs(level: str) -> None:
-    """aioice logs every ICE check at INFO; show it only when debugging."""
-    if level != "debug":
-        logging.getLogger("aioice").setLevel(logging.WARNING)
+__all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
 
 
 def signaling_url(url: str) -> str:
@@ -52,21 +46,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "read in the process list, unlike this flag)",
     )
     parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
-    parser.add_argument("--max-sessions", type=int, default=4, help="sessions served at once (default: %(default)s)")
+    add_executor_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The executor's limits and logging, shared with ``python -m remotemedia serve``."""
+    defaults = ExecutorConfig(signaling="")
+    parser.add_argument(
+        "--max-sessions", type=int, default=defaults.max_sessions, help="sessions served at once (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-message-size",
         type=int,
-        default=64 * 1024 * 1024,
+        default=defaults.max_message_size,
         help="largest message accepted from a client, in bytes (default: %(default)s)",
     )
     parser.add_argument(
         "--connect-timeout",
         type=float,
-        default=15.0,
+        default=defaults.connect_timeout,
         help="seconds for a paired client's offer, data channel and handshake (default: %(default)s)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
+
+
+def executor_config(args: argparse.Namespace, *, signaling: str, token: str | None, name: str) -> ExecutorConfig:
+    """The :class:`ExecutorConfig` for parsed arguments (``ValueError`` for bad settings)."""
+    return ExecutorConfig(
+        signaling=signaling,
+        token=token,
+        name=name,
+        max_sessions=args.max_sessions,
+        max_message_size=args.max_message_size,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr; aioice logs every ICE check at INFO, so show it only when debugging."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "debug":
+        logging.getLogger("aioice").setLevel(logging.WARNING)
 
 
 async def _run(config: ExecutorConfig) -> int:
@@ -99,16 +120,10 @@ async def _run(config: ExecutorConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the executor until interrupted; returns the exit status."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_webrtc_logs(args.log_level)
+    setup_logging(args.log_level)
     try:
-        config = ExecutorConfig(
-            signaling=signaling_url(args.signaling),
-            token=args.token,
-            name=args.name or default_name(),
-            max_sessions=args.max_sessions,
-            max_message_size=args.max_message_size,
-            connect_timeout=args.connect_timeout,
+        config = executor_config(
+            args, signaling=signaling_url(args.signaling), token=args.token, name=args.name or default_name()
         )
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from remotemedia.signaling import SignalingClient
 
-from .session import ExecutorSession, SessionSettings
+from .session import DEFAULT_MAX_MESSAGE_SIZE, ExecutorSession, SessionSettings
 
 __all__ = ["ExecutorConfig", "Executor", "default_name"]
 
@@ -41,7 +41,7 @@ class ExecutorConfig:
     #: Most sessions served at once (the capacity announced to the server).
     max_sessions: int = 4
     #: Largest message accepted from a client, in bytes.
-    max_message_size: int = 64 * 1024 * 1024
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     #: Seconds between data-channel pings, and of silence before a client counts as gone.
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0

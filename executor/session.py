@@ -25,9 +25,12 @@ from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_c
 
 from .objects import ObjectTable, RemoteCallError, error_body
 
-__all__ = ["SessionSettings", "ExecutorSession"]
+__all__ = ["SessionSettings", "ExecutorSession", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest message an executor accepts from a client unless told otherwise (64 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -39,7 +42,7 @@ class SessionSettings:
     #: The signaling token, which also signs tickets (``None`` for an open server).
     token: str | None = None
     #: Largest message accepted from a client, in bytes.
-    max_message_size: int = 64 * 1024 * 1024
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     #: Seconds between data-channel pings.
     heartbeat_interval: float = 1.0
     #: Seconds of silence after which the client is taken for dead.

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
+
+from executor.__main__ import add_executor_arguments, setup_logging
+from executor.__main__ import executor_config as make_executor_config
 
 __all__ = ["main", "parse_args"]
 
@@ -33,31 +35,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
         help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
     )
-    serve.add_argument("--max-sessions", type=int, default=4, help="sessions the executor serves at once (default: %(default)s)")
-    serve.add_argument(
-        "--max-message-size",
-        type=int,
-        default=64 * 1024 * 1024,
-        help="largest message the executor accepts, in bytes (default: %(default)s)",
-    )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_executor_arguments(serve)
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from executor.service import Executor, ExecutorConfig, default_name
+    from executor.service import Executor, default_name
     from signaling_server.app import start_server
     from signaling_server.config import ServerConfig
 
     try:
         server_config = ServerConfig(token=args.token)
-        executor_config = ExecutorConfig(
-            signaling="",  # set below, once the real port is known
-            token=args.token,
-            name=f"embedded-{default_name()}",
-            max_sessions=args.max_sessions,
-            max_message_size=args.max_message_size,
-        )
+        executor_config = make_executor_config(
+            args, signaling="", token=args.token, name=f"embedded-{default_name()}"
+        )  # signaling is set below, once the real port is known
     except ValueError as exc:
         print(f"remotemedia serve: {exc}", file=sys.stderr)
         return 2
@@ -92,9 +83,7 @@ async def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m remotemedia``; returns the exit status."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.log_level != "debug":
-        logging.getLogger("aioice").setLevel(logging.WARNING)  # it logs every ICE check at INFO
+    setup_logging(args.log_level)
     return asyncio.run(_serve(args))
 
 
