@@ -77,6 +77,16 @@ class ObjectTable:
     def __len__(self) -> int:
         return len(self._objects)
 
+    @property
+    def held(self) -> int:
+        """Objects held or being created: what the per-session object limit counts."""
+        return len(self._objects) + len(self._pending)
+
+    @property
+    def busy(self) -> bool:
+        """The worker thread is running a call (after a timeout: it is stuck in sync code)."""
+        return self._worker.busy
+
     async def _run(self, fn, *args, **kwargs) -> Any:
         if kwargs:
             return await self._worker.run(functools.partial(fn, *args, **kwargs))

@@ -7,6 +7,12 @@ session's ticket: the one the signaling server gave this executor, signed with
 the token the executor shares with the server. The ticket travels over the
 DTLS data channel whose fingerprint came through the same authenticated
 signaling, so a peer that has it is the client that was paired.
+
+After that the session's requests go to a :class:`~executor.dispatch.Dispatcher`:
+in the executor itself (``inprocess`` mode), or, still encoded, to the
+session's own worker process (``process`` mode, the default; see
+:mod:`executor.sandbox`), which is then the only place anything from the
+client is unpickled.
 """
 
 from __future__ import annotations
@@ -17,20 +23,26 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
-from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
+from remotemedia.exceptions import RemoteMediaError
+from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge
 from remotemedia.signaling import SignalingSession
 from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 
-from .objects import ObjectTable, RemoteCallError, error_body
+from .dispatch import Dispatcher, Limits, too_large_error
+from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
+from .process import WorkerProcess
 
-__all__ = ["SessionSettings", "ExecutorSession", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = ["SessionSettings", "ExecutorSession", "DEFAULT_MAX_MESSAGE_SIZE", "MODES"]
 
 logger = logging.getLogger(__name__)
 
 #: Largest message an executor accepts from a client unless told otherwise (64 MiB).
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: Execution modes: where a session's objects run.
+MODES = ("process", "inprocess")
+# What a process-mode session passes to its worker without decoding.
+_RELAYED = frozenset({Kind.CREATE, Kind.CALL, Kind.RELEASE, Kind.CANCEL, Kind.CREDIT, Kind.INPUT, Kind.INPUT_END})
 
 
 @dataclass
@@ -51,6 +63,11 @@ class SessionSettings:
     connect_timeout: float = 15.0
     #: STUN/TURN servers for this side's peer connections.
     ice_servers: list = field(default_factory=list)
+    #: ``"process"``: each session's objects run in a worker process of their own;
+    #: ``"inprocess"``: in the executor (trusted code; lowest latency; shared models).
+    mode: str = "process"
+    #: The executor's own limits (its call timeout is lowered to the client's, if shorter).
+    limits: Limits = field(default_factory=Limits)
 
 
 class ExecutorSession:
@@ -59,12 +76,11 @@ class ExecutorSession:
     def __init__(self, signaling: SignalingSession, settings: SessionSettings) -> None:
         self.signaling = signaling
         self.settings = settings
-        self.objects = ObjectTable(signaling.id)
         self.authenticated = False
         self._refused = False
         self._rpc: RPCChannel | None = None
-        self._tasks: dict[int, asyncio.Task] = {}
-        self._credits: dict[int, asyncio.Semaphore] = {}
+        self._dispatcher: Dispatcher | None = None  # inprocess mode, once authenticated
+        self._worker: WorkerProcess | None = None  # process mode
         self._done = asyncio.Event()
         self._why = ""
 
@@ -80,13 +96,17 @@ class ExecutorSession:
 
         watcher = None
         try:
+            if self.settings.mode == "process":
+                # Booting now, while ICE and DTLS negotiate.
+                self._worker = WorkerProcess(self._relay_reply, lambda why: self._end(why))
+                await self._worker.start()
             await make_answer(pc, self.signaling, self.settings.connect_timeout)
             # Only now: before, the offer is read by make_answer itself.
             watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
             channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
             self._rpc = RPCChannel(
                 channel,
-                RPCProtocol(self.settings.max_message_size),
+                RPCProtocol(self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset()),
                 self._on_event,
                 self._end,
                 heartbeat_interval=self.settings.heartbeat_interval,
@@ -106,10 +126,11 @@ class ExecutorSession:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            for task in list(self._tasks.values()):
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            await self.objects.close()
+            if self._dispatcher is not None:
+                await self._dispatcher.close()
+            if self._worker is not None:
+                # Cleanups run in the worker; it is killed if they take too long.
+                await self._worker.close(2 * CLEANUP_TIMEOUT)
             if self._rpc is not None:
                 self._rpc.close()
             await pc.close()
@@ -123,31 +144,21 @@ class ExecutorSession:
 
     # -- requests ----------------------------------------------------------------------
 
-    def _on_event(self, event: Message | TooLarge) -> None:
+    def _on_event(self, event: Message | TooLarge | Raw) -> None:
         if self._refused:
             return
         if isinstance(event, TooLarge):
-            self._reply_later(self._refuse_too_large(event))
+            self._reply_later(self._error(event.id or 0, too_large_error(event)))
             return
-        kind = event.kind
-        if kind is Kind.HELLO:
+        if event.kind is Kind.HELLO:
             self._hello(event)
         elif not self.authenticated:
             # Nothing, above all nothing pickled, is looked at before HELLO.
             self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
-        elif kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
-            self._tasks[event.id] = asyncio.create_task(self._serve(event))
-        elif kind is Kind.CANCEL:
-            task = self._tasks.get(event.id)
-            if task is not None:
-                task.cancel()
-        elif kind is Kind.CREDIT:
-            credits = self._credits.get(event.id)
-            if credits is not None and isinstance(event.body, int) and 0 < event.body <= 1 << 16:
-                for _ in range(event.body):
-                    credits.release()
+        elif isinstance(event, Raw):
+            self._worker.send(event.data)
         else:
-            logger.warning("session %s: unexpected %s from the client", self.signaling.id, kind.name)
+            self._dispatcher.handle(event)
 
     def _hello(self, message: Message) -> None:
         body = message.body if isinstance(message.body, dict) else {}
@@ -171,65 +182,32 @@ class ExecutorSession:
         limit = body.get("max_message_size")
         if isinstance(limit, int) and limit > 0:
             self._rpc.protocol.peer_limit(limit)
+        limits = self.settings.limits
+        timeout = body.get("timeout")
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
+            limits = Limits(shorter, limits.max_objects, limits.memory_limit)
+        if self._worker is not None:
+            self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
+        else:
+            self._dispatcher = Dispatcher(ObjectTable(s.id), self._send, limits, self._end)
         self._reply_later(
             self._send(Kind.WELCOME, 0, {"executor": self.settings.executor, "max_message_size": self.settings.max_message_size})
         )
 
-    async def _serve(self, message: Message) -> None:
-        try:
-            if message.kind is Kind.CREATE:
-                obj = await self.objects.create(message.id, self._body_bytes(message))
-                await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
-            elif message.kind is Kind.RELEASE:
-                await self.objects.release(await self._body(message))
-                await self._send(Kind.RESULT, message.id, None)
-            else:
-                await self._call(message)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            await self._error(message.id, exc)
-        finally:
-            self._tasks.pop(message.id, None)
-            self._credits.pop(message.id, None)
-
-    async def _call(self, message: Message) -> None:
-        body = await self._body(message)
-        if not (isinstance(body, (list, tuple)) and len(body) == 5):
-            raise RemoteCallError("a CALL body is [handle, method, args, kwargs, stream credit]")
-        handle, name, args, kwargs, credit = body
-        method = self.objects.method(handle, name)
-        if not credit:
-            result = await self.objects.call(method, tuple(args), dict(kwargs))
-            await self._send(Kind.RESULT, message.id, result)
-            return
-        credits = self._credits[message.id] = asyncio.Semaphore(int(credit))
-        items = self.objects.stream(method, tuple(args), dict(kwargs))
-        try:
-            async for item in items:
-                await credits.acquire()  # the client has room for one more
-                await self._send(Kind.YIELD, message.id, item)
-        finally:
-            await items.aclose()
-        await self._send(Kind.END, message.id)
-
-    async def _body(self, message: Message) -> Any:
-        # Only reached once authenticated (see _on_event).
-        return await self.objects.load(message.body) if message.pickled else message.body
-
-    @staticmethod
-    def _body_bytes(message: Message) -> bytes:
-        if not message.pickled:
-            raise RemoteCallError("CREATE carries the object as cloudpickle bytes")
-        return message.body
-
     # -- replies -------------------------------------------------------------------------
 
     async def _send(self, kind: Kind, id: int, body: Any = None) -> None:
+        await self._rpc.send(kind, id, body, pickle_fallback=True)
+
+    async def _relay_reply(self, data: bytes) -> None:
+        # The worker checked the client's limit already; what fails here cannot be answered.
+        if self._rpc is None or self._rpc.lost is not None:
+            return
         try:
-            await self._rpc.send(kind, id, body, pickle_fallback=True)
-        except MessageTooLargeError as exc:
-            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", "too_large"))
+            await self._rpc.write(self._rpc.protocol.send_raw(data))
+        except (RemoteMediaError, ValueError) as exc:
+            logger.warning("session %s: a reply from the worker was not sent: %s", self.signaling.id, exc)
 
     async def _error(self, id: int, exc: BaseException) -> None:
         if self._rpc is None or self._rpc.lost is not None:
@@ -251,16 +229,6 @@ class ExecutorSession:
         await self._error(id, RemoteCallError(why, "unauthorized"))
         await self._rpc.drain()
         self._end(f"refused: {why}")
-
-    async def _refuse_too_large(self, event: TooLarge) -> None:
-        await self._error(
-            event.id or 0,
-            RemoteCallError(
-                f"a message of {event.size} bytes is above this executor's limit of {event.limit} bytes "
-                f"(the executor's --max-message-size)",
-                "too_large",
-            ),
-        )
 
     def _reply_later(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -27,6 +27,8 @@ class Worker:
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        #: A call is running on the thread now.
+        self.busy = False
         self._thread.start()
 
     @property
@@ -50,12 +52,15 @@ class Worker:
             loop, future, fn, args = item
             if future.cancelled():
                 continue
+            self.busy = True
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the caller, whatever it is
                 _settle(loop, future, None, exc)
             else:
                 _settle(loop, future, result, None)
+            finally:
+                self.busy = False
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, error: BaseException | None) -> None:

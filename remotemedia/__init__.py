@@ -19,6 +19,7 @@ from .exceptions import (
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
+    ResourceLimitError,
     SerializationError,
     SignalingError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",
+    "ResourceLimitError",
     "SerializationError",
     "SignalingError",
     "VideoFrame",

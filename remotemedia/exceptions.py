@@ -14,6 +14,7 @@ The tree, as it stands::
     │   └── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
+    ├── ResourceLimitError      the executor stopped work at one of its limits (memory, objects)
     ├── ConnectionLostError     a connection closed under a pending operation (also a ConnectionError)
     └── RemoteTimeoutError      a network wait or a remote call ran past its timeout (also a TimeoutError)
 
@@ -39,6 +40,7 @@ __all__ = [
     "NoExecutorAvailable",
     "RemoteExecutionError",
     "MessageTooLargeError",
+    "ResourceLimitError",
     "ConnectionLostError",
     "RemoteTimeoutError",
 ]
@@ -197,6 +199,22 @@ class MessageTooLargeError(RemoteMediaError, ValueError):
         #: Size of the message in bytes.
         self.size = size
         #: The limit it broke, in bytes.
+        self.limit = limit
+
+
+class ResourceLimitError(RemoteMediaError):
+    """
+    The executor stopped or refused work at one of its limits.
+
+    :attr:`limit` names it: ``"memory"`` (the session's worker process ran
+    out of the memory ``--memory-limit`` gives it) or ``"objects"`` (the
+    session holds ``--max-objects`` objects already: release some). The
+    message says which setting of the executor raises it.
+    """
+
+    def __init__(self, message: str, *, limit: str = "") -> None:
+        super().__init__(message)
+        #: Which limit: ``"memory"`` or ``"objects"``.
         self.limit = limit
 
 

@@ -24,6 +24,7 @@ PUBLIC = {
     "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",
+    "ResourceLimitError",
     "SerializationError",
     "SignalingError",
     "VideoFrame",

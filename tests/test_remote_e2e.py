@@ -335,12 +335,13 @@ async def test_breaking_out_of_a_stream_leaves_the_session_usable(cluster):
 
 
 @contextlib.asynccontextmanager
-async def sleeping_call(server, tmp_path, name: str, seconds: float):
+async def sleeping_call(server, tmp_path, name: str, seconds: float, **overrides):
     """A fresh executor process ``name`` running ``Tools.sleep(seconds)`` for a client: (process, call)."""
     process = ExecutorProcess(server.url, "--token", TOKEN, "--name", name)
     started = tmp_path / f"{name}-started"
     try:
-        async with RemoteProxyClient(config_for(server, requirements={"executor": name}, timeout=60)) as client:
+        config = config_for(server, requirements={"executor": name}, timeout=60, **overrides)
+        async with RemoteProxyClient(config) as client:
             remote = await client.create_proxy(Tools())
             call = asyncio.ensure_future(remote.sleep(seconds, started=str(started)))
             await wait_until(started.exists, timeout=10)
@@ -351,7 +352,7 @@ async def sleeping_call(server, tmp_path, name: str, seconds: float):
 
 async def test_a_killed_executor_fails_the_pending_call_quickly(cluster, tmp_path):
     server, _ = cluster
-    async with sleeping_call(server, tmp_path, "victim", 30) as (victim, call, remote):
+    async with sleeping_call(server, tmp_path, "victim", 30, reconnect=False) as (victim, call, remote):
         victim.kill()
         # The 30 s call must fail with the lost connection, not run out its time.
         with pytest.raises(ConnectionLostError):
@@ -381,7 +382,9 @@ async def test_a_frozen_executor_is_noticed_by_the_heartbeat(cluster):
     server, _ = cluster
     frozen = ExecutorProcess(server.url, "--token", TOKEN, "--name", "frozen")
     try:
-        config = config_for(server, requirements={"executor": "frozen"}, heartbeat_interval=0.5, heartbeat_timeout=2.0)
+        config = config_for(
+            server, requirements={"executor": "frozen"}, heartbeat_interval=0.5, heartbeat_timeout=2.0, reconnect=False
+        )
         async with RemoteProxyClient(config) as client:
             remote = await client.create_proxy(Tools())
             assert await remote.echo(1) == 1

@@ -7,6 +7,19 @@ signaling server, opens a WebRTC peer connection with the executor and its
 uploads an object (cloudpickle) and returns a :class:`RemoteProxy`; leaving
 the block releases every remote object (their ``cleanup()`` runs on the
 executor) and closes everything.
+
+Streams are duplex: in ``async for out in remote.stream(inputs)``, an
+argument that is an iterator or an async iterable is fed to the remote
+method item by item while its outputs come back, each way under credit
+flow control (a bounded number of items in flight), so a slow remote
+method slows the producer and memory stays bounded on both ends.
+
+With ``RemoteExecutorConfig(reconnect=True)`` (the default), losing the
+executor (it died, the network broke, its heartbeat stopped) fails the
+calls in flight with :exc:`ConnectionLostError`, then pairs again, with
+another executor if that one is gone, and re-creates every remote object
+from the form it was uploaded in: proxies keep working, and new calls wait
+for the reconnection. With ``reconnect=False`` the client stays closed.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
 
 from ..exceptions import (
@@ -23,6 +37,7 @@ from ..exceptions import (
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
+    ResourceLimitError,
     SerializationError,
 )
 from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
@@ -38,7 +53,36 @@ logger = logging.getLogger(__name__)
 
 #: Items a stream may have in flight before the client grants more credit.
 STREAM_WINDOW = 16
+#: Inputs the client may send ahead of what the remote method consumed (the executor's window).
+INPUT_WINDOW = 16
+#: Longest pause between two reconnection attempts, in seconds.
+MAX_BACKOFF = 2.0
 _END = object()
+
+
+def _is_input_stream(value: Any) -> bool:
+    # Iterators (generators, iter(...)) and async iterables stream; containers travel whole.
+    return isinstance(value, (AsyncIterable, Iterator))
+
+
+def _split_input(args: tuple, kwargs: dict) -> tuple[list, dict, int | str | None, Any]:
+    """The arguments with the input stream taken out, where it was, and the stream itself."""
+    found = [(i, v) for i, v in enumerate(args) if _is_input_stream(v)]
+    found += [(k, v) for k, v in kwargs.items() if _is_input_stream(v)]
+    if not found:
+        return list(args), kwargs, None, None
+    if len(found) > 1:
+        raise TypeError(
+            "a remote call can stream one input; these arguments are all iterators or async "
+            f"iterables: {', '.join(str(w) for w, _ in found)} (pass the others as lists)"
+        )
+    where, source = found[0]
+    args, kwargs = list(args), dict(kwargs)
+    if isinstance(where, int):
+        args[where] = None
+    else:
+        kwargs[where] = None
+    return args, kwargs, where, source
 
 
 class _Failed:
@@ -74,10 +118,17 @@ class RemoteProxyClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._streams: dict[int, asyncio.Queue] = {}
+        self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
+        # What each live proxy's object was uploaded as: re-created from this on reconnection.
+        self._uploads: dict[int, bytes] = {}
         self._lost: str | None = None
         self._closed = False
         self._welcomed = False  # the executor has accepted our ticket
+        self._generation = 0  # of the connection; events of an older one are ignored
+        self._reconnecting: asyncio.Task | None = None
+        #: How many times the session was re-established after a loss.
+        self.reconnects = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -92,61 +143,127 @@ class RemoteProxyClient:
         """Pair with an executor and open the session (``async with`` does this)."""
         if self._rpc is not None or self._closed:
             raise RuntimeError("a RemoteProxyClient connects once; make a new one to connect again")
-        config, limit = self.config, self.config.connect_timeout
         try:
-            self._signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
-            self._session = await self._signaling.pair(config.requirements or None, timeout=limit)
-            self.executor = self._session.executor
-            self._pc = new_peer_connection(config.ice_servers)
-            channel = self._pc.createDataChannel(RPC_LABEL)
-            await make_offer(self._pc, self._session, limit)
-            await wait_open(channel, limit, f"connecting to executor {self.executor!r}")
-            self._rpc = RPCChannel(
-                channel,
-                RPCProtocol(config.max_message_size),
-                self._on_event,
-                self._on_lost,
-                heartbeat_interval=config.heartbeat_interval,
-                heartbeat_timeout=config.heartbeat_timeout,
-            )
-            self._watcher = asyncio.create_task(
-                watch_bye(self._session, lambda why: self._on_lost(f"the executor left ({why})")),
-                name="remote-signaling-watch",
-            )
-            welcome = self._expect(0)
-            hello = {"ticket": self._session.ticket, "version": PROTOCOL_VERSION, "max_message_size": config.max_message_size}
-            try:
-                await self._rpc.send(Kind.HELLO, 0, hello)
-                body = await self._wait(0, welcome, limit, "the handshake", "connect_timeout")
-            finally:
-                self._pending.pop(0, None)
-            self._rpc.protocol.peer_limit(body["max_message_size"])
-            self._welcomed = True
-            logger.info("connected to executor %r (session %s)", self.executor, self._session.id)
+            await self._open()
         except BaseException:
             await self.close()
             raise
+
+    async def _open(self) -> None:
+        """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
+        config, limit = self.config, self.config.connect_timeout
+        if self._signaling is None or self._signaling.closed:
+            self._signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
+        self._session = await self._signaling.pair(config.requirements or None, timeout=limit)
+        self.executor = self._session.executor
+        self._pc = new_peer_connection(config.ice_servers)
+        channel = self._pc.createDataChannel(RPC_LABEL)
+        await make_offer(self._pc, self._session, limit)
+        await wait_open(channel, limit, f"connecting to executor {self.executor!r}")
+        self._generation += 1
+        generation = self._generation
+        self._lost = None
+        self._welcomed = False
+        self._rpc = RPCChannel(
+            channel,
+            RPCProtocol(config.max_message_size),
+            lambda event: self._on_event(event, generation),
+            lambda why: self._on_lost(why, generation),
+            heartbeat_interval=config.heartbeat_interval,
+            heartbeat_timeout=config.heartbeat_timeout,
+        )
+        self._watcher = asyncio.create_task(
+            watch_bye(self._session, lambda why: self._on_lost(f"the executor left ({why})", generation)),
+            name="remote-signaling-watch",
+        )
+        hello = {
+            "ticket": self._session.ticket,
+            "version": PROTOCOL_VERSION,
+            "max_message_size": config.max_message_size,
+            "timeout": config.timeout,
+        }
+        body = await self._request(Kind.HELLO, 0, hello, "the handshake", limit, "connect_timeout")
+        self._rpc.protocol.peer_limit(body["max_message_size"])
+        self._welcomed = True
+        logger.info("connected to executor %r (session %s)", self.executor, self._session.id)
+
+    async def _request(
+        self, kind: Kind, id: int, body: Any, what: str, timeout: float, setting: str = "timeout", *, pickled: bool = False
+    ) -> Any:
+        """Send one request on the current connection and wait for its answer."""
+        future = self._expect(id)
+        try:
+            if pickled:
+                await self._rpc.send_pickled(kind, id, body)
+            else:
+                await self._rpc.send(kind, id, body, pickle_fallback=True)
+            return await self._wait(id, future, timeout, what, setting)
+        finally:
+            self._pending.pop(id, None)
+
+    async def _teardown(self) -> None:
+        """Close the current connection's pieces (not the signaling client)."""
+        watcher, rpc, pc, session = self._watcher, self._rpc, self._pc, self._session
+        self._watcher = self._rpc = self._pc = self._session = None
+        if watcher is not None:
+            watcher.cancel()
+        if rpc is not None:
+            rpc.close()
+        if pc is not None:
+            # Shielded: an RTCPeerConnection whose close() was cancelled never finishes closing.
+            await asyncio.shield(pc.close())
+        if session is not None:
+            await session.close("client closed")
+
+    async def _reconnect(self) -> None:
+        """Pair again and re-create every remote object; on failure, stay closed saying why."""
+        lost, budget = self._lost, max(self.config.connect_timeout, 2 * self.config.heartbeat_timeout)
+        deadline = asyncio.get_running_loop().time() + budget
+        delay, before = 0.1, self.executor
+        while True:
+            try:
+                await self._teardown()
+                await self._open()
+                for handle, data in list(self._uploads.items()):
+                    await self._request(
+                        Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=True
+                    )
+                self.reconnects += 1
+                logger.info("reconnected: executor %r -> %r, %d objects re-created", before, self.executor, len(self._uploads))
+                return
+            except asyncio.CancelledError:
+                raise
+            except AuthenticationError as exc:
+                self._lost = f"{lost}; reconnecting was refused: {exc}"
+                return
+            except (RemoteMediaError, OSError) as exc:
+                if self._lost is None:
+                    self._lost = str(exc) or type(exc).__name__
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    self._lost = f"{lost}; reconnecting failed for {budget:g} s: {exc}"
+                    logger.warning("giving up reconnecting: %s", exc)
+                    await self._teardown()
+                    return
+                logger.info("reconnecting failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     async def close(self) -> None:
         """Release every remote object, then close the connection; safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
         if self._rpc is not None and self._lost is None:
             for handle in list(self._proxies):
                 try:
                     await self._release(handle)
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
-        self._on_lost("the client closed the session")
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._rpc is not None:
-            self._rpc.close()
-        if self._pc is not None:
-            await self._pc.close()
-        if self._session is not None:
-            await self._session.close("client closed")
+        self._on_lost("the client closed the session", self._generation)
+        await self._teardown()
         if self._signaling is not None:
             await self._signaling.close()
 
@@ -163,17 +280,14 @@ class RemoteProxyClient:
         """
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
-        rpc = self._ready()
         data = dumps_object(obj)
+        await self._ready()
         handle = next(self._ids)
-        future = self._expect(handle)
-        try:
-            await rpc.send_pickled(Kind.CREATE, handle, data)
-            body = await self._wait(handle, future, self.config.timeout, f"creating {type(obj).__qualname__}")
-        finally:
-            self._pending.pop(handle, None)
+        body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=True)
         proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
         self._proxies[handle] = proxy
+        if self.config.reconnect:
+            self._uploads[handle] = data
         return proxy
 
     async def release(self, proxy: RemoteProxy) -> None:
@@ -188,24 +302,29 @@ class RemoteProxyClient:
         await self._release(proxy._handle)
 
     async def _call(self, handle: int, name: str, args: tuple, kwargs: dict) -> Any:
-        rpc = self._ready()
-        call_id = next(self._ids)
-        future = self._expect(call_id)
-        try:
-            # args as a list: a tuple costs the codec a nested extension per call.
-            await rpc.send(Kind.CALL, call_id, [handle, name, list(args), kwargs, 0], pickle_fallback=True)
-            return await self._wait(call_id, future, self.config.timeout, f"remote call {name}()")
-        finally:
-            self._pending.pop(call_id, None)
+        if any(_is_input_stream(v) for v in (*args, *kwargs.values())):
+            raise TypeError(
+                f"`await remote.{name}(...)` got an iterator or async iterable argument, which only a "
+                f"streamed call can feed: use `async for out in remote.{name}(...)`, or pass a list"
+            )
+        await self._ready()
+        # args as a list: a tuple costs the codec a nested extension per call.
+        body = [handle, name, list(args), kwargs, 0, None]
+        return await self._request(Kind.CALL, next(self._ids), body, f"remote call {name}()", self.config.timeout)
 
     async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
-        rpc = self._ready()
+        args, kwargs, where, source = _split_input(args, kwargs)
+        rpc = await self._ready()
         call_id = next(self._ids)
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[call_id] = queue
         finished = False
+        feeder = None
         try:
-            await rpc.send(Kind.CALL, call_id, [handle, name, list(args), kwargs, STREAM_WINDOW], pickle_fallback=True)
+            await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
+            if source is not None:
+                credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
+                feeder = asyncio.create_task(self._feed(rpc, call_id, source, credit, queue), name=f"remote-feed-{name}")
             consumed = 0
             while True:
                 try:
@@ -224,24 +343,43 @@ class RemoteProxyClient:
                     await rpc.send(Kind.CREDIT, call_id, STREAM_WINDOW // 2)
         finally:
             self._streams.pop(call_id, None)
+            self._input_credits.pop(call_id, None)
+            if feeder is not None:
+                feeder.cancel()
             if not finished:
                 self._cancel(call_id)
 
+    async def _feed(self, rpc: RPCChannel, call_id: int, source: Any, credit: asyncio.Semaphore, queue: asyncio.Queue) -> None:
+        """Send the inputs of a duplex stream as the executor grants credit, then their end."""
+        try:
+            if isinstance(source, AsyncIterable):
+                async for item in source:
+                    await credit.acquire()
+                    await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
+            else:
+                for item in source:
+                    await credit.acquire()
+                    await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
+            await rpc.send(Kind.INPUT_END, call_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the caller's own iterator failed, or an input cannot be sent
+            queue.put_nowait(_Failed(exc))
+
     async def _release(self, handle: int) -> None:
-        rpc = self._ready()
         if self._proxies.pop(handle, None) is None:
             return
-        call_id = next(self._ids)
-        future = self._expect(call_id)
-        try:
-            await rpc.send(Kind.RELEASE, call_id, handle)
-            await self._wait(call_id, future, self.config.timeout, f"releasing remote object #{handle}")
-        finally:
-            self._pending.pop(call_id, None)
+        self._uploads.pop(handle, None)
+        await self._ready()
+        await self._request(Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout)
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _ready(self) -> RPCChannel:
+    async def _ready(self) -> RPCChannel:
+        """The connection, once usable: waits for a reconnection under way."""
+        reconnecting = self._reconnecting
+        if reconnecting is not None and not reconnecting.done():
+            await asyncio.shield(reconnecting)
         if self._lost is not None:
             raise ConnectionLostError(f"the session with executor {self.executor!r} is closed: {self._lost}")
         if self._rpc is None:
@@ -278,7 +416,9 @@ class RemoteProxyClient:
         except RemoteMediaError:
             pass
 
-    def _on_event(self, event: Message | TooLarge) -> None:
+    def _on_event(self, event: Message | TooLarge, generation: int) -> None:
+        if generation != self._generation:
+            return  # from a connection already replaced
         if isinstance(event, TooLarge):
             error = MessageTooLargeError(
                 f"executor {self.executor!r} sent a message of {event.size} bytes, above this client's "
@@ -309,6 +449,11 @@ class RemoteProxyClient:
             queue = self._streams.get(event.id)
             if queue is not None:
                 queue.put_nowait(_END)
+        elif kind is Kind.CREDIT:
+            credit = self._input_credits.get(event.id)
+            if credit is not None and isinstance(body, int) and 0 < body <= INPUT_WINDOW:
+                for _ in range(body):
+                    credit.release()
         else:
             logger.warning("unexpected %s from executor %r", kind.name, self.executor)
 
@@ -328,6 +473,10 @@ class RemoteProxyClient:
         code, message = body.get("code"), str(body.get("message", ""))
         if code == "too_large":
             return MessageTooLargeError(message)
+        if code == "timeout":
+            return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
+        if code in ("memory", "objects"):
+            return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
         if code == "unauthorized":
             return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
         if code == "serialization":
@@ -343,11 +492,15 @@ class RemoteProxyClient:
             remote_traceback=str(body.get("traceback", "")),
         )
 
-    def _on_lost(self, reason: str) -> None:
-        if self._lost is not None:
+    def _on_lost(self, reason: str, generation: int) -> None:
+        if self._lost is not None or generation != self._generation:
             return
         self._lost = reason
-        error = ConnectionLostError(f"lost the session with executor {self.executor!r}: {reason}")
+        reconnecting = self._reconnecting is not None and not self._reconnecting.done()
+        # A loss during a reconnection is that reconnection's to retry.
+        again = self.config.reconnect and self._welcomed and not self._closed and not reconnecting
+        note = "; reconnecting (calls made from now on wait for it)" if again else ""
+        error = ConnectionLostError(f"lost the session with executor {self.executor!r}: {reason}{note}")
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -355,3 +508,6 @@ class RemoteProxyClient:
             queue.put_nowait(_Failed(error))
         if self._rpc is not None:
             self._rpc.close(reason)
+        if again:
+            logger.warning("lost executor %r (%s); reconnecting", self.executor, reason)
+            self._reconnecting = asyncio.ensure_future(self._reconnect())

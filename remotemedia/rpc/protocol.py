@@ -24,8 +24,18 @@ The conversation, client (C) and executor (E)::
     C: RELEASE id, handle (cleanup runs)               E: RESULT  id, None
     either: PING id, t                                 the other: PONG id, t
 
+A streamed call with an input stream (duplex) names the streamed argument
+in the ``CALL`` and then feeds it; the executor grants input credit back::
+
+    C: CALL id, [..., credit, where]   C: INPUT id, item ...   C: INPUT_END id
+                                       E: CREDIT id, n  (n more inputs may come)
+
 Ids are the client's call ids; ``CREATE``'s id becomes the object's handle.
 A ``RESULT`` or ``ERROR`` ends a call; ``END`` or ``ERROR`` ends a stream.
+
+Bodies of :data:`~remotemedia.rpc.compression.THRESHOLD` bytes or more are
+LZ4-compressed when that helps (the ``COMPRESSED`` flag); the limits apply
+to the uncompressed size, so compression never lets more through.
 """
 
 from __future__ import annotations
@@ -37,17 +47,19 @@ from typing import Any, Union
 
 from .. import codec
 from ..exceptions import DecodeError, MessageTooLargeError
+from . import compression
 from .framing import CHUNK_SIZE, Reassembler, Refused, chunk
 
-__all__ = ["Kind", "Message", "TooLarge", "RPCProtocol", "PROTOCOL_VERSION", "HEADER_SIZE"]
+__all__ = ["Kind", "Message", "TooLarge", "Raw", "RPCProtocol", "PROTOCOL_VERSION", "HEADER_SIZE"]
 
 #: Version sent in ``HELLO``; an executor refuses a client that speaks another.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _HEADER = struct.Struct("!BBI")
 #: Bytes of the header in front of every body.
 HEADER_SIZE = _HEADER.size
 _PICKLED = 0x01
+_COMPRESSED = 0x02
 _MAX_ID = 2**32 - 1
 
 
@@ -67,6 +79,8 @@ class Kind(enum.IntEnum):
     RELEASE = 11
     PING = 12
     PONG = 13
+    INPUT = 14
+    INPUT_END = 15
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,19 @@ class TooLarge:
     limit: int
 
 
-Event = Union[Message, TooLarge]
+@dataclass(frozen=True)
+class Raw:
+    """A whole message handed up undecoded, for a relay (see ``RPCProtocol(relay=...)``)."""
+
+    #: What the message is.
+    kind: Kind
+    #: The call it belongs to.
+    id: int
+    #: The whole message, header included, as :meth:`RPCProtocol.decode` takes it.
+    data: bytes
+
+
+Event = Union[Message, TooLarge, Raw]
 
 
 class RPCProtocol:
@@ -108,15 +134,22 @@ class RPCProtocol:
     larger without buffering it). :attr:`send_limit` bounds what we send: our
     own limit, lowered to the peer's once the peer tells it (``HELLO`` /
     ``WELCOME``), so an oversized message fails here, before the wire.
+
+    Messages whose kind is in ``relay`` are handed up as :class:`Raw`, their
+    body neither decompressed nor decoded: an executor in ``process`` mode
+    passes them to the session's worker process, which decodes them.
     """
 
-    def __init__(self, max_message_size: int, *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, max_message_size: int, *, chunk_size: int = CHUNK_SIZE, relay: frozenset = frozenset()
+    ) -> None:
         if max_message_size < HEADER_SIZE:
             raise ValueError(f"max_message_size must be at least {HEADER_SIZE} bytes, not {max_message_size}")
         self.max_message_size = max_message_size
         #: The largest message :meth:`send` will produce, in bytes.
         self.send_limit = max_message_size
         self.chunk_size = chunk_size
+        self.relay = frozenset(relay)
         self._reassembler = Reassembler(max_message_size)
 
     def peer_limit(self, limit: int) -> None:
@@ -131,25 +164,53 @@ class RPCProtocol:
         (send it with :meth:`send_pickled` instead) and
         :exc:`MessageTooLargeError` above :attr:`send_limit`.
         """
-        parts = codec.encode_parts(body)
-        return self._frame(kind, id, 0, parts)
+        return chunk(*self._message(kind, id, 0, codec.encode_parts(body)), self.chunk_size)
 
     def send_pickled(self, kind: Kind, id: int, data: bytes) -> list[bytes]:
         """The data-channel payloads for a message whose body is cloudpickle bytes."""
-        return self._frame(kind, id, _PICKLED, [data])
+        return chunk(*self._message(kind, id, _PICKLED, [data]), self.chunk_size)
 
-    def _frame(self, kind: Kind, id: int, flags: int, parts: list) -> list[bytes]:
+    def send_raw(self, data: bytes) -> list[bytes]:
+        """The data-channel payloads for a whole message made by :meth:`encode` (a relay's way out)."""
+        if len(data) < HEADER_SIZE:
+            raise ValueError("a message is at least its header")
+        self._check_size(data[0], len(data))
+        return chunk([data], len(data), self.chunk_size)
+
+    def encode(self, kind: Kind, id: int, body: Any = None, *, pickled: bool = False) -> bytes:
+        """
+        One whole message, unchunked (for a stream socket, where
+        :meth:`decode` reads it back); ``pickled`` says ``body`` is
+        cloudpickle bytes. Raises like :meth:`send`.
+        """
+        if pickled:
+            parts, size = self._message(kind, id, _PICKLED, [body])
+        else:
+            parts, size = self._message(kind, id, 0, codec.encode_parts(body))
+        return b"".join(parts)
+
+    def _message(self, kind: Kind, id: int, flags: int, parts: list) -> tuple[list, int]:
         if not 0 <= id <= _MAX_ID:
             raise ValueError(f"message id {id} is out of range")
         size = HEADER_SIZE + sum(memoryview(p).nbytes for p in parts)
+        self._check_size(kind, size)  # the uncompressed size: what the peer will hold
+        if size - HEADER_SIZE >= compression.THRESHOLD:
+            packed = compression.compress(b"".join(parts) if len(parts) > 1 else parts[0])
+            if packed is not None:
+                flags |= _COMPRESSED
+                parts = [packed]
+                size = HEADER_SIZE + len(packed)
+        return [_HEADER.pack(kind, flags, id), *parts], size
+
+    def _check_size(self, kind: int, size: int) -> None:
         if size > self.send_limit:
+            name = Kind(kind).name if kind in Kind._value2member_map_ else f"kind {kind}"
             raise MessageTooLargeError(
-                f"{Kind(kind).name} message of {size} bytes is above the limit of {self.send_limit} bytes "
+                f"{name} message of {size} bytes is above the limit of {self.send_limit} bytes "
                 f"(max_message_size; the smaller of this side's and the peer's)",
                 size=size,
                 limit=self.send_limit,
             )
-        return chunk([_HEADER.pack(kind, flags, id), *parts], size, self.chunk_size)
 
     def receive_data(self, data: bytes) -> list[Event]:
         """
@@ -167,10 +228,18 @@ class RPCProtocol:
                 raw_kind, _, id = _HEADER.unpack_from(item.head)
                 kind = Kind(raw_kind) if raw_kind in Kind._value2member_map_ else None
             return [TooLarge(kind, id, item.size, item.limit)]
-        return [self._decode(item)]
+        if self.relay and len(item) >= HEADER_SIZE and item[0] in self.relay:
+            return [Raw(Kind(item[0]), _HEADER.unpack_from(item)[2], bytes(item))]
+        return [self.decode(item)]
 
-    @staticmethod
-    def _decode(data: bytearray) -> Message:
+    def decode(self, data: bytes | bytearray) -> Message | TooLarge:
+        """
+        One whole message (reassembled, or made by :meth:`encode`).
+
+        A compressed body that would be above ``max_message_size`` once
+        decompressed gives :class:`TooLarge`, before it is decompressed.
+        Raises :exc:`DecodeError` for bytes that are not a valid message.
+        """
         if len(data) < HEADER_SIZE:
             raise DecodeError(f"message of {len(data)} bytes is shorter than its header")
         raw_kind, flags, id = _HEADER.unpack_from(data)
@@ -178,7 +247,15 @@ class RPCProtocol:
             kind = Kind(raw_kind)
         except ValueError:
             raise DecodeError(f"unknown message kind {raw_kind}") from None
-        body = memoryview(data)[HEADER_SIZE:]
+        body: Any = memoryview(data)[HEADER_SIZE:]
+        if flags & _COMPRESSED:
+            try:
+                size = HEADER_SIZE + compression.compressed_size(body)
+                if size > self.max_message_size:
+                    return TooLarge(kind, id, size, self.max_message_size)
+                body = compression.decompress(body)
+            except ValueError as exc:
+                raise DecodeError(str(exc)) from None
         if flags & _PICKLED:
             return Message(kind, id, bytes(body), pickled=True)
         return Message(kind, id, codec.decode(body))

@@ -1,0 +1,275 @@
+"""
+Serving an authenticated client's requests against a session's objects.
+
+The :class:`Dispatcher` takes the decoded ``CREATE``, ``CALL``,
+``RELEASE``, ``CANCEL``, ``CREDIT`` and ``INPUT`` messages of one session
+and answers them through ``send``. It is the same code in both execution
+modes: in ``inprocess`` mode it runs in the executor, fed by the data
+channel; in ``process`` mode it runs in the session's worker process, fed
+through a socket by the executor (see :mod:`executor.sandbox`).
+
+It enforces the session's :class:`Limits`: a call that runs past the call
+timeout is cancelled and answered with a ``timeout`` error. Async code
+stops there; sync code cannot be interrupted, so when the worker thread is
+still busy with it the session is declared stuck (``on_stuck``), which ends
+it: in ``process`` mode that stops the worker process, so a runaway loop
+takes down its own session and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
+from remotemedia.rpc import Kind, Message, TooLarge
+from remotemedia.serialization import loads_object
+
+from .inputs import InputStream
+from .objects import ObjectTable, RemoteCallError, error_body
+
+__all__ = ["Dispatcher", "Limits", "too_large_error"]
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[Kind, int, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one session may use."""
+
+    #: Seconds one call (a create, a plain call, a release) may run; ``None``: no limit.
+    call_timeout: float | None = None
+    #: Objects one session may hold at once.
+    max_objects: int = 64
+    #: The worker process's memory cap in MB (named in out-of-memory errors); ``None``: no cap.
+    memory_limit: int | None = None
+
+    def to_dict(self) -> dict:
+        """For the worker process's settings message."""
+        return {"call_timeout": self.call_timeout, "max_objects": self.max_objects, "memory_limit": self.memory_limit}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Limits:
+        """The inverse of :meth:`to_dict`."""
+        return cls(data.get("call_timeout"), int(data.get("max_objects", 64)), data.get("memory_limit"))
+
+
+class _Stuck(RemoteCallError):
+    """A timed-out call whose sync code still holds the worker thread."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message, "timeout")
+        self.why = why
+
+
+def too_large_error(event: TooLarge) -> RemoteCallError:
+    """The error that answers a message above this executor's limit."""
+    return RemoteCallError(
+        f"a message of {event.size} bytes is above this executor's limit of {event.limit} bytes "
+        f"(the executor's --max-message-size)",
+        "too_large",
+    )
+
+
+class Dispatcher:
+    """Answers one session's requests (see the module docstring)."""
+
+    def __init__(self, objects: ObjectTable, send: Send, limits: Limits, on_stuck: Callable[[str], None]) -> None:
+        self.objects = objects
+        self.limits = limits
+        self._transport = send
+        self._on_stuck = on_stuck
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._credits: dict[int, asyncio.Semaphore] = {}
+        self._inputs: dict[int, InputStream] = {}
+
+    def handle(self, event: Message | TooLarge) -> None:
+        """One request from the client; the answer is sent by a task of its own."""
+        if isinstance(event, TooLarge):
+            self._later(self._error(event.id or 0, too_large_error(event)))
+            return
+        kind, id = event.kind, event.id
+        if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
+            if id in self._tasks:
+                self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
+                return
+            self._tasks[id] = asyncio.create_task(self._serve(event))
+        elif kind is Kind.CANCEL:
+            task = self._tasks.get(id)
+            if task is not None:
+                task.cancel()
+        elif kind is Kind.CREDIT:
+            credits = self._credits.get(id)
+            if credits is not None and isinstance(event.body, int) and 0 < event.body <= 1 << 16:
+                for _ in range(event.body):
+                    credits.release()
+        elif kind in (Kind.INPUT, Kind.INPUT_END):
+            self._input(event)
+        else:
+            logger.warning("unexpected %s from the client", kind.name)
+
+    async def close(self) -> None:
+        """Stop every call and release every object (their ``cleanup()`` runs)."""
+        for stream in self._inputs.values():
+            stream.end()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.objects.close()
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def _serve(self, message: Message) -> None:
+        try:
+            if message.kind is Kind.CREATE:
+                await self._create(message)
+            elif message.kind is Kind.RELEASE:
+                handle = await self._body(message)
+                await self._limited(self.objects.release(handle), "releasing an object", sync=True)
+                await self._send(Kind.RESULT, message.id, None)
+            else:
+                await self._call(message)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            await self._error(message.id, exc)
+            if isinstance(exc, _Stuck):
+                # After the reply, so the client learns why its session ends.
+                self._on_stuck(exc.why)
+        finally:
+            self._tasks.pop(message.id, None)
+            self._credits.pop(message.id, None)
+            stream = self._inputs.pop(message.id, None)
+            if stream is not None:
+                stream.end()
+
+    async def _create(self, message: Message) -> None:
+        if not message.pickled:
+            raise RemoteCallError("CREATE carries the object as cloudpickle bytes")
+        held = self.objects.held
+        if held >= self.limits.max_objects:
+            raise RemoteCallError(
+                f"this session already holds {held} objects, the executor's limit (--max-objects "
+                f"{self.limits.max_objects}); release some with client.release(proxy)",
+                "objects",
+            )
+        obj = await self._limited(self.objects.create(message.id, message.body), "creating the object", sync=True)
+        await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
+
+    async def _call(self, message: Message) -> None:
+        body = await self._body(message)
+        if not (isinstance(body, (list, tuple)) and len(body) == 6):
+            raise RemoteCallError("a CALL body is [handle, method, args, kwargs, stream credit, streamed input]")
+        handle, name, args, kwargs, credit, where = body
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            raise RemoteCallError("a CALL's arguments are a list and a dict")
+        method = self.objects.method(handle, name)
+        args, kwargs = list(args), dict(kwargs)
+        if where is not None:
+            if not credit:
+                raise RemoteCallError("only a streamed call (`async for`) can take an input stream")
+            stream = self._input_stream(message.id)
+            if isinstance(where, int) and 0 <= where < len(args):
+                args[where] = stream
+            elif isinstance(where, str):
+                kwargs[where] = stream
+            else:
+                raise RemoteCallError(f"the streamed input's position {where!r} is not among the arguments")
+        if not credit:
+            is_sync = not asyncio.iscoroutinefunction(method)
+            result = await self._limited(self.objects.call(method, tuple(args), kwargs), f"{name}()", sync=is_sync)
+            await self._send(Kind.RESULT, message.id, result)
+            return
+        credits = self._credits[message.id] = asyncio.Semaphore(int(credit))
+        items = self.objects.stream(method, tuple(args), kwargs)
+        try:
+            async for item in items:
+                await credits.acquire()  # the client has room for one more
+                await self._send(Kind.YIELD, message.id, item)
+        finally:
+            await items.aclose()
+        await self._send(Kind.END, message.id)
+
+    def _input_stream(self, id: int) -> InputStream:
+        # Made by whichever comes first: the call's task, or its first input
+        # (which can arrive before the task has read the call's body).
+        stream = self._inputs.get(id)
+        if stream is None:
+            stream = self._inputs[id] = InputStream(lambda n: self._grant(id, n))
+        return stream
+
+    def _input(self, message: Message) -> None:
+        if message.id not in self._tasks:
+            return  # the call is over (it failed, or was cancelled): late inputs are dropped
+        stream = self._input_stream(message.id)
+        if message.kind is Kind.INPUT_END:
+            stream.end()
+            return
+        try:
+            item = message.body
+            if message.pickled:
+                # Loaded in order on the loop: inputs are usually small, and order matters.
+                item = loads_object(item)
+            stream.put(item)
+        except Exception as exc:
+            task = self._tasks.get(message.id)
+            if task is not None:
+                task.cancel()
+            self._later(self._error(message.id, RemoteCallError(f"bad input: {exc}")))
+
+    def _grant(self, id: int, n: int) -> None:
+        if id in self._tasks:
+            self._later(self._send(Kind.CREDIT, id, n))
+
+    async def _limited(self, work: Awaitable[Any], what: str, *, sync: bool) -> Any:
+        limit = self.limits.call_timeout
+        if limit is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, limit)
+        except asyncio.TimeoutError:
+            message = (
+                f"{what} ran past the call timeout of {limit:g} s (the shorter of the client's "
+                f"RemoteExecutorConfig.timeout and the executor's --call-timeout)"
+            )
+            if sync and self.objects.busy:
+                raise _Stuck(
+                    message + "; its code cannot be interrupted, so the session is ended",
+                    f"{what} ran past the call timeout of {limit:g} s in code that cannot be interrupted",
+                ) from None
+            raise RemoteCallError(message, "timeout") from None
+
+    async def _body(self, message: Message) -> Any:
+        # Only reached once the session is authenticated (the caller's duty).
+        return await self.objects.load(message.body) if message.pickled else message.body
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def _send(self, kind: Kind, id: int, body: Any = None) -> None:
+        try:
+            await self._transport(kind, id, body)
+        except MessageTooLargeError as exc:
+            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", "too_large"))
+
+    async def _error(self, id: int, exc: BaseException) -> None:
+        if isinstance(exc, MemoryError) and self.limits.memory_limit:
+            exc = RemoteCallError(
+                f"the session ran out of memory: this executor caps each session's worker at "
+                f"{self.limits.memory_limit} MB (--memory-limit); {type(exc).__name__}: {exc}",
+                "memory",
+            )
+        body = error_body(exc)
+        if body["code"] == "exception":
+            logger.info("call %d raised %s: %s", id, body["type"], body["message"])
+        try:
+            await self._transport(Kind.ERROR, id, body)
+        except RemoteMediaError as send_failed:
+            logger.debug("error reply for %d not sent: %s", id, send_failed)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -1,0 +1,78 @@
+"""
+The input side of a duplex stream: the items a client feeds a streamed call.
+
+The remote method receives an :class:`InputStream` in place of the argument
+the client streams. It is an async iterator for ``async def`` generators
+and a plain iterator for sync generators, which run on the session's worker
+thread and block there (never on the event loop) until the next item
+arrives. Flow control is by credit: the client may have ``window`` items in
+flight, and each half window the method consumes is granted back, so a slow
+method slows the client's producer and neither side buffers more than a
+window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+__all__ = ["InputStream", "INPUT_WINDOW"]
+
+#: Items a client may send ahead of what the remote method has consumed.
+INPUT_WINDOW = 16
+
+_END = object()
+
+
+class InputStream:
+    """Items fed by the client, in order, until it signals the end (see the module docstring)."""
+
+    def __init__(self, grant: Callable[[int], None], window: int = INPUT_WINDOW) -> None:
+        self._grant = grant
+        self._window = window
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._taken = 0
+        self._ended = False
+
+    def put(self, item: Any) -> None:
+        """An item from the client; ``ValueError`` when the client sent more than its credit."""
+        if self._ended:
+            raise ValueError("an input arrived after the end of the input stream")
+        if self._queue.qsize() >= self._window:
+            raise ValueError(f"the client sent more than its credit of {self._window} inputs")
+        self._queue.put_nowait(item)
+
+    def end(self) -> None:
+        """The client has no more items (or the call is over): iteration ends after what is queued."""
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+
+    def __aiter__(self) -> InputStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # stays ended for every later read
+            raise StopAsyncIteration
+        self._taken += 1
+        if self._taken % (self._window // 2 or 1) == 0:
+            self._grant(self._window // 2 or 1)
+        return item
+
+    def __iter__(self) -> InputStream:
+        return self
+
+    def __next__(self) -> Any:
+        # Called by a sync generator on the session's worker thread: wait for the loop.
+        if asyncio._get_running_loop() is self._loop:
+            raise RuntimeError("a sync generator consumes its input stream on the worker thread, not the loop")
+        try:
+            return asyncio.run_coroutine_threadsafe(self.__anext__(), self._loop).result()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __repr__(self) -> str:
+        return f"<InputStream {self._queue.qsize()} queued{' ended' if self._ended else ''}>"
