@@ -3,8 +3,11 @@ Command line: ``python -m executor --signaling ws://HOST:PORT`` (also ``remoteme
 
 Prints ``remotemedia-executor NAME registered with URL`` once it can take
 sessions, and stops cleanly on SIGINT or SIGTERM (every session's objects get
-their ``cleanup()``). Exit status: 0 when stopped, 1 when the signaling server
-cannot be reached, refuses the executor or goes away, 2 for bad settings.
+their ``cleanup()``). Losing the signaling server later does not stop it: it
+reconnects and registers again (with backoff, for as long as it runs), and its
+sessions keep running meanwhile. Exit status: 0 when stopped, 1 when the
+signaling server cannot be reached at start or refuses the executor (at start,
+or on a reconnection, e.g. for a wrong token), 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from urllib.parse import urlsplit
 from remotemedia.exceptions import RemoteMediaError
 
 from .service import Executor, ExecutorConfig, default_name
+from .session import MODES
 
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
 
@@ -68,7 +72,37 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.connect_timeout,
         help="seconds for a paired client's offer, data channel and handshake (default: %(default)s)",
     )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=defaults.mode,
+        help="process: each session's objects run in a worker process of their own, so a crash, leak or "
+        "runaway loop ends only that session; inprocess: in the executor itself, for trusted code, the "
+        "lowest latency and models shared between sessions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=_seconds_or_none,
+        default=defaults.call_timeout,
+        help="seconds one call may run, 0 for no limit; a client's shorter RemoteExecutorConfig.timeout "
+        "applies to its own calls (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-objects", type=int, default=defaults.max_objects, help="objects one session may hold (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="memory each session's worker process may use, in MB (process mode; default: no cap)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _seconds_or_none(text: str) -> float | None:
+    value = float(text)
+    return None if value == 0 else value
 
 
 def executor_config(args: argparse.Namespace, *, signaling: str, token: str | None, name: str) -> ExecutorConfig:
@@ -80,12 +114,17 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         max_sessions=args.max_sessions,
         max_message_size=args.max_message_size,
         connect_timeout=args.connect_timeout,
+        mode=args.mode,
+        call_timeout=args.call_timeout,
+        max_objects=args.max_objects,
+        memory_limit=args.memory_limit,
     )
 
 
 def setup_logging(level: str) -> None:
     """Log to stderr; aioice logs every ICE check at INFO, so show it only when debugging."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["REMOTEMEDIA_LOG_LEVEL"] = level  # for the sessions' worker processes
     if level != "debug":
         logging.getLogger("aioice").setLevel(logging.WARNING)
 

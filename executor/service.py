@@ -3,24 +3,34 @@ The executor service: registers with the signaling server and serves each
 paired client in an :class:`~executor.session.ExecutorSession`.
 
 Executors dial out to the signaling server, so a GPU host needs no open
-inbound TCP port; media and calls then flow peer to peer over WebRTC.
+inbound TCP port; media and calls then flow peer to peer over WebRTC. That is
+also why an executor outlives its signaling server: when the connection drops,
+the sessions already paired keep running while the executor reconnects and
+registers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
 import socket
 from dataclasses import dataclass, field
 
-from remotemedia.signaling import SignalingClient
+from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
+from remotemedia.signaling import SignalingClient, SignalingSession
 
-from .session import DEFAULT_MAX_MESSAGE_SIZE, ExecutorSession, SessionSettings
+from .dispatch import Limits
+from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
 
 __all__ = ["ExecutorConfig", "Executor", "default_name"]
 
 logger = logging.getLogger(__name__)
+
+#: The smallest --memory-limit, in MB: a worker process uses about 130 MB before any object.
+MIN_MEMORY_LIMIT = 200
 
 
 def default_name() -> str:
@@ -49,8 +59,30 @@ class ExecutorConfig:
     connect_timeout: float = 15.0
     #: STUN/TURN servers for the executor's side of each peer connection.
     ice_servers: list = field(default_factory=list)
+    #: Where sessions' objects run: ``"process"`` (a worker process per session) or ``"inprocess"``.
+    mode: str = "process"
+    #: Seconds one call may run (lowered to a client's shorter timeout); ``None``: no limit.
+    call_timeout: float | None = 300.0
+    #: Objects one session may hold.
+    max_objects: int = 64
+    #: MB of memory each session's worker process may use (``process`` mode); ``None``: no cap.
+    memory_limit: int | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.call_timeout is not None and not self.call_timeout > 0:
+            raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
+        if not isinstance(self.max_objects, int) or self.max_objects < 1:
+            raise ValueError(f"max_objects must be a positive integer, not {self.max_objects!r}")
+        if self.memory_limit is not None:
+            if self.mode != "process":
+                raise ValueError("memory_limit caps worker processes: it needs mode 'process'")
+            if not isinstance(self.memory_limit, int) or self.memory_limit < MIN_MEMORY_LIMIT:
+                raise ValueError(
+                    f"memory_limit must be at least {MIN_MEMORY_LIMIT} MB (a worker needs about 130 MB "
+                    f"to start), not {self.memory_limit!r}"
+                )
         if not isinstance(self.max_sessions, int) or self.max_sessions < 1:
             raise ValueError(f"max_sessions must be a positive integer, not {self.max_sessions!r}")
         if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
@@ -63,10 +95,27 @@ class ExecutorConfig:
 
 class Executor:
     """
-    A running executor. ``await executor.start()`` registers; :meth:`serve`
-    accepts sessions until :meth:`close` or until the signaling connection is
-    lost (then it raises :exc:`~remotemedia.exceptions.ConnectionLostError`).
+    A running executor. ``await executor.start()`` registers, or raises at
+    once when the signaling server cannot be reached or refuses; :meth:`serve`
+    accepts sessions until :meth:`close`.
+
+    When the signaling connection is lost, :meth:`serve` reconnects and
+    registers again, with backoff, for as long as it runs; the sessions
+    already paired are peer to peer and keep running meanwhile. It ends with
+    the server's error only for a refusal that retrying cannot change, such
+    as a wrong token (:exc:`~remotemedia.exceptions.AuthenticationError`).
     """
+
+    #: Seconds before the first reconnection attempt; each failure doubles it (jittered), up to the next.
+    RECONNECT_FIRST_DELAY = 0.2
+    #: Longest wait between reconnection attempts, in seconds.
+    RECONNECT_MAX_DELAY = 5.0
+    # Refusals that a later attempt may not meet: a restarted server may be
+    # busy, and the old registration stays until the server notices that its
+    # connection died ("name_taken").
+    _RETRY_CODES = frozenset({"unreachable", "name_taken", "rate_limited", "hello_timeout", "heartbeat_timeout"})
+    # Set by close(); created by start(), inside the event loop.
+    _closing: asyncio.Event | None = None
 
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
@@ -80,36 +129,127 @@ class Executor:
             heartbeat_timeout=config.heartbeat_timeout,
             connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
+            mode=config.mode,
+            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit),
         )
 
     async def start(self) -> None:
-        """Connect to the signaling server and register."""
-        self.signaling = await SignalingClient.connect(self.config.signaling, token=self.config.token)
-        try:
-            await self.signaling.register(
-                self.config.name, self.config.max_sessions, {"gpu": _has_gpu(), "services": []}
-            )
-        except BaseException:
-            await self.signaling.close()
-            raise
+        """
+        Connect to the signaling server and register.
+
+        No retry here: an executor that cannot register when it starts is
+        misconfigured more often than not (wrong URL, wrong token), so it says
+        so at once instead of waiting.
+        """
+        self._closing = asyncio.Event()
+        self.signaling = await self._register()
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)
 
     async def serve(self) -> None:
-        """Accept sessions and serve each in its own task, until closed."""
-        while True:
-            session = await self.signaling.accept()
-            logger.info("session %s: paired with client %s", session.id, session.client)
-            task = asyncio.create_task(ExecutorSession(session, self._settings).run(), name=f"session-{session.id}")
-            self.sessions[session.id] = task
-            task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+        """
+        Accept sessions and serve each in its own task, until :meth:`close`.
+
+        A lost signaling connection is replaced (see the class docstring);
+        raises :exc:`~remotemedia.exceptions.SignalingError` when the server
+        refuses the executor for good.
+        """
+        if self.signaling is None or self._closing is None:
+            raise RuntimeError("call start() before serve()")
+        while not self._closing.is_set():
+            try:
+                session = await self.signaling.accept()
+            except (ConnectionLostError, SignalingError) as exc:
+                if self._closing.is_set():
+                    return
+                if not self._retryable(exc):
+                    raise
+                logger.warning(
+                    "executor %r lost the signaling server at %s (%s); reconnecting, sessions keep running (%d open)",
+                    self.config.name, self.config.signaling, exc, len(self.sessions),
+                )
+                await self._reregister()
+                continue
+            self._serve_session(session)
 
     async def close(self) -> None:
-        """End every session (their objects' cleanup runs) and leave the signaling server."""
+        """End every session (their objects' cleanup runs), stop reconnecting and leave the signaling server."""
+        if self._closing is not None:
+            self._closing.set()
         for task in list(self.sessions.values()):
             task.cancel()
         await asyncio.gather(*self.sessions.values(), return_exceptions=True)
         if self.signaling is not None:
             await self.signaling.close()
+
+    def _serve_session(self, session: SignalingSession) -> None:
+        logger.info("session %s: paired with client %s", session.id, session.client)
+        task = asyncio.create_task(ExecutorSession(session, self._settings).run(), name=f"session-{session.id}")
+        self.sessions[session.id] = task
+        task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+
+    async def _register(self) -> SignalingClient:
+        """A new signaling connection, registered; its heartbeats report this executor's sessions."""
+        signaling = await SignalingClient.connect(self.config.signaling, token=self.config.token)
+        try:
+            await signaling.register(
+                self.config.name,
+                self.config.max_sessions,
+                {"gpu": _has_gpu(), "services": []},
+                status=self._status,
+            )
+        except BaseException:
+            await signaling.close()
+            raise
+        return signaling
+
+    def _status(self) -> tuple[float, int]:
+        # Counted here, not by the connection (its default): sessions accepted
+        # through an earlier connection still run after registering again, and
+        # the server must see them, both right away and in every heartbeat.
+        count = len(self.sessions)
+        return count / self.config.max_sessions, count
+
+    async def _reregister(self) -> None:
+        """Replace the lost signaling connection: retry with backoff until registered or closed."""
+        await self.signaling.close()  # its reader is done; the sessions it paired stay up
+        loop = asyncio.get_running_loop()
+        lost_at, delay, attempts, last_reason = loop.time(), self.RECONNECT_FIRST_DELAY, 0, None
+        while True:
+            attempts += 1
+            try:
+                signaling = await self._register()
+            except (ConnectionLostError, RemoteTimeoutError, SignalingError) as exc:
+                if not self._retryable(exc):
+                    raise
+                # Once per kind of failure at WARNING: a long outage must not flood the log.
+                reason = getattr(exc, "code", type(exc).__name__)
+                (logger.warning if reason != last_reason else logger.debug)(
+                    "executor %r: registering again failed (%s); retrying", self.config.name, exc
+                )
+                last_reason = reason
+            else:
+                if self._closing.is_set():  # close() came while we were registering
+                    await signaling.close()
+                    return
+                self.signaling = signaling
+                logger.warning(
+                    "executor %r registered again with %s after %.1f s (attempt %d; %d sessions open)",
+                    self.config.name, self.config.signaling, loop.time() - lost_at, attempts, len(self.sessions),
+                )
+                return
+            # Jitter spreads the executors of a restarted server over time.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+            if self._closing.is_set():
+                return
+            delay = min(2 * delay, self.RECONNECT_MAX_DELAY)
+
+    @classmethod
+    def _retryable(cls, exc: Exception) -> bool:
+        """Whether registering again may succeed later, so ``exc`` is worth a retry."""
+        if isinstance(exc, (ConnectionLostError, RemoteTimeoutError)):
+            return True
+        return isinstance(exc, SignalingError) and exc.code in cls._RETRY_CODES
 
     async def __aenter__(self) -> Executor:
         await self.start()

@@ -43,8 +43,14 @@ class ExecutorRecord:
 
     @property
     def free(self) -> int:
-        """Sessions it can still take."""
-        return self.capacity - len(self.sessions)
+        """
+        Sessions it can still take.
+
+        The sessions it reports count too: after a restart of this server an
+        executor still serves sessions paired by the one before, which this
+        registry never saw.
+        """
+        return self.capacity - max(len(self.sessions), self.reported_sessions)
 
     def capabilities(self) -> dict:
         """Its capabilities as the protocol writes them."""

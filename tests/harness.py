@@ -123,12 +123,17 @@ class _HTTPEndpoints:
         return json.loads(body)
 
 class ServerProcess(ManagedProcess, _HTTPEndpoints):
-    """One ``python -m signaling_server`` process on a free port; :meth:`stop` ends it."""
+    """
+    One ``python -m signaling_server`` process on a free port; :meth:`stop` ends it.
 
-    def __init__(self, *args: str, env: dict | None = None) -> None:
+    ``port`` asks for a given one instead: to restart a server where its
+    executors and clients will look for it.
+    """
+
+    def __init__(self, *args: str, env: dict | None = None, port: int = 0) -> None:
         super().__init__(
             "signaling_server",
-            ["--host", "127.0.0.1", "--port", "0", *args],
+            ["--host", "127.0.0.1", "--port", str(port), *args],
             "remotemedia-signaling listening on ",
             env=env,
         )
@@ -165,9 +170,9 @@ class ExecutorProcess(ManagedProcess):
 
 
 @contextlib.contextmanager
-def running_server(*args: str, env: dict | None = None):
-    """Context manager: a :class:`ServerProcess` that is always stopped."""
-    server = ServerProcess(*args, env=env)
+def running_server(*args: str, env: dict | None = None, port: int = 0):
+    """Context manager: a :class:`ServerProcess` (on ``port``, else a free one) that is always stopped."""
+    server = ServerProcess(*args, env=env, port=port)
     try:
         yield server
     finally:

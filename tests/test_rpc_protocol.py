@@ -149,3 +149,101 @@ def test_ids_out_of_range_and_tiny_limits_are_caller_errors():
         RPCProtocol(1 << 20).send(Kind.CALL, 2**32, None)
     with pytest.raises(ValueError):
         RPCProtocol(HEADER_SIZE - 1)
+
+
+# -- compression -----------------------------------------------------------------------
+
+from remotemedia.rpc import Raw, compression  # noqa: E402
+
+
+def test_a_compressible_body_is_sent_compressed_and_arrives_exact():
+    a, b = RPCProtocol(16 << 20), RPCProtocol(16 << 20)
+    audio = (np.sin(np.arange(1 << 18) / 10) * 3000).astype(np.int16)  # 512 KiB of a tone
+    payloads, [message] = deliver(a, b, Kind.RESULT, 4, {"pcm": audio})
+    wire = sum(len(p) for p in payloads)
+    assert wire < audio.nbytes // 2
+    assert payloads[0][0] == 0x01 and payloads[0][9 + 1] & 0x02  # first chunk, COMPRESSED flag
+    np.testing.assert_array_equal(message.body["pcm"], audio)
+
+
+@pytest.mark.parametrize("size", [compression.THRESHOLD - 1, 1 << 20])
+def test_bodies_below_the_threshold_or_incompressible_go_as_they_are(size):
+    a, b = RPCProtocol(16 << 20), RPCProtocol(16 << 20)
+    body = random.Random(size).randbytes(size) if size > compression.THRESHOLD else b"z" * 1000
+    payloads, [message] = deliver(a, b, Kind.RESULT, 5, body)
+    assert message.body == body
+    flags = payloads[0][1 + (8 if payloads[0][0] == 0x01 else 0) + 1]
+    assert not flags & 0x02
+
+
+def test_compression_is_used_only_when_it_saves_a_sixteenth():
+    assert compression.compress(b"a" * compression.THRESHOLD) is not None
+    assert compression.compress(random.Random(1).randbytes(1 << 16)) is None
+    assert compression.compress(b"a" * (compression.THRESHOLD - 1)) is None
+
+
+def test_pickled_bodies_are_compressed_too_and_still_handed_up_as_bytes():
+    a, b = RPCProtocol(16 << 20), RPCProtocol(16 << 20)
+    data = b"\x80\x05" + b"state" * 20000
+    payloads, [message] = deliver(a, b, Kind.CREATE, 9, data, pickled=True)
+    assert sum(len(p) for p in payloads) < len(data) // 4
+    assert message == Message(Kind.CREATE, 9, data, pickled=True)
+
+
+def test_the_limit_applies_to_the_uncompressed_size_on_both_sides():
+    zeros = bytes(1 << 20)  # compresses to about 4 KiB
+    with pytest.raises(MessageTooLargeError):
+        RPCProtocol(1 << 19).send(Kind.CALL, 1, zeros)
+    # A peer that compresses a body above our limit gets TooLarge, before anything is inflated.
+    sender, receiver = RPCProtocol(4 << 20), RPCProtocol(1 << 19)
+    _, [event] = deliver(sender, receiver, Kind.CALL, 11, zeros)
+    assert isinstance(event, TooLarge) and (event.kind, event.id, event.limit) == (Kind.CALL, 11, 1 << 19)
+    assert event.size > 1 << 20
+
+
+def test_a_compressed_body_that_does_not_inflate_is_a_decode_error():
+    bogus = struct.pack("!BBI", Kind.RESULT, 0x02, 1) + struct.pack("<I", 1000) + b"\xff" * 20
+    with pytest.raises(DecodeError):
+        RPCProtocol(1 << 20).receive_data(b"\x00" + bogus)
+    with pytest.raises(DecodeError):
+        RPCProtocol(1 << 20).receive_data(b"\x00" + struct.pack("!BBI", Kind.RESULT, 0x02, 1) + b"\x01")
+
+
+# -- whole messages and relaying -------------------------------------------------------
+
+
+def test_encode_and_decode_whole_messages_for_a_stream_socket():
+    p = RPCProtocol(16 << 20)
+    array = np.arange(100_000, dtype=np.float32)
+    data = p.encode(Kind.YIELD, 3, {"x": array})
+    message = p.decode(data)
+    assert message.kind is Kind.YIELD and message.id == 3
+    np.testing.assert_array_equal(message.body["x"], array)
+    assert p.decode(p.encode(Kind.CREATE, 8, b"pickled", pickled=True)) == Message(Kind.CREATE, 8, b"pickled", pickled=True)
+
+
+def test_a_relay_gets_chosen_kinds_undecoded_and_can_send_them_on():
+    client, relay = RPCProtocol(1 << 20), RPCProtocol(1 << 20, relay=frozenset({Kind.CALL}))
+    body = [1, "process", [np.arange(5)], {}, 0, None]
+    _, [raw] = deliver(client, relay, Kind.CALL, 21, body)
+    assert isinstance(raw, Raw) and (raw.kind, raw.id) == (Kind.CALL, 21)
+    # Not decoded by the relay; the worker behind it decodes it.
+    worker = RPCProtocol(1 << 20)
+    decoded = worker.decode(raw.data)
+    assert decoded.id == 21 and decoded.body[1] == "process"
+    np.testing.assert_array_equal(decoded.body[2][0], np.arange(5))
+    # Other kinds are decoded as usual (the relay answers pings and HELLO itself).
+    assert deliver(client, relay, Kind.PING, 2, 0.5)[1] == [Message(Kind.PING, 2, 0.5)]
+    # The worker's reply goes back through the relay as it was made.
+    reply = worker.encode(Kind.RESULT, 21, "done")
+    events = []
+    for payload in relay.send_raw(reply):
+        events += client.receive_data(payload)
+    assert events == [Message(Kind.RESULT, 21, "done")]
+
+
+def test_send_raw_refuses_a_message_above_the_peers_limit():
+    relay = RPCProtocol(1 << 20)
+    relay.peer_limit(1000)
+    with pytest.raises(MessageTooLargeError):
+        relay.send_raw(RPCProtocol(1 << 20).encode(Kind.RESULT, 1, random.Random(0).randbytes(2000)))

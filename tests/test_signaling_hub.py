@@ -550,6 +550,19 @@ def test_registry_records_sessions_and_frees_them():
     assert registry.sessions == {}
 
 
+def test_sessions_an_executor_reports_count_against_its_capacity():
+    # After a restart of the server, an executor still serves sessions this registry never paired.
+    registry = Registry()
+    record = ExecutorRecord(name="e", conn="c1", capacity=3)
+    registry.add_executor(record)
+    record.reported_sessions = 2
+    assert record.free == 1
+    registry.open_session("s1", "client", record)
+    assert record.free == 1  # the new one is among those it will report
+    record.reported_sessions = 3
+    assert record.free == 0 and registry.choose({}) is None
+
+
 # -- more choice, relay and lifecycle rules ------------------------------------------
 
 
