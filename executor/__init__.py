@@ -1,9 +1,15 @@
 """
 The RemoteMedia executor: runs on a GPU host, dials out to the signaling
-server, and runs the node instances that clients send it.
+server, and runs the objects that clients send it.
 
-Not implemented yet: this package is a placeholder so that the project's
-layout is in place (see DESIGN.md and the remote-execution issue).
+Modules, each named after its concept: :mod:`executor.service` (registering
+and accepting sessions), :mod:`executor.session` (one client's peer
+connection and authentication), :mod:`executor.dispatch` (answering a
+session's requests), :mod:`executor.objects` (a session's objects),
+:mod:`executor.inputs` (the input side of duplex streams),
+:mod:`executor.process` and :mod:`executor.sandbox` (the worker process of a
+session in ``process`` mode) and :mod:`executor.worker` (a session's thread).
+Run it with ``python -m executor --signaling ws://HOST:PORT``.
 """
 
 __all__: list[str] = []

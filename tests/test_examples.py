@@ -63,4 +63,4 @@ def test_readme_remote_execution_example_runs_as_written():
         )
     finally:
         serve.stop()
-    assert result.stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "2 0"]
+    assert result.stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "[11, 21]", "2 0"]
