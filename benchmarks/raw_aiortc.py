@@ -11,13 +11,19 @@ framework benchmarks, so they can report their overhead as a ratio to it:
   (offer, answer over a pipe, ICE, DTLS, SCTP);
 - **echo round trip**: one message sent, echoed back, awaited, one at a time;
 - **bulk throughput**: bytes per second one way, with send-side backpressure,
-  until the remote end confirms it has received everything.
+  until the remote end confirms it has received everything;
+- **message rates** of small messages: one way from the remote end
+  (:func:`burst_rate`, optionally under credit flow control), and echoed
+  with a fixed number in flight (:func:`windowed_echo_rate`).
 
 The remote end is this script run with ``--peer`` in its own process, so the
 two ends do not share an event loop. It reads offers from stdin and writes
 answers to stdout, one JSON object a line; on each channel it echoes every
 message, except that the str ``"sink:N"`` makes it swallow the next N bytes
-of binary messages and then reply ``"sunk"``.
+of binary messages and then reply ``"sunk"``, and the str
+``"burst:N:SIZE:WINDOW"`` makes it send N binary messages of SIZE bytes
+(at most WINDOW unacknowledged when WINDOW > 0, each str ``"credit:K"``
+acknowledging K more; else paced by ``bufferedAmount`` only).
 
     python benchmarks/raw_aiortc.py           # quick table of the baseline
     python benchmarks/raw_aiortc.py --peer    # the remote end (used by RawEchoPeer)
@@ -34,7 +40,9 @@ import time
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-__all__ = ["RawEchoPeer", "echo_round_trips", "bulk_throughput", "setup_times", "main"]
+__all__ = [
+    "RawEchoPeer", "echo_round_trips", "bulk_throughput", "setup_times", "burst_rate", "windowed_echo_rate", "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +57,41 @@ def _new_pc() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
+async def _burst(channel: RTCDataChannel, count: int, size: int, credit: asyncio.Semaphore | None) -> None:
+    payload = bytes(size)
+    loop = asyncio.get_running_loop()
+    for _ in range(count):
+        if credit is not None:
+            await credit.acquire()
+        elif channel.bufferedAmount > HIGH_MARK:
+            channel.bufferedAmountLowThreshold = LOW_MARK
+            drained = loop.create_future()
+            channel.once("bufferedamountlow", lambda: drained.done() or drained.set_result(None))
+            await drained
+        channel.send(payload)
+
+
 def _serve_channel(channel: RTCDataChannel) -> None:
     # Bytes still expected in sink mode; None means echo mode.
     state: dict[str, int | None] = {"left": None}
+    # The credit of the burst under way, if it has a window.
+    credits: list[asyncio.Semaphore] = []
+    # The burst tasks, kept referenced until they end.
+    bursts: set[asyncio.Task] = set()
 
     @channel.on("message")
     def on_message(message: str | bytes) -> None:
+        if isinstance(message, str) and message.startswith("burst:"):
+            count, size, window = (int(x) for x in message[6:].split(":"))
+            credits[:] = [asyncio.Semaphore(window)] if window > 0 else []
+            task = asyncio.ensure_future(_burst(channel, count, size, credits[0] if credits else None))
+            bursts.add(task)
+            task.add_done_callback(bursts.discard)
+            return
+        if isinstance(message, str) and message.startswith("credit:"):
+            for _ in range(int(message[7:]) if credits else 0):
+                credits[0].release()
+            return
         if isinstance(message, str) and message.startswith("sink:"):
             state["left"] = int(message[5:])
         elif state["left"] is not None and isinstance(message, bytes):
@@ -228,6 +265,67 @@ async def bulk_throughput(
             sent += len(piece)
         await asyncio.wait_for(sunk, max(REPLY_TIMEOUT, deadline - (time.perf_counter() - start)))
         return total_bytes / (time.perf_counter() - start)
+    finally:
+        channel.remove_listener("message", on_message)
+
+
+async def burst_rate(channel: RTCDataChannel, count: int, size: int, window: int = 0) -> float:
+    """Messages per second of ``count`` messages of ``size`` bytes sent by the peer to us.
+
+    With ``window`` > 0 the peer keeps at most ``window`` unacknowledged and
+    we grant half a window back each time half a window has arrived (the
+    credit scheme of a stream); with 0 only the peer's ``bufferedAmount``
+    paces it. Timed from our request to the last message's arrival.
+    """
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    half = max(1, window // 2)
+    received = 0
+
+    def on_message(message: str | bytes) -> None:
+        nonlocal received
+        if not isinstance(message, bytes):
+            return
+        received += 1
+        if window and received % half == 0 and received < count:
+            channel.send(f"credit:{half}")
+        if received == count and not done.done():
+            done.set_result(None)
+
+    channel.on("message", on_message)
+    try:
+        start = time.perf_counter()
+        channel.send(f"burst:{count}:{size}:{window}")
+        await asyncio.wait_for(done, REPLY_TIMEOUT + count / 1000)
+        return count / (time.perf_counter() - start)
+    finally:
+        channel.remove_listener("message", on_message)
+
+
+async def windowed_echo_rate(channel: RTCDataChannel, count: int, size: int, window: int = 16) -> float:
+    """Messages per second echoed by the peer, ``count`` in all, ``window`` in flight at a time."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    payload = bytes(size)
+    sent = received = 0
+
+    def on_message(message: str | bytes) -> None:
+        nonlocal sent, received
+        received += 1
+        if sent < count:
+            channel.send(payload)
+            sent += 1
+        if received == count and not done.done():
+            done.set_result(None)
+
+    channel.on("message", on_message)
+    try:
+        start = time.perf_counter()
+        while sent < min(window, count):
+            channel.send(payload)
+            sent += 1
+        await asyncio.wait_for(done, REPLY_TIMEOUT + count / 1000)
+        return count / (time.perf_counter() - start)
     finally:
         channel.remove_listener("message", on_message)
 

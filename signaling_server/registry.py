@@ -115,13 +115,18 @@ class Registry:
         The matching executor with the most free capacity, or ``None``.
 
         Ties go to the lower reported load, then to the earlier registration.
+        Executors named in ``requirements["avoid"]`` come last, whatever
+        their capacity: a client re-pairing after losing one asks to avoid it
+        (it may be frozen yet still registered), but takes it if it is all
+        there is.
         """
+        avoid = set(requirements.get("avoid", ()))
         best = None
         best_key = None
         for record in self.executors.values():
             if record.free <= 0 or not record.matches(requirements):
                 continue
-            key = (-record.free, record.load, record.order)
+            key = (record.name in avoid, -record.free, record.load, record.order)
             if best_key is None or key < best_key:
                 best, best_key = record, key
         return best

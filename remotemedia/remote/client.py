@@ -149,12 +149,15 @@ class RemoteProxyClient:
             await self.close()
             raise
 
-    async def _open(self) -> None:
+    async def _open(self, avoid: list[str] | None = None) -> None:
         """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
         config, limit = self.config, self.config.connect_timeout
         if self._signaling is None or self._signaling.closed:
             self._signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
-        self._session = await self._signaling.pair(config.requirements or None, timeout=limit)
+        requirements = dict(config.requirements)
+        if avoid:
+            requirements["avoid"] = avoid[-16:]
+        self._session = await self._signaling.pair(requirements or None, timeout=limit)
         self.executor = self._session.executor
         self._pc = new_peer_connection(config.ice_servers)
         channel = self._pc.createDataChannel(RPC_LABEL)
@@ -220,10 +223,12 @@ class RemoteProxyClient:
         lost, budget = self._lost, max(self.config.connect_timeout, 2 * self.config.heartbeat_timeout)
         deadline = asyncio.get_running_loop().time() + budget
         delay, before = 0.1, self.executor
+        # The lost executor may be frozen yet still registered: prefer any other.
+        avoid = [before] if before else []
         while True:
             try:
                 await self._teardown()
-                await self._open()
+                await self._open(avoid)
                 for handle, data in list(self._uploads.items()):
                     await self._request(
                         Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=True
@@ -239,6 +244,8 @@ class RemoteProxyClient:
             except (RemoteMediaError, OSError) as exc:
                 if self._lost is None:
                     self._lost = str(exc) or type(exc).__name__
+                if self.executor and self.executor not in avoid:
+                    avoid.append(self.executor)  # it did not answer either
                 if asyncio.get_running_loop().time() + delay > deadline:
                     self._lost = f"{lost}; reconnecting failed for {budget:g} s: {exc}"
                     logger.warning("giving up reconnecting: %s", exc)
@@ -379,7 +386,10 @@ class RemoteProxyClient:
         """The connection, once usable: waits for a reconnection under way."""
         reconnecting = self._reconnecting
         if reconnecting is not None and not reconnecting.done():
-            await asyncio.shield(reconnecting)
+            # wait(), not shield(): close() cancelling the reconnection must not cancel this caller.
+            await asyncio.wait({reconnecting})
+        if self._closed:
+            raise ConnectionLostError(f"the client is closed (the session with executor {self.executor!r}: {self._lost})")
         if self._lost is not None:
             raise ConnectionLostError(f"the session with executor {self.executor!r} is closed: {self._lost}")
         if self._rpc is None:

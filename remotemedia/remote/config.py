@@ -32,12 +32,13 @@ class RemoteExecutorConfig:
     ssl_enabled: bool = False
     #: Largest message sent or accepted, in bytes (10 MiB); larger ones raise ``MessageTooLargeError``.
     max_message_size: int = 10 * 1024 * 1024
-    #: Retry sessions when the connection drops. Stored and carried today; the
-    #: client does not re-pair yet, so a lost session raises ``ConnectionLostError``.
+    #: When the connection drops, pair again (another executor if that one is gone) and
+    #: re-create the remote objects; ``False``: raise ``ConnectionLostError`` and stay closed.
     reconnect: bool = True
     #: The signaling server's token; ``None`` reads ``REMOTEMEDIA_TOKEN`` from the environment.
     auth_token: str | None = None
-    #: Seconds one remote call (or one item of a stream) may take before ``RemoteTimeoutError``.
+    #: Seconds one remote call (or one item of a stream) may take before ``RemoteTimeoutError``;
+    #: the executor stops a call that runs longer.
     timeout: float = 30.0
     #: Seconds for pairing, the WebRTC handshake and uploading an object.
     connect_timeout: float = 15.0

@@ -198,6 +198,8 @@ REQUIREMENTS = _Object(
         "service": Field(_NAME, required=False),
         "model": Field(_NAME, required=False),
         "executor": Field(_NAME, required=False),
+        # A preference, not a requirement: executors to pick only when no other matches.
+        "avoid": Field(_List(_NAME, 16), required=False),
     }
 )
 
