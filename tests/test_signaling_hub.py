@@ -12,6 +12,7 @@ from signaling_server.config import ServerConfig
 from signaling_server.hub import POLICY_VIOLATION, Close, Hub, Send
 from signaling_server.ratelimit import TokenBucket
 from signaling_server.registry import ExecutorRecord, Registry
+from remotemedia.signaling.messages import TO_SERVER, validate
 from remotemedia.signaling.ticket import verify_ticket
 
 
@@ -561,6 +562,19 @@ def test_sessions_an_executor_reports_count_against_its_capacity():
     assert record.free == 1  # the new one is among those it will report
     record.reported_sessions = 3
     assert record.free == 0 and registry.choose({}) is None
+
+
+def test_avoided_executors_are_chosen_only_when_no_other_matches():
+    registry = Registry()
+    roomy = ExecutorRecord(name="roomy", conn="c1", capacity=8)
+    small = ExecutorRecord(name="small", conn="c2", capacity=1)
+    registry.add_executor(roomy)
+    registry.add_executor(small)
+    assert registry.choose({}) is roomy
+    assert registry.choose({"avoid": ["roomy"]}) is small
+    registry.open_session("s1", "client", small)
+    assert registry.choose({"avoid": ["roomy"]}) is roomy  # a preference, not a requirement
+    assert validate({"type": "pair", "requirements": {"avoid": ["a", "b"]}}, TO_SERVER)["requirements"]["avoid"] == ["a", "b"]
 
 
 # -- more choice, relay and lifecycle rules ------------------------------------------
