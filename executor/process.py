@@ -35,7 +35,11 @@ class WorkerProcess:
     channel); ``on_exit(why)`` is called if it ends before :meth:`close`.
     """
 
-    def __init__(self, on_reply: Callable[[bytes], Awaitable[None]], on_exit: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        on_reply: Callable[[bytes], Awaitable[None]] | None = None,
+        on_exit: Callable[[str], None] | None = None,
+    ) -> None:
         self._on_reply = on_reply
         self._on_exit = on_exit
         self._process: asyncio.subprocess.Process | None = None
@@ -43,6 +47,15 @@ class WorkerProcess:
         self._reading: asyncio.Task | None = None
         self._memory_limit: int | None = None
         self._closing = False
+
+    def bind(self, on_reply: Callable[[bytes], Awaitable[None]], on_exit: Callable[[str], None]) -> None:
+        """Give a spare worker (started ahead, before its session existed) to a session."""
+        self._on_reply, self._on_exit = on_reply, on_exit
+
+    @property
+    def alive(self) -> bool:
+        """Started and not ended."""
+        return self._process is not None and self._process.returncode is None and not self._closing
 
     @property
     def pid(self) -> int | None:
@@ -108,12 +121,16 @@ class WorkerProcess:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while (data := await read_frame(reader)) is not None:
-                await self._on_reply(data)
+                if self._on_reply is not None:
+                    await self._on_reply(data)
         except ConnectionError:
             pass
         code = await self._process.wait()
         if not self._closing:
-            self._on_exit(self._why(code))
+            if self._on_exit is not None:
+                self._on_exit(self._why(code))
+            else:
+                logger.warning("a spare worker process ended before use: %s", self._why(code))
 
     def _why(self, code: int) -> str:
         if code == EXIT_STUCK:

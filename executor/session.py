@@ -73,8 +73,10 @@ class SessionSettings:
 class ExecutorSession:
     """Serves one paired client until it leaves, goes silent or breaks the protocol."""
 
-    def __init__(self, signaling: SignalingSession, settings: SessionSettings) -> None:
+    def __init__(self, signaling: SignalingSession, settings: SessionSettings, worker: WorkerProcess | None = None) -> None:
+        """``worker``: a worker process started ahead of time (``process`` mode), or ``None`` to start one."""
         self.signaling = signaling
+        self._spare = worker
         self.settings = settings
         self.authenticated = False
         self._refused = False
@@ -97,9 +99,13 @@ class ExecutorSession:
         watcher = None
         try:
             if self.settings.mode == "process":
-                # Booting now, while ICE and DTLS negotiate.
-                self._worker = WorkerProcess(self._relay_reply, lambda why: self._end(why))
-                await self._worker.start()
+                if self._spare is not None and self._spare.alive:
+                    self._worker, self._spare = self._spare, None
+                else:
+                    # Booting now, while ICE and DTLS negotiate.
+                    self._worker = WorkerProcess()
+                    await self._worker.start()
+                self._worker.bind(self._relay_reply, self._end)
             await make_answer(pc, self.signaling, self.settings.connect_timeout)
             # Only now: before, the offer is read by make_answer itself.
             watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
@@ -126,6 +132,8 @@ class ExecutorSession:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if self._spare is not None:  # given but not used
+                await self._spare.close(1.0)
             if self._dispatcher is not None:
                 await self._dispatcher.close()
             if self._worker is not None:

@@ -26,7 +26,25 @@ from .exceptions import (
 from .frames import AudioFrame, VideoFrame
 from .node import Node
 from .pipeline import Pipeline
-from .remote import RemoteExecutorConfig, RemoteProxyClient
+
+# The remote API imports aiortc and websockets (about 0.1 s): loaded on first
+# use, so that processes that need only the codec and the RPC core (an
+# executor's session workers) start fast.
+_LAZY = {"RemoteExecutorConfig": ".remote", "RemoteProxyClient": ".remote"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 
