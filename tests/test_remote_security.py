@@ -142,3 +142,39 @@ async def test_a_malformed_offer_ends_only_that_session(sdp):
             await signaling.close()
         assert executor.alive and "setup failed" in executor.log()
         assert "Task exception was never retrieved" not in executor.log()
+
+
+@pytest.mark.parametrize("mode", ["process", "inprocess"])
+async def test_a_forged_ticket_gets_nothing_unpickled_in_either_execution_mode(tmp_path, mode):
+    # The ticket is checked by the executor itself in both modes, before any worker process sees a byte.
+    trap = tmp_path / "unpickled.txt"
+    with running_server("--token", TOKEN) as server, running_executor(
+        server.url, "--token", TOKEN, "--mode", mode
+    ) as executor:
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket + "x", "version": PROTOCOL_VERSION})
+            await rpc.send_pickled(Kind.CREATE, 1, pickle.dumps(_Trap(str(trap))))
+            await rpc.send_pickled(Kind.CALL, 2, pickle.dumps(_Trap(str(trap))))
+            error = await asyncio.wait_for(events.get(), 10)
+            assert isinstance(error, Message) and error.kind is Kind.ERROR
+            assert error.body["code"] == "unauthorized" and "wrong session ticket" in error.body["message"]
+            assert await asyncio.wait_for(lost, 10)
+            await wait_until(lambda: server.health()["sessions"] == 0, timeout=10)
+            assert not trap.exists()
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()
+        assert executor.alive
+        # The same bytes with the right ticket are loaded: the trap works, only the ticket stopped it.
+        signaling, session, pc, rpc, events, lost = await raw_session(server.url)
+        try:
+            await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket, "version": PROTOCOL_VERSION, "max_message_size": 1 << 20})
+            assert (await asyncio.wait_for(events.get(), 10)).kind is Kind.WELCOME
+            await rpc.send_pickled(Kind.CREATE, 1, pickle.dumps(_Trap(str(trap))))
+            await wait_until(trap.exists, timeout=10)
+        finally:
+            rpc.close()
+            await pc.close()
+            await signaling.close()

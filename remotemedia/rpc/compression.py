@@ -2,9 +2,11 @@
 Compression of large message bodies, sans-I/O.
 
 LZ4 (block format, the size stored in front) because the wire it saves is
-slow and the codec is not: a data channel moves 3-5 MB/s on loopback
-(pure-Python SCTP), while LZ4 compresses at 0.6-9 GB/s and decompresses at
-1-3 GB/s here, and gives up on incompressible data at about 1 GB/s. zlib
+slow and the codec is not: a data channel moves 3-26 MB/s on loopback
+(pure-Python SCTP; DESIGN.md and benchmarks/bench_streaming.py measured the
+ends of that range), while LZ4 compresses at 0.6-9 GB/s and decompresses at
+1-3 GB/s here, and gives up on incompressible data at about 1 GB/s (0.2 ms
+per MiB). zlib
 at level 1 saves about 10% more on audio but runs at 40-130 MB/s, which
 would cost more than it saves on loopback.
 
