@@ -101,7 +101,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _seconds_or_none(text: str) -> float | None:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes seconds (a number; 0 for no limit), not {text!r}") from None
     return None if value == 0 else value
 
 

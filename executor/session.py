@@ -85,6 +85,7 @@ class ExecutorSession:
         self._worker: WorkerProcess | None = None  # process mode
         self._done = asyncio.Event()
         self._why = ""
+        self._ending = False
 
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""
@@ -130,8 +131,10 @@ class ExecutorSession:
             logger.warning("session %s: setup failed", self.signaling.id, exc_info=True)
             self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
         finally:
+            self._ending = True  # requests from now on are not served
             if watcher is not None:
                 watcher.cancel()
+            await self._say_why(self._why or "the executor is stopping")
             if self._spare is not None:  # given but not used
                 await self._spare.close(1.0)
             if self._dispatcher is not None:
@@ -153,7 +156,7 @@ class ExecutorSession:
     # -- requests ----------------------------------------------------------------------
 
     def _on_event(self, event: Message | TooLarge | Raw) -> None:
-        if self._refused:
+        if self._refused or self._ending:
             return
         if isinstance(event, TooLarge):
             self._reply_later(self._error(event.id or 0, too_large_error(event)))
@@ -227,6 +230,16 @@ class ExecutorSession:
             await self._rpc.send(Kind.ERROR, id, body)
         except RemoteMediaError as send_failed:
             logger.debug("session %s: error reply for %d not sent: %s", self.signaling.id, id, send_failed)
+
+    async def _say_why(self, why: str) -> None:
+        """Tell an authenticated client, before the teardown, why its session ends (ERROR 0, ``session_ended``)."""
+        if not self.authenticated or self._refused or self._rpc is None or self._rpc.lost is not None:
+            return
+        try:
+            await self._rpc.send(Kind.ERROR, 0, {"code": "session_ended", "type": "", "message": why[:1000], "traceback": ""})
+            await self._rpc.drain(0.5)
+        except RemoteMediaError:
+            pass
 
     async def _refuse(self, id: int, why: str) -> None:
         """Tell the client why, then end the session."""

@@ -264,9 +264,14 @@ class RemoteProxyClient:
             self._reconnecting.cancel()
             await asyncio.gather(self._reconnecting, return_exceptions=True)
         if self._rpc is not None and self._lost is None:
+            # Released one by one, and waited for: cleanup() has run when close() returns.
             for handle in list(self._proxies):
+                self._proxies.pop(handle, None)
+                self._uploads.pop(handle, None)
                 try:
-                    await self._release(handle)
+                    await self._request(
+                        Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout
+                    )
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
         self._on_lost("the client closed the session", self._generation)
@@ -406,6 +411,8 @@ class RemoteProxyClient:
     ) -> Any:
         try:
             return await asyncio.wait_for(future, timeout)
+        except RemoteMediaError:
+            raise  # the executor's own answer (RemoteTimeoutError is a TimeoutError too)
         except asyncio.TimeoutError:
             self._cancel(call_id)
             raise self._timed_out(what, timeout, setting) from None
@@ -449,6 +456,9 @@ class RemoteProxyClient:
             return
         if kind in (Kind.RESULT, Kind.WELCOME):
             self._settle(event.id, value=body)
+        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == "session_ended":
+            # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
+            self._on_lost(f"the executor ended the session: {body.get('message', '')}", generation)
         elif kind is Kind.ERROR:
             self._settle(event.id, error=self._error(body))
         elif kind is Kind.YIELD:
