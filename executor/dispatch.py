@@ -99,6 +99,9 @@ class Dispatcher:
                 return
             self._tasks[id] = asyncio.create_task(self._serve(event))
         elif kind is Kind.CANCEL:
+            stream = self._inputs.get(id)
+            if stream is not None:
+                stream.cancel()  # wakes a sync generator blocked on its next input
             task = self._tasks.get(id)
             if task is not None:
                 task.cancel()
@@ -115,7 +118,7 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop every call and release every object (their ``cleanup()`` runs)."""
         for stream in self._inputs.values():
-            stream.end()
+            stream.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

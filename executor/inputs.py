@@ -16,12 +16,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-__all__ = ["InputStream", "INPUT_WINDOW"]
+__all__ = ["InputStream", "InputCancelled", "INPUT_WINDOW"]
 
 #: Items a client may send ahead of what the remote method has consumed.
 INPUT_WINDOW = 16
 
 _END = object()
+_CANCELLED = object()
+
+
+class InputCancelled(Exception):
+    """Raised to a method reading its input stream when the client cancelled the call."""
 
 
 class InputStream:
@@ -49,13 +54,26 @@ class InputStream:
             self._ended = True
             self._queue.put_nowait(_END)
 
+    def cancel(self) -> None:
+        """
+        The client cancelled the call: the next read raises :exc:`InputCancelled`.
+
+        An async generator is stopped by cancelling its task anyway; a sync
+        one may be blocked in ``next()`` on the worker thread, and only this
+        wakes it up.
+        """
+        self._ended = True
+        self._queue.put_nowait(_CANCELLED)
+
     def __aiter__(self) -> InputStream:
         return self
 
     async def __anext__(self) -> Any:
         item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # stays ended for every later read
+        if item is _END or item is _CANCELLED:
+            self._queue.put_nowait(item)  # stays so for every later read
+            if item is _CANCELLED:
+                raise InputCancelled("the client cancelled the call")
             raise StopAsyncIteration
         self._taken += 1
         if self._taken % (self._window // 2 or 1) == 0:

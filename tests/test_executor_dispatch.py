@@ -270,3 +270,26 @@ async def test_input_stream_serves_a_sync_consumer_on_another_thread():
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_cancelling_an_input_stream_wakes_a_sync_consumer_with_input_cancelled():
+    from executor.inputs import InputCancelled
+
+    stream = InputStream(lambda n: None, window=4)
+    raised: list = []
+
+    def consume():
+        try:
+            for _ in stream:
+                pass
+        except InputCancelled as exc:
+            raised.append(exc)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    stream.put(1)
+    stream.cancel()
+    await asyncio.wait_for(asyncio.to_thread(consumer.join, 5), 10)
+    assert len(raised) == 1
+    with pytest.raises(InputCancelled):
+        await stream.__anext__()

@@ -376,6 +376,7 @@ class RemoteProxyClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller's own iterator failed, or an input cannot be sent
+            self._cancel(call_id)  # the remote method would wait for inputs forever
             queue.put_nowait(_Failed(exc))
 
     async def _release(self, handle: int) -> None:
