@@ -196,3 +196,32 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def raw_session(url: str, token: str | None, requirements: dict | None = None, *, heartbeat_timeout: float = 5.0):
+    """
+    Pair and open the ``rpc`` data channel by hand, to send messages no real
+    client would: returns ``(signaling, session, pc, rpc, events, lost)``,
+    where ``events`` queues what the executor sends and ``lost`` resolves
+    with the reason the channel was lost.
+    """
+    from remotemedia.rpc import RPCProtocol
+    from remotemedia.signaling import SignalingClient
+    from remotemedia.transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open
+
+    signaling = await SignalingClient.connect(url, token=token)
+    session = await signaling.pair(requirements, timeout=15)
+    pc = new_peer_connection()
+    channel = pc.createDataChannel(RPC_LABEL)
+    await make_offer(pc, session, 15)
+    await wait_open(channel, 15, "test")
+    events: asyncio.Queue = asyncio.Queue()
+    lost = asyncio.get_running_loop().create_future()
+    rpc = RPCChannel(
+        channel,
+        RPCProtocol(1 << 20),
+        events.put_nowait,
+        lambda why: lost.done() or lost.set_result(why),
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    return signaling, session, pc, rpc, events, lost

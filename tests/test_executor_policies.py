@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import harness
 from harness import ROOT, running_executor, running_server, wait_until
 
 from remotemedia import (
@@ -30,10 +31,8 @@ from remotemedia import (
     RemoteTimeoutError,
     ResourceLimitError,
 )
-from remotemedia.rpc import PROTOCOL_VERSION, Kind, RPCProtocol
+from remotemedia.rpc import PROTOCOL_VERSION, Kind
 from remotemedia.serialization import dumps_object
-from remotemedia.signaling import SignalingClient
-from remotemedia.transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open
 
 TOKEN = "s3cret"
 # Every test starts processes and waits for sessions to end: generous, the machine is shared.
@@ -128,22 +127,8 @@ def executors(server):
 
 
 async def raw_session(server, executor):
-    """
-    Pair with ``executor`` and open the rpc channel by hand (as tests/test_remote_security.py
-    does): (signaling, session, pc, rpc, events, lost), to send messages no client would.
-    """
-    signaling = await SignalingClient.connect(server.url, token=TOKEN)
-    session = await signaling.pair({"executor": executor.name}, timeout=15)
-    pc = new_peer_connection()
-    channel = pc.createDataChannel(RPC_LABEL)
-    await make_offer(pc, session, 15)
-    await wait_open(channel, 15, "test")
-    events: asyncio.Queue = asyncio.Queue()
-    lost = asyncio.get_running_loop().create_future()
-    rpc = RPCChannel(
-        channel, RPCProtocol(1 << 20), events.put_nowait, lambda why: lost.done() or lost.set_result(why), heartbeat_timeout=15
-    )
-    return signaling, session, pc, rpc, events, lost
+    """Pair with ``executor`` and open the rpc channel by hand (see harness.raw_session)."""
+    return await harness.raw_session(server.url, TOKEN, {"executor": executor.name}, heartbeat_timeout=15)
 
 
 def connect(server, executor, **overrides) -> RemoteProxyClient:

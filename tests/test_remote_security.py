@@ -14,11 +14,11 @@ import os
 import pickle
 
 import pytest
+import harness
 from harness import running_executor, running_server, wait_until
 
-from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol
+from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message
 from remotemedia.signaling import SignalingClient
-from remotemedia.transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open
 
 TOKEN = "s3cret"
 
@@ -34,17 +34,8 @@ class _Trap:
 
 
 async def raw_session(url: str):
-    """Pair and open the rpc channel by hand; returns (signaling, pc, rpc, events, lost)."""
-    signaling = await SignalingClient.connect(url, token=TOKEN)
-    session = await signaling.pair(timeout=10)
-    pc = new_peer_connection()
-    channel = pc.createDataChannel(RPC_LABEL)
-    await make_offer(pc, session, 10)
-    await wait_open(channel, 10, "test")
-    events: asyncio.Queue = asyncio.Queue()
-    lost = asyncio.get_running_loop().create_future()
-    rpc = RPCChannel(channel, RPCProtocol(1 << 20), events.put_nowait, lambda why: lost.done() or lost.set_result(why))
-    return signaling, session, pc, rpc, events, lost
+    """Pair and open the rpc channel by hand; returns (signaling, session, pc, rpc, events, lost)."""
+    return await harness.raw_session(url, TOKEN)
 
 
 @pytest.mark.parametrize("hello", [None, {"ticket": "v1.forged", "version": PROTOCOL_VERSION}], ids=["no-hello", "forged"])
