@@ -85,7 +85,11 @@ class InputStream:
 
     def __next__(self) -> Any:
         # Called by a sync generator on the session's worker thread: wait for the loop.
-        if asyncio._get_running_loop() is self._loop:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
             raise RuntimeError("a sync generator consumes its input stream on the worker thread, not the loop")
         try:
             return asyncio.run_coroutine_threadsafe(self.__anext__(), self._loop).result()

@@ -3,9 +3,10 @@ The executor's handle on one session's worker process (``process`` mode).
 
 :class:`WorkerProcess` starts ``python -m executor.sandbox`` with one end
 of a socket pair, passes it the client's requests as they arrive and hands
-its replies to ``on_reply``. It is started when the session starts, so the
-interpreter boots while ICE and DTLS negotiate, and it learns its settings
-once the client has authenticated. See :mod:`executor.sandbox` for the
+its replies to ``on_reply``. It is started ahead of its session (the
+executor keeps one spare) or when the session starts, so the interpreter
+boots while ICE and DTLS negotiate; it learns its settings once the client
+has authenticated. See :mod:`executor.sandbox` for the
 other side.
 """
 

@@ -242,8 +242,6 @@ class RemoteProxyClient:
                 self._lost = f"{lost}; reconnecting was refused: {exc}"
                 return
             except (RemoteMediaError, OSError) as exc:
-                if self._lost is None:
-                    self._lost = str(exc) or type(exc).__name__
                 if self.executor and self.executor not in avoid:
                     avoid.append(self.executor)  # it did not answer either
                 if asyncio.get_running_loop().time() + delay > deadline:
