@@ -468,14 +468,38 @@ async def test_a_failing_input_iterator_fails_the_clients_loop_with_its_own_exce
 
 
 
+def source_breaking_after_first_output(kind: str, seen: list):
+    """Counts up until the client has received an output, then raises ``SourceBroke``.
+
+    The failure comes only once the remote generator has yielded, so it has
+    surely started (a generator that never started has no ``finally`` to run;
+    a source that fails at once can be cancelled before the remote call begins).
+    """
+
+    def source():
+        i = 0
+        while not seen:
+            yield i
+            i += 1
+        raise SourceBroke("the camera fell off")
+
+    async def source_async():
+        for item in source():
+            yield item
+
+    return source() if kind == "sync-generator" else source_async()
+
+
 @pytest.mark.parametrize("mode, source", [("process", "sync-generator"), ("inprocess", "async-generator")])
 async def test_a_failing_input_iterator_stops_the_remote_generator(cluster, mode, source, tmp_path):
     marker = tmp_path / "stopped"
+    seen: list = []
     async with connect(cluster, mode) as client:
         remote = await client.create_proxy(Streams(marker=str(marker)))
         with pytest.raises(SourceBroke):
-            async for _ in remote.guarded(broken_source(source)):
-                pass
+            async for item in remote.guarded(source_breaking_after_first_output(source, seen)):
+                seen.append(item)
+        assert seen[:1] == [0]
         await wait_until(marker.exists, timeout=10)
         await _still_usable(remote)
 
