@@ -130,6 +130,21 @@ async def test_heartbeat_timeout_is_reported_to_the_executor():
             assert executor.closed
 
 
+async def test_a_fatal_error_from_the_server_ends_the_heartbeats_quietly():
+    # The server ends a connection that floods it with a fatal ``rate_limited``.
+    # A heartbeat sent after that meets the same error: it must end the
+    # heartbeat loop, not leave an exception in a task that nobody awaits.
+    with running_server("--rate-limit", "1", "--rate-burst", "2") as server:
+        async with await SignalingClient.connect(server.url) as executor:
+            await executor.register("e", capacity=1)
+            with pytest.raises(SignalingError) as info:
+                for _ in range(100):
+                    await executor.heartbeat(0.0, 0)
+                await executor.accept(timeout=TIMEOUT)
+            assert info.value.code == "rate_limited"
+            await asyncio.wait_for(executor._beat(0.01, lambda: (0.0, 0)), TIMEOUT)
+
+
 async def test_unregister_ends_the_sessions(peers):
     executor, client = peers
     await executor.register("e", capacity=1)

@@ -263,7 +263,9 @@ class SignalingClient:
             raise self._lost(f"sending {message['type']!r}") from exc
 
     async def _beat(self, interval: float, status: Callable[[], tuple[float, int]]) -> None:
-        with contextlib.suppress(ConnectionLostError):
+        # A lost connection, or a fatal error the server sent before closing it,
+        # ends the beats; whoever waits on the connection hears why.
+        with contextlib.suppress(ConnectionLostError, SignalingError):
             while True:
                 load, sessions = status()
                 await self.heartbeat(load, sessions)
