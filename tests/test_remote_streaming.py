@@ -466,8 +466,6 @@ async def test_a_failing_input_iterator_fails_the_clients_loop_with_its_own_exce
         await _still_usable(remote)
 
 
-
-
 def source_breaking_after_first_output(kind: str, seen: list):
     """Counts up until the client has received an output, then raises ``SourceBroke``.
 
