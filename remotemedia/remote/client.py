@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 STREAM_WINDOW = 16
 #: Inputs the client may send ahead of what the remote method consumed (the executor's window).
 INPUT_WINDOW = 16
+#: Most media slots (an audio and a video track each way) one connection may have.
+MAX_MEDIA_SLOTS = 16
 #: Longest pause between two reconnection attempts, in seconds.
 MAX_BACKOFF = 2.0
 _END = object()
@@ -102,12 +104,16 @@ class RemoteProxyClient:
     :exc:`SignalingError` (server unreachable) or :exc:`RemoteTimeoutError`.
     """
 
-    def __init__(self, config: RemoteExecutorConfig | None = None) -> None:
+    def __init__(self, config: RemoteExecutorConfig | None = None, *, media_tracks: int = 0) -> None:
         if config is None:
             config = RemoteExecutorConfig()
         if not isinstance(config, RemoteExecutorConfig):
             raise TypeError(f"config must be a RemoteExecutorConfig, not {type(config).__name__}")
+        if isinstance(media_tracks, bool) or not isinstance(media_tracks, int) or not 0 <= media_tracks <= MAX_MEDIA_SLOTS:
+            raise ValueError(f"media_tracks must be an int from 0 to {MAX_MEDIA_SLOTS}, not {media_tracks!r}")
         self.config = config
+        #: Streams that can carry audio and video frames on media tracks at once (see :meth:`media_stream`).
+        self.media_tracks = media_tracks
         #: Name of the executor serving this session, once connected.
         self.executor: str | None = None
         self._signaling: SignalingClient | None = None
@@ -322,7 +328,7 @@ class RemoteProxyClient:
         body = [handle, name, list(args), kwargs, 0, None]
         return await self._request(Kind.CALL, next(self._ids), body, f"remote call {name}()", self.config.timeout)
 
-    async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+    async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict, *, media: bool = False) -> AsyncIterator[Any]:
         args, kwargs, where, source = _split_input(args, kwargs)
         rpc = await self._ready()
         call_id = next(self._ids)
