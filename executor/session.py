@@ -23,13 +23,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from remotemedia.exceptions import RemoteMediaError
-from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge
+from remotemedia.exceptions import DecodeError, RemoteMediaError
+from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
+from remotemedia.transport.tracks import MediaSlot, answer_slots
 
 from .dispatch import Dispatcher, Limits, too_large_error
+from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
 
@@ -42,6 +44,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 #: Execution modes: where a session's objects run.
 MODES = ("process", "inprocess")
 # What a process-mode session passes to its worker without decoding.
+#: Most media slots a client may open in one session.
+MAX_MEDIA_SLOTS = 16
 _RELAYED = frozenset({Kind.CREATE, Kind.CALL, Kind.RELEASE, Kind.CANCEL, Kind.CREDIT, Kind.INPUT, Kind.INPUT_END})
 
 
@@ -86,6 +90,10 @@ class ExecutorSession:
         self._done = asyncio.Event()
         self._why = ""
         self._ending = False
+        self._slots: list[MediaSlot] = []
+        self._bridges: dict[int, MediaBridge] = {}
+        # Encodes what a bridge passes to the worker, and decodes what it must look into.
+        self._worker_codec = RPCProtocol(settings.max_message_size)
 
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""
@@ -107,7 +115,7 @@ class ExecutorSession:
                     self._worker = WorkerProcess()
                     await self._worker.start()
                 self._worker.bind(self._relay_reply, self._end)
-            await make_answer(pc, self.signaling, self.settings.connect_timeout)
+            await make_answer(pc, self.signaling, self.settings.connect_timeout, self._add_slots)
             # Only now: before, the offer is read by make_answer itself.
             watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
             channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
@@ -134,6 +142,10 @@ class ExecutorSession:
             self._ending = True  # requests from now on are not served
             if watcher is not None:
                 watcher.cancel()
+            for bridge in list(self._bridges.values()):
+                bridge.close()
+            for slot in self._slots:
+                slot.close()
             await self._say_why(self._why or "the executor is stopping")
             if self._spare is not None:  # given but not used
                 await self._spare.close(1.0)
@@ -147,6 +159,10 @@ class ExecutorSession:
             await pc.close()
             await self.signaling.close(self._why[:200])
             logger.info("session %s ended: %s", self.signaling.id, self._why or "done")
+
+    def _add_slots(self, pc: Any) -> None:
+        # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
+        self._slots = answer_slots(pc, MAX_MEDIA_SLOTS)
 
     def _end(self, why: str) -> None:
         if not self._done.is_set():
@@ -166,10 +182,76 @@ class ExecutorSession:
         elif not self.authenticated:
             # Nothing, above all nothing pickled, is looked at before HELLO.
             self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
-        elif isinstance(event, Raw):
+        elif event.kind is Kind.MEDIA:
+            self._media(event)
+        elif event.id in self._bridges and event.kind in (Kind.INPUT, Kind.INPUT_END, Kind.CANCEL):
+            bridge = self._bridges[event.id]
+            if event.kind is Kind.INPUT:
+                bridge.client_input(event)
+            elif event.kind is Kind.INPUT_END:
+                bridge.client_end(self._plain_body(event))
+            else:
+                self._pass_on(event)
+                bridge.close()
+        else:
+            self._pass_on(event)
+
+    def _pass_on(self, event: Message | Raw) -> None:
+        """A request to the session's objects: to the worker still encoded, or to the dispatcher."""
+        if isinstance(event, Raw):
             self._worker.send(event.data)
         else:
             self._dispatcher.handle(event)
+
+    def _plain_body(self, event: Message | Raw) -> Any:
+        """The body of a relayed message that is not pickled (``None`` for pickled or bad ones)."""
+        if isinstance(event, Raw):
+            try:
+                event = self._worker_codec.decode(event.data)
+            except DecodeError:
+                return None
+        return None if not isinstance(event, Message) or event.pickled else event.body
+
+    # -- media ---------------------------------------------------------------------------
+
+    def _media(self, message: Message) -> None:
+        """``MEDIA``: a call takes a slot (``{slot}``, before its ``CALL``), or announces a kind of frame."""
+        body, id = message.body, message.id
+        if message.pickled or not isinstance(body, dict):
+            self._reply_later(self._error(id, RemoteCallError("a MEDIA message carries a plain dict")))
+            return
+        if "slot" not in body:
+            bridge = self._bridges.get(id)
+            if bridge is not None:
+                try:
+                    bridge.announce(body)
+                except ValueError as exc:
+                    self._reply_later(self._error(id, RemoteCallError(str(exc))))
+            return
+        index = body["slot"]
+        if not isinstance(index, int) or not 0 <= index < len(self._slots):
+            why = f"media slot {index!r} does not exist (the session has {len(self._slots)})"
+        elif self._slots[index].owner is not None or id in self._bridges:
+            why = f"media slot {index} is in use by call {self._slots[index].owner}"
+        else:
+            self._bridges[id] = MediaBridge(
+                id,
+                self._slots[index],
+                lambda kind, body: self._to_method(kind, id, body),
+                self._pass_on,
+                lambda kind, body: self._rpc.send(kind, id, body),
+                lambda: self._bridges.pop(id, None),
+            )
+            return
+        self._reply_later(self._error(id, RemoteCallError(why)))
+
+    def _to_method(self, kind: Kind, id: int, body: Any) -> None:
+        if self._ending:
+            return
+        if self._worker is not None:
+            self._worker.send(self._worker_codec.encode(kind, id, body))
+        else:
+            self._dispatcher.handle(Message(kind, id, body))
 
     def _hello(self, message: Message) -> None:
         body = message.body if isinstance(message.body, dict) else {}
@@ -209,9 +291,22 @@ class ExecutorSession:
     # -- replies -------------------------------------------------------------------------
 
     async def _send(self, kind: Kind, id: int, body: Any = None) -> None:
+        bridge = self._bridges.get(id)
+        if bridge is not None:
+            bridge.output(kind, lambda: body, lambda: self._rpc.send(kind, id, body, pickle_fallback=True))
+            return
         await self._rpc.send(kind, id, body, pickle_fallback=True)
 
     async def _relay_reply(self, data: bytes) -> None:
+        if self._bridges:
+            kind, id = peek(data)
+            bridge = self._bridges.get(id)
+            if bridge is not None and kind in Kind._value2member_map_:
+                bridge.output(Kind(kind), lambda: self._plain_body(Raw(Kind(kind), id, data)), lambda: self._write_reply(data))
+                return
+        await self._write_reply(data)
+
+    async def _write_reply(self, data: bytes) -> None:
         # The worker checked the client's limit already; what fails here cannot be answered.
         if self._rpc is None or self._rpc.lost is not None:
             return

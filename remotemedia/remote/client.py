@@ -44,6 +44,8 @@ from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
+from ..transport.media import kind_of
+from ..transport.tracks import MediaSlot, add_slots, listen_slots
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 
@@ -57,9 +59,20 @@ STREAM_WINDOW = 16
 INPUT_WINDOW = 16
 #: Most media slots (an audio and a video track each way) one connection may have.
 MAX_MEDIA_SLOTS = 16
+#: Seconds a stream waits, after its end, for media frames still on their way (lost ones never come).
+MEDIA_DRAIN = 2.0
 #: Longest pause between two reconnection attempts, in seconds.
 MAX_BACKOFF = 2.0
 _END = object()
+_MEDIA_DONE = object()
+
+
+class _Frame:
+    # A frame that came on a media track: it took no stream credit.
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
 
 
 def _is_input_stream(value: Any) -> bool:
@@ -126,6 +139,8 @@ class RemoteProxyClient:
         self._streams: dict[int, asyncio.Queue] = {}
         self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
+        self._slots: list[MediaSlot] = []
+        self._media_calls: dict[int, MediaSlot] = {}
         # What each live proxy's object was uploaded as: re-created from this on reconnection.
         self._uploads: dict[int, bytes] = {}
         self._lost: str | None = None
@@ -167,7 +182,10 @@ class RemoteProxyClient:
         self.executor = self._session.executor
         self._pc = new_peer_connection(config.ice_servers)
         channel = self._pc.createDataChannel(RPC_LABEL)
+        # Every slot's tracks are in the first offer: no frame waits for a renegotiation.
+        self._slots = add_slots(self._pc, self.media_tracks)
         await make_offer(self._pc, self._session, limit)
+        listen_slots(self._pc, self._slots)
         await wait_open(channel, limit, f"connecting to executor {self.executor!r}")
         self._generation += 1
         generation = self._generation
@@ -214,6 +232,9 @@ class RemoteProxyClient:
         """Close the current connection's pieces (not the signaling client)."""
         watcher, rpc, pc, session = self._watcher, self._rpc, self._pc, self._session
         self._watcher = self._rpc = self._pc = self._session = None
+        for slot in self._slots:
+            slot.close()
+        self._slots, self._media_calls = [], {}
         if watcher is not None:
             watcher.cancel()
         if rpc is not None:
@@ -334,25 +355,47 @@ class RemoteProxyClient:
         call_id = next(self._ids)
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[call_id] = queue
+        slot = self._take_slot(call_id, queue) if media else None
         finished = False
         feeder = None
         try:
+            if slot is not None:
+                await rpc.send(Kind.MEDIA, call_id, {"slot": slot.index})
             await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
             if source is not None:
                 credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
-                feeder = asyncio.create_task(self._feed(rpc, call_id, source, credit, queue), name=f"remote-feed-{name}")
+                feeder = asyncio.create_task(
+                    self._feed(rpc, call_id, source, credit, queue, slot), name=f"remote-feed-{name}"
+                )
             consumed = 0
+            ended = False  # END came; media frames may still be on their way
             while True:
+                timeout = MEDIA_DRAIN if ended else self.config.timeout
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.config.timeout)
+                    item = await asyncio.wait_for(queue.get(), timeout)
                 except asyncio.TimeoutError:
+                    if ended:
+                        logger.warning("remote stream %s(): media frames were lost on the way; ending without them", name)
+                        slot.give_up()
+                        continue
                     raise self._timed_out(f"remote stream {name}()", self.config.timeout, "timeout") from None
                 if item is _END:
-                    finished = True
-                    return
+                    if slot is None or not slot.receiving:
+                        finished = True
+                        return
+                    ended = True
+                    continue
+                if item is _MEDIA_DONE:
+                    if ended:
+                        finished = True
+                        return
+                    continue
                 if isinstance(item, _Failed):
                     finished = True
                     raise item.error
+                if isinstance(item, _Frame):
+                    yield item.frame
+                    continue
                 yield item
                 consumed += 1
                 if consumed % (STREAM_WINDOW // 2) == 0:
@@ -360,23 +403,48 @@ class RemoteProxyClient:
         finally:
             self._streams.pop(call_id, None)
             self._input_credits.pop(call_id, None)
+            if self._media_calls.pop(call_id, None) is not None:
+                slot.free()
             if feeder is not None:
                 feeder.cancel()
             if not finished:
                 self._cancel(call_id)
 
-    async def _feed(self, rpc: RPCChannel, call_id: int, source: Any, credit: asyncio.Semaphore, queue: asyncio.Queue) -> None:
+    def _take_slot(self, call_id: int, queue: asyncio.Queue) -> MediaSlot | None:
+        """A free media slot for this call, or ``None``: then its frames go on the data channel."""
+        for slot in self._slots:
+            if slot.owner is None:
+                slot.take(call_id, lambda frame: queue.put_nowait(_Frame(frame)), lambda: queue.put_nowait(_MEDIA_DONE))
+                self._media_calls[call_id] = slot
+                return slot
+        if self.media_tracks:
+            logger.info("all %d media slots are in use: this stream's frames go on the data channel", len(self._slots))
+        return None
+
+    async def _feed(
+        self, rpc: RPCChannel, call_id: int, source: Any, credit: asyncio.Semaphore, queue: asyncio.Queue, slot: MediaSlot | None = None
+    ) -> None:
         """Send the inputs of a duplex stream as the executor grants credit, then their end."""
+
+        async def send(item: Any) -> None:
+            if slot is not None and kind_of(item) is not None:
+                # Paced by the track (real time); the data channel announces each kind's first frame.
+                await slot.send(item, lambda announcement: rpc.send(Kind.MEDIA, call_id, announcement))
+            else:
+                await credit.acquire()
+                await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
+
         try:
             if isinstance(source, AsyncIterable):
                 async for item in source:
-                    await credit.acquire()
-                    await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
+                    await send(item)
             else:
                 for item in source:
-                    await credit.acquire()
-                    await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
-            await rpc.send(Kind.INPUT_END, call_id)
+                    await send(item)
+            if slot is not None:
+                await slot.finish_sending(lambda ends: rpc.send(Kind.INPUT_END, call_id, ends))
+            else:
+                await rpc.send(Kind.INPUT_END, call_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller's own iterator failed, or an input cannot be sent
@@ -473,7 +541,17 @@ class RemoteProxyClient:
         elif kind is Kind.END:
             queue = self._streams.get(event.id)
             if queue is not None:
+                slot = self._media_calls.get(event.id)
+                if slot is not None:
+                    slot.end_receiving(body if isinstance(body, dict) else None)
                 queue.put_nowait(_END)
+        elif kind is Kind.MEDIA:
+            slot = self._media_calls.get(event.id)
+            if slot is not None:
+                try:
+                    slot.begin_receiving(body)
+                except ValueError as exc:
+                    self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
         elif kind is Kind.CREDIT:
             credit = self._input_credits.get(event.id)
             if credit is not None and isinstance(body, int) and 0 < body <= INPUT_WINDOW:

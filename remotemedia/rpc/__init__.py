@@ -6,6 +6,6 @@ events and bytes. :mod:`remotemedia.transport` runs it over a data channel.
 """
 
 from .framing import CHUNK_SIZE
-from .protocol import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge
+from .protocol import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 
-__all__ = ["CHUNK_SIZE", "PROTOCOL_VERSION", "Kind", "Message", "Raw", "RPCProtocol", "TooLarge"]
+__all__ = ["CHUNK_SIZE", "PROTOCOL_VERSION", "Kind", "Message", "Raw", "RPCProtocol", "TooLarge", "peek"]

@@ -30,6 +30,14 @@ in the ``CALL`` and then feeds it; the executor grants input credit back::
     C: CALL id, [..., credit, where]   C: INPUT id, item ...   C: INPUT_END id
                                        E: CREDIT id, n  (n more inputs may come)
 
+A streamed call can carry its audio and video frames on media tracks
+(see :mod:`remotemedia.transport.tracks`): the client names a free media
+slot before the ``CALL``, each side announces the format and start of each
+kind of frame it sends there, and the ends carry where the media stops::
+
+    C: MEDIA id, {slot}                     either: MEDIA id, {kind, format, start, pts}
+    C: INPUT_END id, {kind: end, ...}       E: END id, {kind: end, ...}
+
 Ids are the client's call ids; ``CREATE``'s id becomes the object's handle.
 A ``RESULT`` or ``ERROR`` ends a call; ``END`` or ``ERROR`` ends a stream.
 
@@ -50,10 +58,10 @@ from ..exceptions import DecodeError, MessageTooLargeError
 from . import compression
 from .framing import CHUNK_SIZE, Reassembler, Refused, chunk
 
-__all__ = ["Kind", "Message", "TooLarge", "Raw", "RPCProtocol", "PROTOCOL_VERSION", "HEADER_SIZE"]
+__all__ = ["Kind", "Message", "TooLarge", "Raw", "RPCProtocol", "PROTOCOL_VERSION", "HEADER_SIZE", "peek"]
 
 #: Version sent in ``HELLO``; an executor refuses a client that speaks another.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 _HEADER = struct.Struct("!BBI")
 #: Bytes of the header in front of every body.
@@ -81,6 +89,7 @@ class Kind(enum.IntEnum):
     PONG = 13
     INPUT = 14
     INPUT_END = 15
+    MEDIA = 16
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,14 @@ class Raw:
 
 
 Event = Union[Message, TooLarge, Raw]
+
+
+def peek(data: bytes) -> tuple[int, int]:
+    """The kind (as an int) and id of a whole message, without decoding its body."""
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"message of {len(data)} bytes is shorter than its header")
+    kind, _, id = _HEADER.unpack_from(data)
+    return kind, id
 
 
 class RPCProtocol:

@@ -69,11 +69,15 @@ async def make_offer(pc: RTCPeerConnection, session: SignalingSession, timeout: 
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
 
 
-async def make_answer(pc: RTCPeerConnection, session: SignalingSession, timeout: float) -> None:
-    """Wait for the offer through ``session`` and answer it."""
+async def make_answer(
+    pc: RTCPeerConnection, session: SignalingSession, timeout: float, prepare: Callable[[RTCPeerConnection], None] | None = None
+) -> None:
+    """Wait for the offer through ``session`` and answer it; ``prepare(pc)`` runs between the two (add tracks there)."""
     session.on_candidate(lambda candidate: add_candidate(pc, candidate))
     offer = await session.expect("offer", timeout)
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+    if prepare is not None:
+        prepare(pc)
     await pc.setLocalDescription(await pc.createAnswer())
     await session.send_answer(pc.localDescription.sdp)
 
