@@ -30,7 +30,11 @@ from .pipeline import Pipeline
 # The remote API imports aiortc and websockets (about 0.1 s): loaded on first
 # use, so that processes that need only the codec and the RPC core (an
 # executor's session workers) start fast.
-_LAZY = {"RemoteExecutorConfig": ".remote", "RemoteProxyClient": ".remote"}
+_LAZY = {
+    "RemoteExecutorConfig": ".remote",
+    "RemoteObjectExecutionNode": ".remote",
+    "RemoteProxyClient": ".remote",
+}
 
 
 def __getattr__(name: str):
@@ -62,6 +66,7 @@ __all__ = [
     "PipelineError",
     "RemoteExecutionError",
     "RemoteExecutorConfig",
+    "RemoteObjectExecutionNode",
     "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",

@@ -8,7 +8,9 @@
         ...
 
 Where a node runs is a property of the node instance, never of the pipeline:
-the same pipeline runs local nodes and nodes wrapped for remote execution.
+the same pipeline runs local nodes and nodes wrapped for remote execution
+(:class:`~remotemedia.remote.RemoteObjectExecutionNode`). After a run,
+``pipeline.last_run_stats`` says where each node ran and how long it took.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable
 from .exceptions import PipelineError
 from .node import check_node
 from .scheduler import PipelineRun
+from .stats import NodeStats
 
 __all__ = ["Pipeline", "Source"]
 
@@ -46,6 +49,10 @@ class Pipeline:
         self.queue_size = queue_size
         self._nodes: list[Any] = []
         self._running = False
+        #: One :class:`~remotemedia.stats.NodeStats` per node, in order, for the
+        #: latest run (live while it runs; ``None`` before the first run): where
+        #: the node ran, items in and out, latency per item.
+        self.last_run_stats: tuple[NodeStats, ...] | None = None
 
     @property
     def nodes(self) -> tuple[Any, ...]:
@@ -142,4 +149,6 @@ class Pipeline:
                 f"twice at once (build a second pipeline with new node instances)"
             )
         self._running = True
-        return PipelineRun(self.name, self._nodes, source, self.queue_size)
+        run = PipelineRun(self.name, self._nodes, source, self.queue_size)
+        self.last_run_stats = tuple(run.stats)
+        return run

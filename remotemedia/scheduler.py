@@ -18,7 +18,14 @@ One run of a pipeline is one :class:`PipelineRun`:
   code never blocks the event loop, and the pool is shut down at the end so a
   run leaves no thread behind;
 - ``cleanup`` runs, in reverse order, for every node whose ``initialize``
-  succeeded, whether the run ended well, failed or was cancelled.
+  succeeded, whether the run ended well, failed or was cancelled;
+- remote nodes (:class:`~remotemedia.remote.RemoteObjectExecutionNode`) get
+  their sessions before any ``initialize``: one client per distinct executor
+  config, connected concurrently, and closed after the last ``cleanup``,
+  failure and cancellation included (:mod:`remotemedia.remote.sessions`). A
+  pipeline without remote nodes never imports the remote API;
+- each node's :class:`~remotemedia.stats.NodeStats` (where it ran, items in
+  and out, latency) is kept up to date in :attr:`PipelineRun.stats`.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import sys
+import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from .exceptions import PipelineError
+from .stats import NodeStats
 
 __all__ = ["PipelineRun"]
 
@@ -121,6 +131,11 @@ class PipelineRun:
         self.tasks: list[asyncio.Task[None]] = []
         self.error: PipelineError | None = None
         self.initialized: list[int] = []
+        #: One entry per node, in order: where it ran, items, latency.
+        self.stats = [
+            NodeStats(getattr(node, "name", type(node).__name__), index) for index, node in enumerate(self.nodes)
+        ]
+        self.sessions: Any = None  # remotemedia.remote.sessions.RunSessions, when there are remote nodes
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self.nodes) + 1,
             thread_name_prefix=f"remotemedia-{name}",
@@ -167,10 +182,14 @@ class PipelineRun:
         """
         Initialize every node, then start the tasks.
 
-        A failed ``initialize()`` is recorded, not raised: no task starts, and
-        :meth:`stop` cleans up the nodes that did initialize, then raises it.
+        Remote nodes are connected to their executors first. A failed
+        connection or ``initialize()`` is recorded, not raised: no task
+        starts, and :meth:`stop` cleans up the nodes that did initialize,
+        closes the sessions, then raises it.
         """
-        await self._initialize()
+        await self._dispatch()
+        if self.error is None:
+            await self._initialize()
         if self.error is not None:
             self.channels[-1].fail()
             return
@@ -184,6 +203,31 @@ class PipelineRun:
                     name=f"remotemedia:{self.name}:{getattr(node, 'name', index)}",
                 )
             )
+
+    def _remote_nodes(self) -> list[tuple[int, Any]]:
+        # The class can only exist if its module was imported: a pipeline of
+        # local nodes never pays for importing aiortc.
+        module = sys.modules.get("remotemedia.remote.node")
+        if module is None:
+            return []
+        cls = module.RemoteObjectExecutionNode
+        return [(index, node) for index, node in enumerate(self.nodes) if isinstance(node, cls)]
+
+    async def _dispatch(self) -> None:
+        """Open one session per executor config for the remote nodes, if any."""
+        remote = self._remote_nodes()
+        if not remote:
+            return
+        from .remote.sessions import RunSessions
+
+        self.sessions = RunSessions(self.name, remote)
+        try:
+            await self.sessions.open()
+        except PipelineError as error:
+            self.error = error
+        for index, node in remote:
+            self.stats[index].remote = True
+            self.stats[index].location = node.executor or "not connected"
 
     async def _initialize(self) -> None:
         async def init(index: int, node: Any) -> None:
@@ -225,7 +269,14 @@ class PipelineRun:
             task.cancel()
         if self.tasks:
             await asyncio.wait(self.tasks)
-        await self._cleanup()
+        try:
+            await self._cleanup()
+        finally:
+            if self.sessions is not None:
+                for index, node in self._remote_nodes():
+                    # After a reconnection, the executor that served last.
+                    self.stats[index].location = node.executor or self.stats[index].location
+                await self.sessions.close()
         if self.error is not None:
             raise self.error
 
@@ -281,11 +332,12 @@ class PipelineRun:
 
     async def _run_node(self, index: int, node: Any) -> None:
         inbox, outbox = self.channels[index], self.channels[index + 1]
+        stats = self.stats[index]
         try:
             if getattr(node, "is_streaming", False):
-                await self._stream(node, inbox, outbox)
+                await self._stream(node, inbox, outbox, stats)
             else:
-                await self._process(node, inbox, outbox)
+                await self._process(node, inbox, outbox, stats)
             await outbox.put(_EOS)
         except _Closed:
             pass
@@ -295,34 +347,53 @@ class PipelineRun:
             # Whatever the reason we stop reading, tell the writer above.
             inbox.close()
 
-    async def _process(self, node: Any, inbox: _Channel, outbox: _Channel) -> None:
+    async def _process(self, node: Any, inbox: _Channel, outbox: _Channel, stats: NodeStats) -> None:
         process = node.process
         # Decided once per run, not per item: this loop is the hot path.
         on_loop = inspect.iscoroutinefunction(process)
+        clock = time.perf_counter
         while True:
             item = await inbox.get()
             if item is _EOS:
                 return
+            stats.inputs += 1
+            started = clock()
             if on_loop:
                 result = await process(item)
             else:
                 result = await self.call(process, item)
+            stats.add_latency(clock() - started)
             if result is not None:
+                stats.outputs += 1
                 await outbox.put(result)
 
-    async def _stream(self, node: Any, inbox: _Channel, outbox: _Channel) -> None:
+    async def _stream(self, node: Any, inbox: _Channel, outbox: _Channel, stats: NodeStats) -> None:
+        clock = time.perf_counter
+        # When the clock of the next output started: the first input read since
+        # the previous output, else that output (see remotemedia.stats).
+        since_output = clock()
+        first_input: float | None = None
+
         async def inputs() -> AsyncIterator[Any]:
+            nonlocal first_input
             while True:
                 item = await inbox.get()
                 if item is _EOS:
                     return
+                stats.inputs += 1
+                if first_input is None:
+                    first_input = clock()
                 yield item
 
         outputs = node.stream(inputs())
         try:
             async for result in outputs:
                 if result is not None:
+                    stats.add_latency(clock() - (first_input if first_input is not None else since_output))
+                    first_input = None
+                    stats.outputs += 1
                     await outbox.put(result)
+                    since_output = clock()
         finally:
             aclose = getattr(outputs, "aclose", None)
             if aclose is not None:

@@ -21,6 +21,7 @@ PUBLIC = {
     "PipelineError",
     "RemoteExecutionError",
     "RemoteExecutorConfig",
+    "RemoteObjectExecutionNode",
     "RemoteProxyClient",
     "RemoteMediaError",
     "RemoteTimeoutError",

@@ -5,11 +5,15 @@ Remote execution: run an object on an executor and call it through a proxy.
   signaling server is, and the session's limits;
 - :class:`RemoteProxyClient` (:mod:`remotemedia.remote.client`): one session
   with one executor;
-- :class:`RemoteProxy` (:mod:`remotemedia.remote.proxy`): a remote object.
+- :class:`RemoteProxy` (:mod:`remotemedia.remote.proxy`): a remote object;
+- :class:`RemoteObjectExecutionNode` (:mod:`remotemedia.remote.node`): a
+  pipeline node whose object runs on an executor; a pipeline run opens its
+  sessions with :mod:`remotemedia.remote.sessions`.
 """
 
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
+from .node import RemoteObjectExecutionNode
 from .proxy import RemoteCall, RemoteProxy
 
-__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall"]
+__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall", "RemoteObjectExecutionNode"]

@@ -1,0 +1,190 @@
+"""
+``RemoteObjectExecutionNode``: a pipeline node whose work runs on an executor.
+
+Remoteness belongs to the instance added to the pipeline: wrap any object
+that has ``process(data)`` or ``stream(frames)`` (a :class:`~remotemedia.Node`
+or not) and add the wrapper instead::
+
+    remote_tts = RemoteObjectExecutionNode(
+        obj_to_execute=TTSNode(model="bark"),
+        remote_config=RemoteExecutorConfig(host="10.0.0.12", port=50052),
+        name="TTSRemote",
+    )
+    pipeline.add_node(remote_tts)
+
+The wrapper itself never travels; the wrapped object does. A pipeline run
+connects the wrapper to a :class:`RemoteProxyClient` shared by every remote
+node of the run with an equal config (see :mod:`remotemedia.remote.sessions`);
+``initialize()`` then uploads the object (the executor runs its
+``initialize()``), ``process``/``stream`` run it remotely, and ``cleanup()``
+releases it (the executor runs its ``cleanup()``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from ..node import Node
+from .config import RemoteExecutorConfig
+from .proxy import RemoteProxy
+
+if TYPE_CHECKING:
+    from .client import RemoteProxyClient
+
+__all__ = ["RemoteObjectExecutionNode", "TRANSPORTS"]
+
+#: How a streaming remote node carries its frames: ``"tracks"`` (audio and video
+#: frames on WebRTC media tracks, everything else on the data channel) or
+#: ``"datachannel"`` (everything on the data channel, losslessly).
+TRANSPORTS = ("tracks", "datachannel")
+_NODE_CONFIG_KEYS = ("streaming", "transport")
+
+
+def _has_method(obj: Any, name: str) -> bool:
+    # Node's own process() and stream() only raise NotImplementedError: not implementations.
+    return callable(getattr(obj, name, None)) and getattr(type(obj), name, None) is not getattr(Node, name)
+
+
+class RemoteObjectExecutionNode(Node):
+    """
+    Run ``obj_to_execute`` on the executor that ``remote_config`` reaches.
+
+    ``node_config`` keys: ``streaming`` (bool; default: the wrapped object's
+    own ``is_streaming``) makes this a streaming node whose ``stream(frames)``
+    runs the remote object's ``stream`` as a duplex stream; ``transport``
+    (``"tracks"``, the default, or ``"datachannel"``) says how a streaming
+    node's frames travel. Setting ``is_streaming = True`` after construction
+    works too. ``name`` defaults to the wrapped object's name, else its class
+    name.
+
+    Raises :exc:`TypeError` for an object without the needed method, a
+    ``remote_config`` that is not a :class:`RemoteExecutorConfig`, or an
+    unknown ``node_config`` key, and :exc:`ValueError` for an unknown
+    transport.
+    """
+
+    def __init__(
+        self,
+        obj_to_execute: Any,
+        remote_config: RemoteExecutorConfig,
+        name: str | None = None,
+        node_config: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(obj_to_execute, type):
+            raise TypeError(
+                f"obj_to_execute must be an instance, not the class {obj_to_execute.__name__}; "
+                f"did you mean {obj_to_execute.__name__}(...)?"
+            )
+        if isinstance(obj_to_execute, (RemoteObjectExecutionNode, RemoteProxy)):
+            raise TypeError(f"obj_to_execute is remote already ({obj_to_execute!r}); wrap the original object")
+        if not (_has_method(obj_to_execute, "process") or _has_method(obj_to_execute, "stream")):
+            raise TypeError(
+                f"{type(obj_to_execute).__name__} object cannot run as a node: it has neither "
+                f"process(data) nor stream(frames)"
+            )
+        if not isinstance(remote_config, RemoteExecutorConfig):
+            raise TypeError(f"remote_config must be a RemoteExecutorConfig, not {type(remote_config).__name__}")
+        if node_config is None:
+            node_config = {}
+        if not isinstance(node_config, dict):
+            raise TypeError(f"node_config must be a dict, not {type(node_config).__name__}")
+        unknown = sorted(set(node_config) - set(_NODE_CONFIG_KEYS), key=str)
+        if unknown:
+            raise TypeError(f"unknown node_config keys {unknown}; known keys are {list(_NODE_CONFIG_KEYS)}")
+        streaming = node_config.get("streaming", bool(getattr(obj_to_execute, "is_streaming", False)))
+        if not isinstance(streaming, bool):
+            raise TypeError(f"node_config['streaming'] must be True or False, not {streaming!r}")
+        transport = node_config.get("transport", "tracks")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"node_config['transport'] must be one of {list(TRANSPORTS)}, not {transport!r}")
+        if name is None:
+            own = getattr(obj_to_execute, "name", None)
+            name = own if isinstance(own, str) and own else type(obj_to_execute).__name__
+        super().__init__(name)
+        #: The object that runs on the executor (uploaded at each pipeline run).
+        self.obj_to_execute = obj_to_execute
+        #: Where the executor is found.
+        self.remote_config = remote_config
+        #: The node_config as given.
+        self.node_config = dict(node_config)
+        #: ``"tracks"`` or ``"datachannel"`` (see :data:`TRANSPORTS`).
+        self.transport: str = transport
+        self._streaming = False
+        self.is_streaming = streaming
+        # Set by the pipeline run that owns this node (remotemedia.remote.sessions).
+        self._client: RemoteProxyClient | None = None
+        self._proxy: RemoteProxy | None = None
+
+    @property
+    def is_streaming(self) -> bool:  # type: ignore[override]
+        """Whether the node runs the remote object's ``stream`` (else its ``process``)."""
+        return self._streaming
+
+    @is_streaming.setter
+    def is_streaming(self, value: bool) -> None:
+        value = bool(value)
+        method = "stream" if value else "process"
+        if not _has_method(self.obj_to_execute, method):
+            hint = (
+                "; pass node_config={'streaming': True} to run its stream()"
+                if not value and _has_method(self.obj_to_execute, "stream")
+                else ""
+            )
+            raise TypeError(
+                f"{type(self.obj_to_execute).__name__} object has no {method}() method, which a "
+                f"{'streaming' if value else 'non-streaming'} remote node calls{hint}"
+            )
+        self._streaming = value
+
+    @property
+    def executor(self) -> str | None:
+        """Name of the executor serving this node during a run, else ``None``."""
+        return self._client.executor if self._client is not None else None
+
+    def _attach(self, client: RemoteProxyClient | None) -> None:
+        """Give the node the session it runs on (``None``: the run is over)."""
+        self._client = client
+        self._proxy = None
+
+    def _session(self) -> tuple[RemoteProxyClient, RemoteProxy]:
+        if self._client is None or self._proxy is None:
+            raise RuntimeError(
+                f"remote node {self.name!r} runs only inside a pipeline run, which connects it "
+                f"to its executor (add it to a Pipeline and run that)"
+            )
+        return self._client, self._proxy
+
+    async def initialize(self) -> None:
+        """Upload the object to the executor, which runs its ``initialize()``."""
+        if self._client is None:
+            self._session()  # raises the explanation
+        self._proxy = await self._client.create_proxy(self.obj_to_execute)
+
+    async def process(self, data: Any) -> Any:
+        """Run the remote object's ``process(data)`` and return its result."""
+        _, proxy = self._session()
+        return await proxy.process(data)
+
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Feed ``frames`` to the remote object's ``stream`` and yield what it yields, as it yields it."""
+        client, proxy = self._session()
+        # A private call of the client: the transport (media tracks or not) is the node's to choose.
+        outputs = client._stream(proxy._handle, "stream", (frames,), {}, media=self.transport == "tracks")
+        try:
+            async for output in outputs:
+                yield output
+        finally:
+            await outputs.aclose()
+
+    async def cleanup(self) -> None:
+        """Release the remote object; the executor runs its ``cleanup()``."""
+        client, proxy = self._client, self._proxy
+        self._proxy = None
+        if client is not None and proxy is not None:
+            await client.release(proxy)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RemoteObjectExecutionNode name={self.name!r} "
+            f"obj={type(self.obj_to_execute).__name__} at {self.remote_config.host}:{self.remote_config.port}>"
+        )

@@ -1,0 +1,103 @@
+"""
+The sessions a pipeline run opens for its remote nodes.
+
+Before the first frame, :class:`RunSessions` groups the run's
+:class:`RemoteObjectExecutionNode` instances by executor config (equal
+configs, one group), opens one :class:`RemoteProxyClient` per group (one
+peer connection carrying several objects) and hands each node its client;
+the nodes' own ``initialize()`` then upload their objects. At the end,
+whatever happened, :meth:`RunSessions.close` closes every client (which
+releases any object still alive) and detaches the nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Sequence
+
+from ..exceptions import PipelineError
+from .client import RemoteProxyClient
+from .config import RemoteExecutorConfig
+from .node import RemoteObjectExecutionNode
+
+__all__ = ["RunSessions"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Group:
+    """Remote nodes that share one executor config, and so one client."""
+
+    def __init__(self, config: RemoteExecutorConfig) -> None:
+        self.config = config
+        self.members: list[tuple[int, RemoteObjectExecutionNode]] = []
+        self.client: RemoteProxyClient | None = None
+
+    @property
+    def media_tracks(self) -> int:
+        """Streams of this group that carry their frames on media tracks."""
+        return sum(1 for _, node in self.members if node.is_streaming and node.transport == "tracks")
+
+    def describe(self) -> str:
+        return ", ".join(f"#{index} {node.name!r}" for index, node in self.members)
+
+
+class RunSessions:
+    """
+    The clients of one pipeline run, one per distinct executor config.
+
+    ``nodes`` are ``(index, node)`` pairs, ``index`` being the node's position
+    in the pipeline (for error messages).
+    """
+
+    def __init__(self, pipeline: str, nodes: Sequence[tuple[int, RemoteObjectExecutionNode]]) -> None:
+        self.pipeline = pipeline
+        groups: dict[RemoteExecutorConfig, _Group] = {}
+        for index, node in nodes:
+            groups.setdefault(node.remote_config, _Group(node.remote_config)).members.append((index, node))
+        self.groups = list(groups.values())
+
+    async def open(self) -> None:
+        """
+        Connect every group's client, concurrently, and attach the nodes to it.
+
+        Raises :exc:`PipelineError` naming the first node of a group that could
+        not connect, with the client's error as ``__cause__``; the clients that
+        did connect stay to :meth:`close`.
+        """
+        results = await asyncio.gather(*(self._connect(group) for group in self.groups), return_exceptions=True)
+        for group, result in zip(self.groups, results):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation: not a connection failure
+            if isinstance(result, Exception):
+                index, node = group.members[0]
+                config = group.config
+                error = PipelineError(
+                    f"node #{index} {node.name!r} could not reach an executor at {config.host}:{config.port} "
+                    f"(remote nodes {group.describe()} of pipeline {self.pipeline!r}): "
+                    f"{type(result).__name__}: {result}",
+                    node_name=node.name,
+                    node_index=index,
+                )
+                raise error from result
+
+    async def _connect(self, group: _Group) -> None:
+        group.client = RemoteProxyClient(group.config, media_tracks=group.media_tracks)
+        await group.client.connect()
+        for _, node in group.members:
+            node._attach(group.client)
+        logger.debug(
+            "pipeline %r: remote nodes %s on executor %r", self.pipeline, group.describe(), group.client.executor
+        )
+
+    async def close(self) -> None:
+        """Close every client and detach every node; never raises for a client that fails to close."""
+        clients = [group.client for group in self.groups if group.client is not None]
+        results = await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+        for client, result in zip(clients, results):
+            if isinstance(result, Exception):
+                logger.warning("pipeline %r: closing the session with %r failed: %s", self.pipeline, client.executor, result)
+        for group in self.groups:
+            for _, node in group.members:
+                node._attach(None)
