@@ -48,6 +48,39 @@ def test_remote_proxy_example_starts_the_embedded_server_and_runs_remotely():
     assert "session closed" in result.stdout
 
 
+def test_hybrid_pipeline_example_starts_the_embedded_server_and_reports_where_each_node_ran():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hybrid_pipeline.py"), "--serve"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    executor = lines["RemoteResample"].split("remote (")[1].split(")")[0]
+    assert executor.startswith("embedded-")
+    assert f"remote ({executor})" in lines["RemoteGain"]  # the same executor, the same session
+    for local in ("ToneNode", "ChunkerNode"):
+        assert lines[local].split()[1] == "local"
+    for name in ("RemoteResample", "RemoteGain", "ChunkerNode"):
+        assert lines[name].rstrip().endswith("ms") and "mean latency" in lines["node"]
+    assert "100 frames, 2.00 s at 16000 Hz" in lines["output"]  # 20 ms chunks, whatever the transport
+    assert "peak at 440 Hz" in lines["signal"]
+
+
+def test_hybrid_pipeline_example_on_a_running_server_over_the_data_channel_is_exact():
+    from harness import ServeProcess
+
+    serve = ServeProcess()
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "hybrid_pipeline.py"),
+             "--host", "127.0.0.1", "--port", str(serve.port), "--transport", "datachannel"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+    finally:
+        serve.stop()
+    assert f"remote ({serve.executor})" in result.stdout
+    assert "peak at 440 Hz, level -12.0 dBFS" in result.stdout  # lossless: exactly -6 dB of 0.5
+
+
 def test_readme_remote_execution_example_runs_as_written():
     from harness import ServeProcess
 
