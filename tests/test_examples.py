@@ -97,3 +97,27 @@ def test_readme_remote_execution_example_runs_as_written():
     finally:
         serve.stop()
     assert result.stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "[11, 21]", "2 0"]
+
+
+def test_readme_remote_nodes_example_runs_as_written():
+    from harness import ServeProcess
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## Remote nodes in a pipeline", 1)[1].split("```python\n")[1].split("```", 1)[0]
+    assert "port=50052" in code
+    serve = ServeProcess()
+    try:
+        code = code.replace("port=50052", f"port={serve.port}")
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        )
+    finally:
+        serve.stop()
+    lines = result.stdout.splitlines()
+    assert [line.split("  ")[:2] for line in lines] == [
+        ["ToneNode", "local"],
+        ["ResampleNode", f"remote ({serve.executor})"],
+        ["RemoteGain", f"remote ({serve.executor})"],
+        ["Peak", "local"],
+    ]
+    assert " 50 out " in lines[0]  # 1 s of 20 ms frames
