@@ -21,12 +21,27 @@ __all__ = ["RemoteProxy", "RemoteCall"]
 class RemoteCall:
     """One call of a remote method: ``await`` it for a result, or ``async for`` over it for a stream."""
 
-    __slots__ = ("_client", "_handle", "_name", "_args", "_kwargs", "_used")
+    __slots__ = ("_client", "_handle", "_name", "_args", "_kwargs", "_used", "_media")
 
     def __init__(self, client: RemoteProxyClient, handle: int, name: str, args: tuple, kwargs: dict) -> None:
         self._client, self._handle, self._name = client, handle, name
         self._args, self._kwargs = args, kwargs
         self._used = False
+        self._media = False
+
+    def over_tracks(self) -> RemoteCall:
+        """
+        Stream this call's audio and video frames on WebRTC media tracks.
+
+        ``async for out in remote.stream(frames).over_tracks()``: the
+        :class:`~remotemedia.AudioFrame` and :class:`~remotemedia.VideoFrame`
+        inputs and outputs travel on one of the client's media slots
+        (``RemoteProxyClient(config, media_tracks=N)``), in real time,
+        through Opus and VP8; everything else still goes on the data
+        channel. With no slot free, the frames go on the data channel too.
+        """
+        self._media = True
+        return self
 
     def _use(self) -> None:
         if self._used:
@@ -34,12 +49,14 @@ class RemoteCall:
         self._used = True
 
     def __await__(self) -> Generator[Any, None, Any]:
+        if self._media:
+            raise TypeError(f"over_tracks() is for streams: use `async for out in remote.{self._name}(...).over_tracks()`")
         self._use()
         return self._client._call(self._handle, self._name, self._args, self._kwargs).__await__()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         self._use()
-        return self._client._stream(self._handle, self._name, self._args, self._kwargs)
+        return self._client._stream(self._handle, self._name, self._args, self._kwargs, media=self._media)
 
 
 class _RemoteMethod:

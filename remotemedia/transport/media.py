@@ -51,8 +51,10 @@ AUDIO_PACKET = 960
 AUDIO_PADDING = 8
 #: Repeated frames after a stream's last video frame (the decoder releases a frame when the next begins).
 VIDEO_PADDING = 2
-#: Track ticks between padding video frames (30 fps).
+#: Track ticks between padding video frames, and before a stream's first frame (30 fps).
 VIDEO_PADDING_STEP = VIDEO_CLOCK // 30
+#: Track ticks a decoded video frame's time may be off by (FFmpeg's decoder rounds it).
+VIDEO_SLACK = VIDEO_CLOCK // 120
 
 
 def kind_of(item: Any) -> str | None:
@@ -107,6 +109,9 @@ class Outgoing:
         """Start a stream with ``frame``; returns its announcement (``kind``, ``format``, ``start``, ``pts``)."""
         if self.active:
             raise RuntimeError(f"an {self.kind} stream is already being sent on this track")
+        if self.kind == "video" and self.pts:
+            # A gap, so that an earlier stream's last frames never pass for this one's.
+            self.pts += VIDEO_PADDING_STEP
         self._start, self._start_pts = frame.timestamp, self.pts
         if self.kind == "audio":
             self._resampler = av.AudioResampler(
@@ -239,7 +244,7 @@ class Incoming:
         self._format, self._start, self._start_pts = fmt, float(start), pts
         # Video's position is its last frame's time: none yet.
         self._end, self._emitted, self.done = None, 0, False
-        self._position = pts if self.kind == "audio" else pts - 1
+        self._position = pts if self.kind == "audio" else pts - VIDEO_SLACK - 1
 
     def feed(self, frame: av.AudioFrame | av.VideoFrame) -> list[AudioFrame | VideoFrame]:
         """A frame from the track; returns the stream's frames it completes."""
@@ -247,11 +252,11 @@ class Incoming:
             return []  # between streams: padding, or the tail of an earlier one
         pts = frame.pts
         if self.kind == "video":
-            if pts < self._start_pts or (self._end is not None and pts > self._end):
+            if pts < self._start_pts - VIDEO_SLACK or (self._end is not None and pts > self._end + VIDEO_SLACK):
                 return []
             out = self._video(frame, pts)
             self._position = max(self._position, pts)
-            if self._end is not None and pts >= self._end:
+            if self._end is not None and pts >= self._end - VIDEO_SLACK:
                 self.done = True
             return [out]
         if pts + frame.samples <= self._start_pts:
@@ -273,7 +278,7 @@ class Incoming:
         if not self.active:
             return []
         self._end = int(end)
-        if self._position >= self._end:
+        if self._position >= self._end - (VIDEO_SLACK if self.kind == "video" else 0):
             return self._finish_audio() if self.kind == "audio" else self._stop()
         return []
 
