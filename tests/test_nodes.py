@@ -1,4 +1,4 @@
-"""Built-in nodes (resample, gain, chunker, video transform, tone), run through real pipelines."""
+"""Built-in nodes (resample, gain, chunker, video transform and effects, tone and video sources), run through real pipelines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from remotemedia import AudioFrame, Pipeline, PipelineError, VideoFrame
-from remotemedia.nodes import ChunkerNode, GainNode, ResampleNode, ToneNode, VideoTransformNode
+from remotemedia.nodes import (
+    ChunkerNode,
+    EdgeNode,
+    GainNode,
+    InvertNode,
+    ResampleNode,
+    ToneNode,
+    VideoPatternNode,
+    VideoTransformNode,
+)
 
 
 # Helpers -------------------------------------------------------------------
@@ -520,3 +529,44 @@ def test_node_pickled_after_a_run_still_works():
 def test_bools_and_non_positive_values_are_not_accepted_as_sizes(make):
     with pytest.raises(ValueError, match="positive int"):
         make()
+
+
+# Video effects and the pattern source --------------------------------------
+
+
+def test_invert_makes_a_negative_in_any_supported_format():
+    rgb = VideoFrame(np.full((4, 6, 3), 200, np.uint8), "rgb24", 1.5)
+    gray = VideoFrame(np.arange(24, dtype=np.uint8).reshape(4, 6), "gray")
+    out_rgb, out_gray = run(InvertNode(), source=[rgb, gray])
+    assert np.all(out_rgb.image == 55) and out_rgb.timestamp == 1.5
+    assert np.array_equal(out_gray.image, 255 - gray.image) and out_gray.format == "gray"
+
+
+def test_edges_are_bright_on_an_edge_and_dark_on_flat_areas():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[:, 10:] = 255
+    (out,) = run(EdgeNode(), source=[VideoFrame(image, "rgb24", 0.25)])
+    assert out.image.shape == (20, 20, 3) and out.timestamp == 0.25
+    assert out.image[10, 9:11].min() == 255  # both sides of the step
+    assert out.image[:, :8].max() == 0 and out.image[:, 12:].max() == 0
+
+
+def test_effects_say_what_they_take():
+    with pytest.raises(PipelineError, match="takes VideoFrame inputs, not str"):
+        run(InvertNode(), source=["frame"])
+    yuv = VideoFrame(np.zeros((6, 4), np.uint8), "yuv420p")
+    with pytest.raises(PipelineError, match="VideoTransformNode\(format='rgb24'\)"):
+        run(EdgeNode(), source=[yuv])
+    with pytest.raises(ValueError, match="gain must be positive"):
+        EdgeNode(gain=0)
+
+
+def test_video_pattern_makes_timed_moving_frames():
+    frames = run(VideoPatternNode(width=64, height=48, fps=10, duration_s=0.5))
+    assert len(frames) == 5
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert all(f.format == "rgb24" and f.image.shape == (48, 64, 3) for f in frames)
+    assert not np.array_equal(frames[0].image, frames[1].image)  # the bar moved
+    with pytest.raises(ValueError, match="fps must be positive"):
+        VideoPatternNode(fps=0)
+

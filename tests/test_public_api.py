@@ -42,9 +42,12 @@ def test_documented_imports_work():
     from remotemedia import AudioFrame, Node, Pipeline, VideoFrame  # noqa: F401
     from remotemedia.nodes import (  # noqa: F401
         ChunkerNode,
+        EdgeNode,
         GainNode,
+        InvertNode,
         ResampleNode,
         ToneNode,
+        VideoPatternNode,
         VideoTransformNode,
     )
 

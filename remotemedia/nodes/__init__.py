@@ -1,7 +1,17 @@
-"""Built-in nodes: audio (resample, gain, chunk), video (transform) and a tone source."""
+"""Built-in nodes: audio (resample, gain, chunk), video (transform, effects) and sources (tone, video pattern)."""
 
 from .audio import ChunkerNode, GainNode, ResampleNode
-from .sources import ToneNode
+from .effects import EdgeNode, InvertNode
+from .sources import ToneNode, VideoPatternNode
 from .video import VideoTransformNode
 
-__all__ = ["ChunkerNode", "GainNode", "ResampleNode", "ToneNode", "VideoTransformNode"]
+__all__ = [
+    "ChunkerNode",
+    "EdgeNode",
+    "GainNode",
+    "InvertNode",
+    "ResampleNode",
+    "ToneNode",
+    "VideoPatternNode",
+    "VideoTransformNode",
+]

@@ -1,4 +1,4 @@
-"""Built-in source node: a sine tone, for demos, tests and measurements."""
+"""Built-in source nodes: a sine tone and a moving video pattern, for demos, tests and measurements."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from ..frames import AudioFrame
+from ..frames import AudioFrame, VideoFrame
 from ..node import Node
 from ._checks import positive_int
 
-__all__ = ["ToneNode"]
+__all__ = ["ToneNode", "VideoPatternNode"]
 
 
 class ToneNode(Node):
@@ -78,5 +78,64 @@ class ToneNode(Node):
             position += n
             if self.realtime:
                 delay = start + position / self.sample_rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+
+class VideoPatternNode(Node):
+    """
+    Produce rgb24 :class:`~remotemedia.frames.VideoFrame` s of a moving
+    pattern: a color gradient with a bright bar that sweeps across, so that
+    motion, color and brightness all show. A source node, like
+    :class:`ToneNode`: ``realtime=True`` paces it like a camera.
+    """
+
+    is_streaming = True
+
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        duration_s: float | None = 1.0,
+        realtime: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        positive_int("width", width)
+        positive_int("height", height)
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, not {fps!r}")
+        if duration_s is not None and duration_s < 0:
+            raise ValueError(f"duration_s must be >= 0 or None, not {duration_s!r}")
+        #: Frame size in pixels.
+        self.width, self.height = width, height
+        #: Frames per second.
+        self.fps = float(fps)
+        #: Total duration in seconds, or ``None`` for an endless pattern.
+        self.duration_s = duration_s
+        #: Pace output to the wall clock.
+        self.realtime = realtime
+
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[VideoFrame]:
+        total = None if self.duration_s is None else round(self.duration_s * self.fps)
+        x = np.linspace(0, 255, self.width, dtype=np.float32)
+        y = np.linspace(0, 255, self.height, dtype=np.float32)
+        base = np.empty((self.height, self.width, 3), np.uint8)
+        base[:, :, 0] = x[np.newaxis, :]
+        base[:, :, 1] = y[:, np.newaxis]
+        base[:, :, 2] = 128
+        bar = max(1, self.width // 16)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        index = 0
+        while total is None or index < total:
+            image = base.copy()
+            left = (index * bar // 2) % self.width
+            image[:, left:left + bar] = 255
+            yield VideoFrame(image, "rgb24", index / self.fps)
+            index += 1
+            if self.realtime:
+                delay = start + index / self.fps - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
