@@ -555,7 +555,7 @@ def test_effects_say_what_they_take():
     with pytest.raises(PipelineError, match="takes VideoFrame inputs, not str"):
         run(InvertNode(), source=["frame"])
     yuv = VideoFrame(np.zeros((6, 4), np.uint8), "yuv420p")
-    with pytest.raises(PipelineError, match="VideoTransformNode\(format='rgb24'\)"):
+    with pytest.raises(PipelineError, match=r"VideoTransformNode\(format='rgb24'\)"):
         run(EdgeNode(), source=[yuv])
     with pytest.raises(ValueError, match="gain must be positive"):
         EdgeNode(gain=0)
