@@ -14,7 +14,12 @@ framework benchmarks, so they can report their overhead as a ratio to it:
   until the remote end confirms it has received everything;
 - **message rates** of small messages: one way from the remote end
   (:func:`burst_rate`, optionally under credit flow control), and echoed
-  with a fixed number in flight (:func:`windowed_echo_rate`).
+  with a fixed number in flight (:func:`windowed_echo_rate`);
+- **paced echo**: one message per period (a 20 ms audio frame's bytes,
+  say), each round trip timed (:func:`paced_echo_round_trips`);
+- **media echo**: :meth:`RawEchoPeer.connect_media` offers audio or video
+  tracks, and the peer sends every track it receives straight back on the
+  same transceiver (decoded, then encoded again, as a relay would).
 
 The remote end is this script run with ``--peer`` in its own process, so the
 two ends do not share an event loop. It reads offers from stdin and writes
@@ -23,7 +28,8 @@ message, except that the str ``"sink:N"`` makes it swallow the next N bytes
 of binary messages and then reply ``"sunk"``, and the str
 ``"burst:N:SIZE:WINDOW"`` makes it send N binary messages of SIZE bytes
 (at most WINDOW unacknowledged when WINDOW > 0, each str ``"credit:K"``
-acknowledging K more; else paced by ``bufferedAmount`` only).
+acknowledging K more; else paced by ``bufferedAmount`` only). Every media
+track an offer brings is sent back to the offerer.
 
     python benchmarks/raw_aiortc.py           # quick table of the baseline
     python benchmarks/raw_aiortc.py --peer    # the remote end (used by RawEchoPeer)
@@ -38,10 +44,13 @@ import statistics
 import sys
 import time
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription,
+)
 
 __all__ = [
-    "RawEchoPeer", "echo_round_trips", "bulk_throughput", "setup_times", "burst_rate", "windowed_echo_rate", "main",
+    "RawEchoPeer", "echo_round_trips", "bulk_throughput", "setup_times", "burst_rate", "windowed_echo_rate",
+    "paced_echo_round_trips", "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,6 +129,9 @@ async def _peer_main() -> None:
             pc = _new_pc()
             pcs.append(pc)
             pc.on("datachannel", _serve_channel)
+            # Fired inside setRemoteDescription, so the echo is in the answer: the
+            # received track goes back out on its own (sendrecv) transceiver.
+            pc.on("track", lambda track, pc=pc: pc.addTrack(track))
             await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["sdp"], "offer"))
             # aiortc gathers every candidate inside setLocalDescription: no trickle.
             await pc.setLocalDescription(await pc.createAnswer())
@@ -204,6 +216,65 @@ class RawEchoPeer:
                 self._proc.kill()
             raise TimeoutError(f"data channel not open after {timeout} s") from None
         return pc, channel
+
+
+    async def disconnect(self, pc: RTCPeerConnection) -> None:
+        """Close one connection made by :meth:`connect` or :meth:`connect_media` (idempotent)."""
+        await pc.close()
+        if pc in self._pcs:
+            self._pcs.remove(pc)
+
+    async def connect_media(
+        self, tracks: list[MediaStreamTrack], timeout: float = OPEN_TIMEOUT
+    ) -> tuple[RTCPeerConnection, list[MediaStreamTrack]]:
+        """Connect with ``tracks`` to send; return the pc and the tracks the peer echoes back.
+
+        The returned tracks are in the order of ``tracks``; the caller must
+        read them (a track nobody reads piles up frames). Raises
+        TimeoutError if the connection is not up within ``timeout`` s.
+        """
+        assert self._proc is not None, "use 'async with RawEchoPeer()'"
+        pc = _new_pc()
+        self._pcs.append(pc)
+        for track in tracks:
+            pc.addTrack(track)
+        received: dict[str, MediaStreamTrack] = {}
+        pc.on("track", lambda track: received.setdefault(track.kind, track))
+        connected = asyncio.get_running_loop().create_future()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("connected", "failed", "closed") and not connected.done():
+                connected.set_result(pc.connectionState)
+
+        answered = False
+
+        async def handshake() -> None:
+            nonlocal answered
+            await pc.setLocalDescription(await pc.createOffer())
+            async with self._lock:
+                offer = json.dumps({"sdp": pc.localDescription.sdp}) + "\n"
+                self._proc.stdin.write(offer.encode())
+                await self._proc.stdin.drain()
+                line = await self._proc.stdout.readline()
+                answered = True
+            if not line:
+                raise RuntimeError("echo peer exited")
+            await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["sdp"], "answer"))
+            state = await connected
+            if state != "connected":
+                raise RuntimeError(f"media connection {state}")
+
+        try:
+            await asyncio.wait_for(handshake(), timeout)
+        except asyncio.TimeoutError:
+            if not answered:
+                self._proc.kill()
+            raise TimeoutError(f"media connection not up after {timeout} s") from None
+        missing = [t.kind for t in tracks if t.kind not in received]
+        if missing:
+            raise RuntimeError(f"the echo peer sent no {missing} track back")
+        return pc, [received[t.kind] for t in tracks]
 
 
 async def echo_round_trips(
@@ -328,6 +399,37 @@ async def windowed_echo_rate(channel: RTCDataChannel, count: int, size: int, win
         return count / (time.perf_counter() - start)
     finally:
         channel.remove_listener("message", on_message)
+
+
+async def paced_echo_round_trips(
+    channel: RTCDataChannel, payload: bytes, count: int, period: float, warmup: int = 10
+) -> list[float]:
+    """Seconds per round trip of ``payload``, one sent every ``period`` s (or on the reply, if later).
+
+    Paced like real-time media, so each message finds an idle connection,
+    as a 20 ms audio frame does. The first ``warmup`` are not returned.
+    """
+    replies: asyncio.Queue[str | bytes] = asyncio.Queue()
+    channel.on("message", replies.put_nowait)
+    samples: list[float] = []
+    loop = asyncio.get_running_loop()
+    try:
+        origin = loop.time()
+        for i in range(warmup + count):
+            delay = origin + i * period - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            start = time.perf_counter()
+            channel.send(payload)
+            reply = await asyncio.wait_for(replies.get(), REPLY_TIMEOUT)
+            elapsed = time.perf_counter() - start
+            if reply != payload:
+                raise RuntimeError("echo differs from what was sent")
+            if i >= warmup:
+                samples.append(elapsed)
+    finally:
+        channel.remove_listener("message", replies.put_nowait)
+    return samples
 
 
 async def setup_times(peer: RawEchoPeer, count: int) -> list[float]:
