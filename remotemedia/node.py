@@ -10,10 +10,11 @@ runs.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any, AsyncIterator
 
-__all__ = ["Node", "check_node"]
+__all__ = ["Node", "check_node", "ProcessStream"]
 
 
 class Node:
@@ -110,3 +111,45 @@ def check_node(node: Any) -> None:
             f"{type(node).__name__}.stream must be an async generator "
             f"(use 'yield' inside 'async def stream(self, frames)')"
         )
+
+
+class ProcessStream:
+    """
+    A streaming node made of a node that has only ``process()``: each input
+    goes through its ``process()``, in order (a sync one on a worker
+    thread); ``None`` results are skipped. ``initialize()`` and
+    ``cleanup()`` are the wrapped node's.
+
+    A remote streaming node uses it to run a plain ``process()`` node over
+    a duplex stream (frames on media tracks) instead of one call per input.
+    """
+
+    is_streaming = True
+
+    def __init__(self, node: Any) -> None:
+        if not callable(getattr(node, "process", None)):
+            raise TypeError(f"{type(node).__name__} object has no process(data) method to stream through")
+        #: The wrapped node.
+        self.node = node
+        #: The wrapped node's name.
+        self.name: str = getattr(node, "name", None) or type(node).__name__
+
+    def initialize(self) -> Any:
+        method = getattr(self.node, "initialize", None)
+        return method() if callable(method) else None
+
+    def cleanup(self) -> Any:
+        method = getattr(self.node, "cleanup", None)
+        return method() if callable(method) else None
+
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        process = self.node.process
+        on_loop = inspect.iscoroutinefunction(process)
+        async for frame in frames:
+            result = await process(frame) if on_loop else await asyncio.to_thread(process, frame)
+            if result is not None:
+                yield result
+
+    def __repr__(self) -> str:
+        return f"<ProcessStream of {self.node!r}>"
+

@@ -81,6 +81,18 @@ def test_hybrid_pipeline_example_on_a_running_server_over_the_data_channel_is_ex
     assert "peak at 440 Hz, level -12.0 dBFS" in result.stdout  # lossless: exactly -6 dB of 0.5
 
 
+def test_remote_video_effect_example_sends_video_through_a_remote_effect_over_tracks():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_video_effect.py"), "--serve", "--effect", "invert",
+         "--duration", "1", "--width", "320", "--height", "240"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "ran on executor embedded-" in lines["effect"] and "video tracks" in lines["effect"]
+    assert "30 of 30 came back, 320x240" in lines["frames"]
+    assert "fps over" in lines["rate"] and "p50" in lines["latency"]
+
+
 def test_readme_remote_execution_example_runs_as_written():
     from harness import ServeProcess
 

@@ -232,3 +232,17 @@ async def test_a_media_request_for_a_slot_that_does_not_exist_is_answered_with_a
         await pc.close()
         await session.close("test over")
         await signaling.close()
+
+
+async def test_streams_on_two_slots_at_once_each_get_their_own_tracks(cluster, mode):
+    # A second transceiver of a kind used to be left on a transport that BUNDLE closed (aiortc #1414).
+    async with connect(cluster, mode, media_tracks=2) as client:
+        first, second = await client.create_proxy(Effects()), await client.create_proxy(Effects())
+
+        async def run(remote, frames):
+            return [f async for f in remote.invert(items(frames)).over_tracks()]
+
+        audio = audio_frames(sine(16000, 0.5, hz=880), 16000, 320)
+        video, sound = await asyncio.gather(run(first, gray_frames(10)), run(second, audio))
+    assert len(video) == 10 and all(isinstance(f, VideoFrame) for f in video)
+    assert sum(f.num_samples for f in sound) == 8000 and peak_hz(sound) == pytest.approx(880, abs=10)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cloudpickle
 import pytest
 
 from remotemedia import Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode
+from remotemedia.node import ProcessStream
 from remotemedia.remote.sessions import RunSessions
 
 CONFIG = RemoteExecutorConfig(host="127.0.0.1", port=50052)
@@ -81,7 +83,6 @@ def test_datachannel_transport():
         ((Processor(), CONFIG, None, {"stream": True}), TypeError, "unknown node_config keys ['stream']"),
         ((Processor(), CONFIG, None, ["streaming"]), TypeError, "node_config must be a dict"),
         ((Processor(), CONFIG, None, {"streaming": "yes"}), TypeError, "must be True or False"),
-        ((Processor(), CONFIG, None, {"streaming": True}), TypeError, "no stream() method"),
         ((OnlyStream(), CONFIG), TypeError, "node_config={'streaming': True}"),
         ((Streamer(), CONFIG, None, {"transport": "udp"}), ValueError, "['tracks', 'datachannel']"),
     ],
@@ -93,10 +94,48 @@ def test_bad_arguments_say_what_is_wrong(args, error, words):
 
 
 def test_setting_is_streaming_checks_the_wrapped_object():
-    node = RemoteObjectExecutionNode(Processor(), CONFIG)
-    with pytest.raises(TypeError, match="no stream"):
-        node.is_streaming = True
-    assert not node.is_streaming
+    node = RemoteObjectExecutionNode(OnlyStream(), CONFIG, node_config={"streaming": True})
+    with pytest.raises(TypeError, match="no process"):
+        node.is_streaming = False
+    assert node.is_streaming
+
+
+def test_a_streaming_node_over_a_process_only_object_uploads_a_stream_of_its_process():
+    processor = Processor()
+    node = RemoteObjectExecutionNode(processor, CONFIG)
+    assert node._uploaded() is processor
+    node.is_streaming = True
+    uploaded = node._uploaded()
+    assert isinstance(uploaded, ProcessStream) and uploaded.node is processor
+    assert cloudpickle.loads(cloudpickle.dumps(uploaded)).is_streaming
+
+
+async def test_process_stream_runs_each_input_through_process_and_skips_none():
+    class Halves:
+        def __init__(self):
+            self.initialized = self.cleaned = False
+
+        def initialize(self):
+            self.initialized = True
+
+        def process(self, x):
+            return None if x % 2 else x // 2
+
+        async def cleanup(self):
+            self.cleaned = True
+
+    async def numbers():
+        for x in range(6):
+            yield x
+
+    stream = ProcessStream(Halves())
+    stream.initialize()
+    outputs = [y async for y in stream.stream(numbers())]
+    await stream.cleanup()
+    assert outputs == [0, 1, 2]
+    assert stream.node.initialized and stream.node.cleaned
+    with pytest.raises(TypeError, match="no process"):
+        ProcessStream(object())
 
 
 def test_a_remote_node_cannot_be_wrapped_again():

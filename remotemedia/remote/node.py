@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from ..node import Node
+from ..node import Node, ProcessStream
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 
@@ -51,7 +51,9 @@ class RemoteObjectExecutionNode(Node):
 
     ``node_config`` keys: ``streaming`` (bool; default: the wrapped object's
     own ``is_streaming``) makes this a streaming node whose ``stream(frames)``
-    runs the remote object's ``stream`` as a duplex stream; ``transport``
+    runs the remote object's ``stream`` as a duplex stream (an object with
+    only ``process()`` streams too: each input goes through its ``process()``
+    on the executor, see :class:`~remotemedia.node.ProcessStream`); ``transport``
     (``"tracks"``, the default, or ``"datachannel"``) says how a streaming
     node's frames travel. Setting ``is_streaming = True`` after construction
     works too. ``name`` defaults to the wrapped object's name, else its class
@@ -123,18 +125,22 @@ class RemoteObjectExecutionNode(Node):
     @is_streaming.setter
     def is_streaming(self, value: bool) -> None:
         value = bool(value)
-        method = "stream" if value else "process"
-        if not _has_method(self.obj_to_execute, method):
-            hint = (
-                "; pass node_config={'streaming': True} to run its stream()"
-                if not value and _has_method(self.obj_to_execute, "stream")
-                else ""
-            )
+        obj = self.obj_to_execute
+        if value and not _has_method(obj, "stream") and not _has_method(obj, "process"):
+            raise TypeError(f"{type(obj).__name__} object has neither stream(frames) nor process(data) to stream")
+        if not value and not _has_method(obj, "process"):
+            hint = "; pass node_config={'streaming': True} to run its stream()" if _has_method(obj, "stream") else ""
             raise TypeError(
-                f"{type(self.obj_to_execute).__name__} object has no {method}() method, which a "
-                f"{'streaming' if value else 'non-streaming'} remote node calls{hint}"
+                f"{type(obj).__name__} object has no process() method, which a non-streaming remote node calls{hint}"
             )
         self._streaming = value
+
+    def _uploaded(self) -> Any:
+        """What goes to the executor: the object, or, for a streaming node over a process()-only object, a stream of its process()."""
+        obj = self.obj_to_execute
+        if self._streaming and not _has_method(obj, "stream"):
+            return ProcessStream(obj)
+        return obj
 
     @property
     def executor(self) -> str | None:
@@ -158,7 +164,7 @@ class RemoteObjectExecutionNode(Node):
         """Upload the object to the executor, which runs its ``initialize()``."""
         if self._client is None:
             self._session()  # raises the explanation
-        self._proxy = await self._client.create_proxy(self.obj_to_execute)
+        self._proxy = await self._client.create_proxy(self._uploaded())
 
     async def process(self, data: Any) -> Any:
         """Run the remote object's ``process(data)`` and return its result."""
@@ -168,8 +174,8 @@ class RemoteObjectExecutionNode(Node):
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Feed ``frames`` to the remote object's ``stream`` and yield what it yields, as it yields it."""
         client, proxy = self._session()
-        # A private call of the client: the transport (media tracks or not) is the node's to choose.
-        outputs = client._stream(proxy._handle, "stream", (frames,), {}, media=self.transport == "tracks")
+        call = proxy.stream(frames)
+        outputs = (call.over_tracks() if self.transport == "tracks" else call).__aiter__()
         try:
             async for output in outputs:
                 yield output

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Iterable
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
@@ -41,8 +41,17 @@ def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnec
     No servers is the default on purpose: aiortc's own default is Google's
     STUN server, which costs a 5 s timeout per connection where it cannot be
     reached. Loopback and LAN need none; give STUN/TURN across NATs.
+
+    The bundle policy is ``max-compat`` (a transport per track until the
+    answer bundles them all onto one) on both ends. Under aiortc's default,
+    ``balanced``, tracks of a kind start on a shared transport, and a second
+    audio or video transceiver is then left on a transport that the
+    answer's BUNDLE closes: it never sends or receives (aiortc issue #1414;
+    ``max-bundle`` fails too). Media slots need several of each kind.
     """
-    return RTCPeerConnection(RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers]))
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers], bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
+    )
 
 
 def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
