@@ -133,3 +133,25 @@ def test_readme_remote_nodes_example_runs_as_written():
         ["Peak", "local"],
     ]
     assert " 50 out " in lines[0]  # 1 s of 20 ms frames
+
+
+def test_readme_media_tracks_example_runs_as_written():
+    from harness import ServeProcess
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Audio and video on media tracks", 1)[1]
+    code = section.split("```python\n")[1].split("```", 1)[0]
+    serve = ServeProcess()
+    try:
+        # The section goes on from the one before: its imports and config come first.
+        header = (
+            "from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode\n"
+            f"config = RemoteExecutorConfig(host='127.0.0.1', port={serve.port})\n"
+        )
+        footer = "frames = pipeline.run()\nprint(len(frames), frames[-1].image.shape, round(frames[-1].timestamp, 3))\n"
+        result = subprocess.run(
+            [sys.executable, "-c", header + code + footer], capture_output=True, text=True, timeout=120, check=True
+        )
+    finally:
+        serve.stop()
+    assert result.stdout.split() == ["90", "(480,", "640,", "3)", "2.967"]
