@@ -28,11 +28,13 @@ import collections
 import logging
 from typing import Any, Awaitable, Callable
 
+from remotemedia.exceptions import RemoteMediaError
 from remotemedia.rpc import Kind
 from remotemedia.transport.media import kind_of
 from remotemedia.transport.tracks import MediaSlot
 
 from .inputs import INPUT_WINDOW
+from .objects import error_body
 
 __all__ = ["MediaBridge", "MEDIA_DRAIN", "MAX_WAITING_FRAMES"]
 
@@ -82,9 +84,20 @@ class MediaBridge:
         self.closed = False
         slot.take(call_id, self._track_frame, self._media_in)
         self._tasks = [
-            asyncio.create_task(self._pump_inputs(), name=f"media-in-{call_id}"),
-            asyncio.create_task(self._pump_outputs(), name=f"media-out-{call_id}"),
+            asyncio.create_task(self._guard(self._pump_inputs()), name=f"media-in-{call_id}"),
+            asyncio.create_task(self._guard(self._pump_outputs()), name=f"media-out-{call_id}"),
         ]
+
+    async def _guard(self, pump: Awaitable[None]) -> None:
+        # The session ends on a lost connection; a bridge that cannot send just stops.
+        try:
+            await pump
+        except RemoteMediaError as exc:
+            logger.debug("call %d: media bridge stopped: %s", self.call_id, exc)
+            self.close()
+        except Exception:
+            logger.exception("call %d: media bridge failed", self.call_id)
+            self.close()
 
     # -- from the client -----------------------------------------------------------------
 
@@ -171,7 +184,13 @@ class MediaBridge:
             if kind is Kind.YIELD:
                 body = decode()
                 if kind_of(body) is not None:
-                    await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
+                    try:
+                        await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
+                    except (TypeError, ValueError) as exc:  # a frame no track can carry (odd size, 6 channels)
+                        self._to_method(Kind.CANCEL, None)
+                        await self._send(Kind.ERROR, error_body(exc))
+                        self.close()
+                        return
                     self._to_method(Kind.CREDIT, 1)  # it is on its way: the method may yield another
                 else:
                     await forward()

@@ -48,6 +48,10 @@ class Effects:
         for i in range(0, wave.shape[1], 480):
             yield AudioFrame(np.ascontiguousarray(wave[:, i:i + 480]), 24000, i / 24000)
 
+    async def odd(self, frames):
+        async for frame in frames:
+            yield VideoFrame(frame.image[:-1], frame.format, frame.timestamp)  # one row less: odd height
+
     async def fail_after(self, frames, n: int):
         count = 0
         async for frame in frames:
@@ -246,3 +250,14 @@ async def test_streams_on_two_slots_at_once_each_get_their_own_tracks(cluster, m
         video, sound = await asyncio.gather(run(first, gray_frames(10)), run(second, audio))
     assert len(video) == 10 and all(isinstance(f, VideoFrame) for f in video)
     assert sum(f.num_samples for f in sound) == 8000 and peak_hz(sound) == pytest.approx(880, abs=10)
+
+
+async def test_a_frame_that_no_track_can_carry_is_a_clear_error_on_either_side(cluster, mode):
+    async with connect(cluster, mode) as client:
+        remote = await client.create_proxy(Effects())
+        with pytest.raises(RemoteExecutionError, match="even sizes"):
+            [f async for f in remote.odd(items(gray_frames(3))).over_tracks()]
+        odd = VideoFrame(np.zeros((15, 16, 3), np.uint8))
+        with pytest.raises(ValueError, match="even sizes"):
+            [f async for f in remote.invert(items([odd])).over_tracks()]
+        assert len([f async for f in remote.invert(items(gray_frames(3))).over_tracks()]) == 3  # still usable
