@@ -1,10 +1,13 @@
-"""The examples' shared helper: the embedded server in a subprocess, for ``--serve``."""
+"""The examples' shared helpers: where the server is (``--host``/``--port``/``--token``), or the embedded one (``--serve``)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import subprocess
 import sys
+
+from remotemedia import RemoteExecutorConfig
 
 
 @contextlib.contextmanager
@@ -23,3 +26,18 @@ def embedded_server():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--host``, ``--port``, ``--token`` and ``--serve``."""
+    parser.add_argument("--host", default="localhost", help="signaling server host (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=50052, help="signaling server port (default: %(default)s)")
+    parser.add_argument("--token", default=None, help="the server's token (default: $REMOTEMEDIA_TOKEN)")
+    parser.add_argument("--serve", action="store_true", help="start the embedded server on a free port first")
+
+
+def server_config(args: argparse.Namespace, stack: contextlib.ExitStack) -> RemoteExecutorConfig:
+    """The config for the server the arguments name; with ``--serve``, the embedded one, stopped when ``stack`` closes."""
+    if args.serve:
+        args.host, args.port = "127.0.0.1", stack.enter_context(embedded_server())
+    return RemoteExecutorConfig(host=args.host, port=args.port, auth_token=args.token)

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from _embedded import embedded_server
+from _embedded import add_server_arguments, server_config
 
 from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode
 from remotemedia.nodes import ChunkerNode, GainNode, ResampleNode, ToneNode
@@ -71,10 +71,7 @@ def report(pipeline: Pipeline, frames: list, elapsed: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="localhost", help="signaling server host (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=50052, help="signaling server port (default: %(default)s)")
-    parser.add_argument("--token", default=None, help="the server's token (default: $REMOTEMEDIA_TOKEN)")
-    parser.add_argument("--serve", action="store_true", help="start the embedded server on a free port first")
+    add_server_arguments(parser)
     parser.add_argument("--transport", choices=["tracks", "datachannel"], default="tracks",
                         help="how the remote streaming node's audio travels (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds of tone")
@@ -82,9 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
-        if args.serve:
-            args.host, args.port = "127.0.0.1", stack.enter_context(embedded_server())
-        config = RemoteExecutorConfig(host=args.host, port=args.port, auth_token=args.token)
+        config = server_config(args, stack)
         pipeline = build(config, args)
         started = time.perf_counter()
         frames = pipeline.run()

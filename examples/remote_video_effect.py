@@ -23,7 +23,7 @@ import contextlib
 import time
 
 import numpy as np
-from _embedded import embedded_server
+from _embedded import add_server_arguments, server_config
 
 from remotemedia import Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, VideoFrame
 from remotemedia.nodes import EdgeNode, InvertNode, VideoPatternNode
@@ -91,10 +91,7 @@ async def run(config: RemoteExecutorConfig, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="localhost", help="signaling server host (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=50052, help="signaling server port (default: %(default)s)")
-    parser.add_argument("--token", default=None, help="the server's token (default: $REMOTEMEDIA_TOKEN)")
-    parser.add_argument("--serve", action="store_true", help="start the embedded server on a free port first")
+    add_server_arguments(parser)
     parser.add_argument("--effect", choices=sorted(EFFECTS), default="edges", help="default: %(default)s")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of video (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=30.0, help="frames per second (default: %(default)s)")
@@ -103,9 +100,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
-        if args.serve:
-            args.host, args.port = "127.0.0.1", stack.enter_context(embedded_server())
-        config = RemoteExecutorConfig(host=args.host, port=args.port, auth_token=args.token)
+        config = server_config(args, stack)
         asyncio.run(run(config, args))
 
 
