@@ -14,6 +14,13 @@ method item by item while its outputs come back, each way under credit
 flow control (a bounded number of items in flight), so a slow remote
 method slows the producer and memory stays bounded on both ends.
 
+With ``RemoteProxyClient(config, media_tracks=N)``, the connection also
+has N media slots (an audio and a video track each way, negotiated up
+front), and ``async for out in remote.stream(frames).over_tracks()`` sends
+and receives the stream's audio and video frames on one of them: Opus and
+VP8 in real time, formats and timestamps restored (see
+:mod:`remotemedia.transport.tracks`).
+
 With ``RemoteExecutorConfig(reconnect=True)`` (the default), losing the
 executor (it died, the network broke, its heartbeat stopped) fails the
 calls in flight with :exc:`ConnectionLostError`, then pairs again, with
@@ -125,7 +132,7 @@ class RemoteProxyClient:
         if isinstance(media_tracks, bool) or not isinstance(media_tracks, int) or not 0 <= media_tracks <= MAX_MEDIA_SLOTS:
             raise ValueError(f"media_tracks must be an int from 0 to {MAX_MEDIA_SLOTS}, not {media_tracks!r}")
         self.config = config
-        #: Streams that can carry audio and video frames on media tracks at once (see :meth:`media_stream`).
+        #: Streams that can carry audio and video frames on media tracks at once (see :meth:`RemoteCall.over_tracks`).
         self.media_tracks = media_tracks
         #: Name of the executor serving this session, once connected.
         self.executor: str | None = None
