@@ -40,7 +40,7 @@ __all__ = ["MediaBridge", "MEDIA_DRAIN", "MAX_WAITING_FRAMES"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait, after the client's end, for its frames still on their way.
+#: Seconds to wait, after the client's end (or the last frame since), for its frames still on their way.
 MEDIA_DRAIN = 2.0
 #: Frames from the tracks that may wait for a slow method; older ones are dropped.
 MAX_WAITING_FRAMES = 64
@@ -129,6 +129,10 @@ class MediaBridge:
         self._push(_END)
 
     def _track_frame(self, frame: Any) -> None:
+        if self._drain is not None and not self._drain.cancelled():
+            # Frames are still coming: wait for the rest from now on.
+            self._drain.cancel()
+            self._drain = asyncio.get_running_loop().call_later(MEDIA_DRAIN, self._give_up)
         if self._waiting_frames >= MAX_WAITING_FRAMES:
             for i, item in enumerate(self._inputs):
                 if kind_of(item) is not None:
