@@ -192,9 +192,18 @@ class RawEchoPeer:
         channel = pc.createDataChannel("rpc")
         opened = asyncio.get_running_loop().create_future()
         channel.on("open", lambda: opened.done() or opened.set_result(None))
+        await self._negotiate(pc, opened, timeout, "data channel not open")
+        return pc, channel
+
+    async def _negotiate(self, pc: RTCPeerConnection, ready: asyncio.Future, timeout: float, what: str):
+        """Offer from ``pc``, apply the echo peer's answer, then return what ``ready`` resolves to.
+
+        Raises TimeoutError ("``what`` after ``timeout`` s") if all that
+        takes longer than ``timeout`` s.
+        """
         answered = False
 
-        async def handshake() -> None:
+        async def handshake():
             nonlocal answered
             await pc.setLocalDescription(await pc.createOffer())
             async with self._lock:
@@ -206,17 +215,15 @@ class RawEchoPeer:
             if not line:
                 raise RuntimeError("echo peer exited")
             await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["sdp"], "answer"))
-            await opened
+            return await ready
 
         try:
-            await asyncio.wait_for(handshake(), timeout)
+            return await asyncio.wait_for(handshake(), timeout)
         except asyncio.TimeoutError:
             if not answered:
                 # Its late answer would be read as the answer to the next offer.
                 self._proc.kill()
-            raise TimeoutError(f"data channel not open after {timeout} s") from None
-        return pc, channel
-
+            raise TimeoutError(f"{what} after {timeout} s") from None
 
     async def disconnect(self, pc: RTCPeerConnection) -> None:
         """Close one connection made by :meth:`connect` or :meth:`connect_media` (idempotent)."""
@@ -247,34 +254,24 @@ class RawEchoPeer:
             if pc.connectionState in ("connected", "failed", "closed") and not connected.done():
                 connected.set_result(pc.connectionState)
 
-        answered = False
-
-        async def handshake() -> None:
-            nonlocal answered
-            await pc.setLocalDescription(await pc.createOffer())
-            async with self._lock:
-                offer = json.dumps({"sdp": pc.localDescription.sdp}) + "\n"
-                self._proc.stdin.write(offer.encode())
-                await self._proc.stdin.drain()
-                line = await self._proc.stdout.readline()
-                answered = True
-            if not line:
-                raise RuntimeError("echo peer exited")
-            await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["sdp"], "answer"))
-            state = await connected
-            if state != "connected":
-                raise RuntimeError(f"media connection {state}")
-
-        try:
-            await asyncio.wait_for(handshake(), timeout)
-        except asyncio.TimeoutError:
-            if not answered:
-                self._proc.kill()
-            raise TimeoutError(f"media connection not up after {timeout} s") from None
+        state = await self._negotiate(pc, connected, timeout, "media connection not up")
+        if state != "connected":
+            raise RuntimeError(f"media connection {state}")
         missing = [t.kind for t in tracks if t.kind not in received]
         if missing:
             raise RuntimeError(f"the echo peer sent no {missing} track back")
         return pc, [received[t.kind] for t in tracks]
+
+
+async def _round_trip(channel: RTCDataChannel, replies: asyncio.Queue, payload: bytes) -> float:
+    """Send ``payload`` and await its echo on ``replies``; the seconds that took."""
+    start = time.perf_counter()
+    channel.send(payload)
+    reply = await asyncio.wait_for(replies.get(), REPLY_TIMEOUT)
+    elapsed = time.perf_counter() - start
+    if reply != payload:
+        raise RuntimeError("echo differs from what was sent")
+    return elapsed
 
 
 async def echo_round_trips(
@@ -289,12 +286,7 @@ async def echo_round_trips(
     samples: list[float] = []
     try:
         for i in range(warmup + count):
-            start = time.perf_counter()
-            channel.send(payload)
-            reply = await asyncio.wait_for(replies.get(), REPLY_TIMEOUT)
-            elapsed = time.perf_counter() - start
-            if reply != payload:
-                raise RuntimeError("echo differs from what was sent")
+            elapsed = await _round_trip(channel, replies, payload)
             if i >= warmup:
                 samples.append(elapsed)
     finally:
@@ -419,12 +411,7 @@ async def paced_echo_round_trips(
             delay = origin + i * period - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            start = time.perf_counter()
-            channel.send(payload)
-            reply = await asyncio.wait_for(replies.get(), REPLY_TIMEOUT)
-            elapsed = time.perf_counter() - start
-            if reply != payload:
-                raise RuntimeError("echo differs from what was sent")
+            elapsed = await _round_trip(channel, replies, payload)
             if i >= warmup:
                 samples.append(elapsed)
     finally:

@@ -29,6 +29,10 @@ __all__ = [
     "ServeProcess",
     "running_server",
     "running_executor",
+    "running_cluster",
+    "mode_executor",
+    "mode_config",
+    "client_config",
     "wait_until",
 ]
 
@@ -187,6 +191,43 @@ def running_executor(url: str, *args: str, env: dict | None = None):
         yield executor
     finally:
         executor.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(token: str, *executors: tuple[str, ...]):
+    """
+    Context manager: a server that requires ``token`` and one executor per
+    entry of ``executors`` (its arguments after ``--signaling URL --token
+    TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    """
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_server("--token", token))
+        started = [stack.enter_context(running_executor(server.url, "--token", token, *args)) for args in executors]
+        yield server, started
+
+
+def mode_executor(mode: str) -> tuple[str, ...]:
+    """The arguments of an executor named ``exec-MODE`` running in ``mode``, for :func:`running_cluster`."""
+    return ("--name", f"exec-{mode}", "--mode", mode, "--max-sessions", "8")
+
+
+def client_config(server, token: str | None, **overrides):
+    """A ``RemoteExecutorConfig`` for ``server`` with ``token`` and a 15 s timeout, then ``overrides``."""
+    from remotemedia import RemoteExecutorConfig
+
+    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": token, "timeout": 15.0}
+    settings.update(overrides)
+    return RemoteExecutorConfig(**settings)
+
+
+def mode_config(server, token: str, mode: str):
+    """
+    A client config for the executor of :func:`mode_executor`, with generous
+    timeouts (the test machine is loaded).
+    """
+    return client_config(
+        server, token, timeout=30.0, heartbeat_timeout=15.0, requirements={"executor": f"exec-{mode}"}
+    )
 
 
 async def wait_until(predicate, timeout: float = 5.0) -> None:

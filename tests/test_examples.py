@@ -7,7 +7,29 @@ import sys
 import wave
 from pathlib import Path
 
+from harness import ServeProcess
+
 ROOT = Path(__file__).resolve().parent.parent
+#: How the README's examples name the port of their server.
+README_PORT = "port=50052"
+
+
+def run_against_serve(code: str) -> tuple[str, str]:
+    """
+    Run ``code`` in a fresh process, pointed from the README's port to a
+    ``remotemedia serve`` on a free port; returns what it printed and the
+    name of the server's executor.
+    """
+    assert README_PORT in code
+    serve = ServeProcess()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code.replace(README_PORT, f"port={serve.port}")],
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+    finally:
+        serve.stop()
+    return result.stdout, serve.executor
 
 
 def test_local_pipeline_example_writes_the_wav_and_summarizes(tmp_path):
@@ -66,8 +88,6 @@ def test_hybrid_pipeline_example_starts_the_embedded_server_and_reports_where_ea
 
 
 def test_hybrid_pipeline_example_on_a_running_server_over_the_data_channel_is_exact():
-    from harness import ServeProcess
-
     serve = ServeProcess()
     try:
         result = subprocess.run(
@@ -94,64 +114,35 @@ def test_remote_video_effect_example_sends_video_through_a_remote_effect_over_tr
 
 
 def test_readme_remote_execution_example_runs_as_written():
-    from harness import ServeProcess
-
     readme = (ROOT / "README.md").read_text()
     code = readme.split("```python\n")[2].split("```", 1)[0]
-    assert "port=50052" in code
-    serve = ServeProcess()
-    try:
-        # The README's server listens on 50052; the test's on a free port.
-        code = code.replace("port=50052", f"port={serve.port}")
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-        )
-    finally:
-        serve.stop()
-    assert result.stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "[11, 21]", "2 0"]
+    stdout, _ = run_against_serve(code)
+    assert stdout.splitlines() == ["[0 2 4]", "[0, 1, 4, 9]", "[11, 21]", "2 0"]
 
 
 def test_readme_remote_nodes_example_runs_as_written():
-    from harness import ServeProcess
-
     readme = (ROOT / "README.md").read_text()
     code = readme.split("## Remote nodes in a pipeline", 1)[1].split("```python\n")[1].split("```", 1)[0]
-    assert "port=50052" in code
-    serve = ServeProcess()
-    try:
-        code = code.replace("port=50052", f"port={serve.port}")
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-        )
-    finally:
-        serve.stop()
-    lines = result.stdout.splitlines()
+    stdout, executor = run_against_serve(code)
+    lines = stdout.splitlines()
     assert [line.split("  ")[:2] for line in lines] == [
         ["ToneNode", "local"],
-        ["ResampleNode", f"remote ({serve.executor})"],
-        ["RemoteGain", f"remote ({serve.executor})"],
+        ["ResampleNode", f"remote ({executor})"],
+        ["RemoteGain", f"remote ({executor})"],
         ["Peak", "local"],
     ]
     assert " 50 out " in lines[0]  # 1 s of 20 ms frames
 
 
 def test_readme_media_tracks_example_runs_as_written():
-    from harness import ServeProcess
-
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Audio and video on media tracks", 1)[1]
     code = section.split("```python\n")[1].split("```", 1)[0]
-    serve = ServeProcess()
-    try:
-        # The section goes on from the one before: its imports and config come first.
-        header = (
-            "from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode\n"
-            f"config = RemoteExecutorConfig(host='127.0.0.1', port={serve.port})\n"
-        )
-        footer = "frames = pipeline.run()\nprint(len(frames), frames[-1].image.shape, round(frames[-1].timestamp, 3))\n"
-        result = subprocess.run(
-            [sys.executable, "-c", header + code + footer], capture_output=True, text=True, timeout=120, check=True
-        )
-    finally:
-        serve.stop()
-    assert result.stdout.split() == ["90", "(480,", "640,", "3)", "2.967"]
+    # The section goes on from the one before: its imports and config come first.
+    header = (
+        "from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode\n"
+        f"config = RemoteExecutorConfig(host='127.0.0.1', {README_PORT})\n"
+    )
+    footer = "frames = pipeline.run()\nprint(len(frames), frames[-1].image.shape, round(frames[-1].timestamp, 3))\n"
+    stdout, _ = run_against_serve(header + code + footer)
+    assert stdout.split() == ["90", "(480,", "640,", "3)", "2.967"]

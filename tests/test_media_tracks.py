@@ -14,10 +14,10 @@ import asyncio
 
 import numpy as np
 import pytest
-from harness import raw_session, running_executor, running_server
+from harness import mode_config, mode_executor, raw_session, running_cluster
 from media_samples import audio_frames, sine
 
-from remotemedia import AudioFrame, RemoteExecutionError, RemoteExecutorConfig, RemoteProxyClient, VideoFrame
+from remotemedia import AudioFrame, RemoteExecutionError, RemoteProxyClient, VideoFrame
 from remotemedia.rpc import PROTOCOL_VERSION, Kind
 
 TOKEN = "media"
@@ -84,11 +84,7 @@ async def items(values):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-process", "--mode", "process", "--max-sessions", "8"
-    ), running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-inprocess", "--mode", "inprocess", "--max-sessions", "8"
-    ):
+    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, _):
         yield server
 
 
@@ -98,15 +94,8 @@ def mode(request) -> str:
 
 
 def connect(server, mode: str, media_tracks: int = 1) -> RemoteProxyClient:
-    config = RemoteExecutorConfig(
-        host="127.0.0.1",
-        port=server.port,
-        auth_token=TOKEN,
-        timeout=30.0,
-        heartbeat_timeout=15.0,
-        requirements={"executor": f"exec-{mode}"},
-    )
-    return RemoteProxyClient(config, media_tracks=media_tracks)
+    """A client of the executor running in ``mode``, with ``media_tracks`` track slots."""
+    return RemoteProxyClient(mode_config(server, TOKEN, mode), media_tracks=media_tracks)
 
 
 async def test_audio_over_tracks_keeps_its_frequency_format_and_timestamps(cluster, mode):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import running_executor, running_server, wait_until
+from harness import client_config, running_cluster, running_server, wait_until
 from media_samples import random_image
 
 from remotemedia import (
@@ -141,16 +141,13 @@ class FailAt(Node):
 @pytest.fixture(scope="module")
 def cluster():
     """One signaling server with a token and one executor, shared by the module's tests."""
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-p", "--max-sessions", "8"
-    ) as executor:
+    with running_cluster(TOKEN, ("--name", "exec-p", "--max-sessions", "8")) as (server, (executor,)):
         yield server, executor
 
 
 def config_for(server, **overrides) -> RemoteExecutorConfig:
-    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": TOKEN, "timeout": 15.0}
-    settings.update(overrides)
-    return RemoteExecutorConfig(**settings)
+    """A client's config for ``server`` with the module's token, then ``overrides``."""
+    return client_config(server, TOKEN, **overrides)
 
 
 async def no_sessions_left(server) -> None:

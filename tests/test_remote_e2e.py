@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import ExecutorProcess, running_executor, running_server, wait_until
+from harness import ExecutorProcess, client_config, running_cluster, running_executor, running_server, wait_until
 
 from remotemedia import (
     AuthenticationError,
@@ -107,16 +107,13 @@ class Tools:
 @pytest.fixture(scope="module")
 def cluster():
     """One signaling server with a token and one executor, shared by the module's tests."""
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-a", "--max-sessions", "8"
-    ) as executor:
+    with running_cluster(TOKEN, ("--name", "exec-a", "--max-sessions", "8")) as (server, (executor,)):
         yield server, executor
 
 
 def config_for(server, **overrides) -> RemoteExecutorConfig:
-    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": TOKEN, "timeout": 15.0}
-    settings.update(overrides)
-    return RemoteExecutorConfig(**settings)
+    """A client's config for ``server`` with the module's token, then ``overrides``."""
+    return client_config(server, TOKEN, **overrides)
 
 
 async def test_the_specifications_example_runs_remotely_and_keeps_state(cluster):

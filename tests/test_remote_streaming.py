@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import running_executor, running_server, wait_until
+from harness import mode_config, mode_executor, running_cluster, wait_until
 
 from executor.inputs import INPUT_WINDOW
-from remotemedia import RemoteExecutionError, RemoteExecutorConfig, RemoteProxyClient
+from remotemedia import RemoteExecutionError, RemoteProxyClient
 from remotemedia.remote.client import STREAM_WINDOW
 
 TOKEN = "duplex"
@@ -234,11 +234,7 @@ def source_of(kind: str, items):
 @pytest.fixture(scope="module")
 def cluster():
     """One signaling server and one executor per execution mode, named ``exec-MODE``."""
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-process", "--mode", "process", "--max-sessions", "8"
-    ), running_executor(
-        server.url, "--token", TOKEN, "--name", "exec-inprocess", "--mode", "inprocess", "--max-sessions", "8"
-    ):
+    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, _):
         yield server
 
 
@@ -255,15 +251,7 @@ def flavour(request) -> str:
 
 def connect(server, mode: str) -> RemoteProxyClient:
     """A client of the executor running in ``mode`` (generous heartbeat: the test machine is loaded)."""
-    config = RemoteExecutorConfig(
-        host="127.0.0.1",
-        port=server.port,
-        auth_token=TOKEN,
-        timeout=30.0,
-        heartbeat_timeout=15.0,
-        requirements={"executor": f"exec-{mode}"},
-    )
-    return RemoteProxyClient(config)
+    return RemoteProxyClient(mode_config(server, TOKEN, mode))
 
 
 # -- order and completeness ----------------------------------------------------------------
