@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 README_PORT = "port=50052"
 
 
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a command to the end; a failure shows its output (in CI, that is all there is to go on)."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+    assert result.returncode == 0, (
+        f"{args[1:]} exited with {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n"
+        f"--- stderr\n{result.stderr[-6000:]}"
+    )
+    return result
+
+
 def run_against_serve(code: str) -> tuple[str, str]:
     """
     Run ``code`` in a fresh process, pointed from the README's port to a
@@ -23,10 +33,7 @@ def run_against_serve(code: str) -> tuple[str, str]:
     assert README_PORT in code
     serve = ServeProcess()
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", code.replace(README_PORT, f"port={serve.port}")],
-            capture_output=True, text=True, timeout=120, check=True,
-        )
+        result = run([sys.executable, "-c", code.replace(README_PORT, f"port={serve.port}")])
     finally:
         serve.stop()
     return result.stdout, serve.executor
@@ -34,10 +41,9 @@ def run_against_serve(code: str) -> tuple[str, str]:
 
 def test_local_pipeline_example_writes_the_wav_and_summarizes(tmp_path):
     output = tmp_path / "tone.wav"
-    result = subprocess.run(
+    result = run(
         [sys.executable, str(ROOT / "examples" / "local_pipeline.py"),
-         "--output", str(output), "--duration", "1.5", "--frequency", "1000"],
-        capture_output=True, text=True, timeout=120, check=True,
+         "--output", str(output), "--duration", "1.5", "--frequency", "1000"]
     )
     assert "peak at 1000.0 Hz" in result.stdout
     assert "-12.0 dBFS" in result.stdout
@@ -50,9 +56,7 @@ def test_local_pipeline_example_writes_the_wav_and_summarizes(tmp_path):
 def test_readme_quickstart_runs_as_written():
     readme = (ROOT / "README.md").read_text()
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
+    result = run([sys.executable, "-c", code])
     peaks = eval(result.stdout)  # a list of floats, printed by the quickstart
     # 1 s of 20 ms frames, plus the resampler's flushed tail.
     assert len(peaks) in (50, 51)
@@ -60,10 +64,7 @@ def test_readme_quickstart_runs_as_written():
 
 
 def test_remote_proxy_example_starts_the_embedded_server_and_runs_remotely():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "remote_proxy.py")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
+    result = run([sys.executable, str(ROOT / "examples" / "remote_proxy.py")])
     assert "created <RemoteProxy __main__.StreamingDataProcessor #1 on " in result.stdout
     assert "process([0, 1, 2, 3]) -> [0.0, 2.0, 4.0, 6.0]" in result.stdout
     assert "the remote processor has processed 206 inputs; the local copy 0" in result.stdout
@@ -71,10 +72,7 @@ def test_remote_proxy_example_starts_the_embedded_server_and_runs_remotely():
 
 
 def test_hybrid_pipeline_example_starts_the_embedded_server_and_reports_where_each_node_ran():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "hybrid_pipeline.py"), "--serve"],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
+    result = run([sys.executable, str(ROOT / "examples" / "hybrid_pipeline.py"), "--serve"])
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     executor = lines["RemoteResample"].split("remote (")[1].split(")")[0]
     assert executor.startswith("embedded-")
@@ -83,17 +81,16 @@ def test_hybrid_pipeline_example_starts_the_embedded_server_and_reports_where_ea
         assert lines[local].split()[1] == "local"
     for name in ("RemoteResample", "RemoteGain", "ChunkerNode"):
         assert lines[name].rstrip().endswith("ms") and "mean latency" in lines["node"]
-    assert "100 frames, 2.00 s at 16000 Hz" in lines["output"]  # 20 ms chunks, whatever the transport
-    assert "peak at 440 Hz" in lines["signal"]
+    assert "100 frames, 2.00 s at 16000 Hz" in lines["output"], result.stdout  # 20 ms chunks, whatever the transport
+    assert "peak at 440 Hz" in lines["signal"], result.stdout
 
 
 def test_hybrid_pipeline_example_on_a_running_server_over_the_data_channel_is_exact():
     serve = ServeProcess()
     try:
-        result = subprocess.run(
+        result = run(
             [sys.executable, str(ROOT / "examples" / "hybrid_pipeline.py"),
-             "--host", "127.0.0.1", "--port", str(serve.port), "--transport", "datachannel"],
-            capture_output=True, text=True, timeout=120, check=True,
+             "--host", "127.0.0.1", "--port", str(serve.port), "--transport", "datachannel"]
         )
     finally:
         serve.stop()
@@ -102,10 +99,9 @@ def test_hybrid_pipeline_example_on_a_running_server_over_the_data_channel_is_ex
 
 
 def test_remote_video_effect_example_sends_video_through_a_remote_effect_over_tracks():
-    result = subprocess.run(
+    result = run(
         [sys.executable, str(ROOT / "examples" / "remote_video_effect.py"), "--serve", "--effect", "invert",
-         "--duration", "1", "--width", "320", "--height", "240"],
-        capture_output=True, text=True, timeout=120, check=True,
+         "--duration", "1", "--width", "320", "--height", "240"]
     )
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     assert "ran on executor embedded-" in lines["effect"] and "video tracks" in lines["effect"]
