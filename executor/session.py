@@ -92,8 +92,8 @@ class ExecutorSession:
         self._ending = False
         self._slots: list[MediaSlot] = []
         self._bridges: dict[int, MediaBridge] = {}
-        # Encodes what a bridge passes to the worker, and decodes what it must look into.
-        self._worker_codec = RPCProtocol(settings.max_message_size)
+        # Encodes what a bridge passes to the worker (a local socket: no compression), and decodes what it must look into.
+        self._worker_codec = RPCProtocol(settings.max_message_size, compress=False)
 
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""

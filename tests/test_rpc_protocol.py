@@ -176,6 +176,14 @@ def test_bodies_below_the_threshold_or_incompressible_go_as_they_are(size):
     assert not flags & 0x02
 
 
+def test_a_protocol_for_a_local_socket_does_not_compress():
+    a, b = RPCProtocol(16 << 20, compress=False), RPCProtocol(16 << 20)
+    audio = (np.sin(np.arange(1 << 18) / 10) * 3000).astype(np.int16)
+    data = a.encode(Kind.INPUT, 3, audio)
+    assert not data[1] & 0x02 and len(data) > audio.nbytes  # as it is, flags clear
+    np.testing.assert_array_equal(b.decode(data).body, audio)
+
+
 def test_compression_is_used_only_when_it_saves_a_sixteenth():
     assert compression.compress(b"a" * compression.THRESHOLD) is not None
     assert compression.compress(random.Random(1).randbytes(1 << 16)) is None

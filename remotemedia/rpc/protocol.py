@@ -158,7 +158,12 @@ class RPCProtocol:
     """
 
     def __init__(
-        self, max_message_size: int, *, chunk_size: int = CHUNK_SIZE, relay: frozenset = frozenset()
+        self,
+        max_message_size: int,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        relay: frozenset = frozenset(),
+        compress: bool = True,
     ) -> None:
         if max_message_size < HEADER_SIZE:
             raise ValueError(f"max_message_size must be at least {HEADER_SIZE} bytes, not {max_message_size}")
@@ -167,6 +172,8 @@ class RPCProtocol:
         self.send_limit = max_message_size
         self.chunk_size = chunk_size
         self.relay = frozenset(relay)
+        #: Large bodies are LZ4-compressed when that helps (off for a local socket, where it only costs time).
+        self.compress = compress
         self._reassembler = Reassembler(max_message_size)
 
     def peer_limit(self, limit: int) -> None:
@@ -211,7 +218,7 @@ class RPCProtocol:
             raise ValueError(f"message id {id} is out of range")
         size = HEADER_SIZE + sum(memoryview(p).nbytes for p in parts)
         self._check_size(kind, size)  # the uncompressed size: what the peer will hold
-        if size - HEADER_SIZE >= compression.THRESHOLD:
+        if self.compress and size - HEADER_SIZE >= compression.THRESHOLD:
             packed = compression.compress(b"".join(parts) if len(parts) > 1 else parts[0])
             if packed is not None:
                 flags |= _COMPRESSED
