@@ -146,6 +146,17 @@ def test_frames_that_a_track_cannot_carry_say_what_to_do():
         Outgoing("text")
 
 
+def test_a_stream_keeps_the_format_of_its_first_frame():
+    audio, video = Outgoing("audio"), Outgoing("video")
+    audio.begin(AudioFrame(np.zeros((1, 320), np.float32), 16000))
+    audio.convert(AudioFrame(np.zeros((1, 160), np.float32), 16000))  # another frame size is fine
+    with pytest.raises(ValueError, match=r"first frame \(\{'rate': 16000\}\), but this frame has \{'rate': 24000\}"):
+        audio.convert(AudioFrame(np.zeros((1, 480), np.float32), 24000))
+    video.begin(VideoFrame(np.zeros((16, 16, 3), np.uint8)))
+    with pytest.raises(ValueError, match="VideoTransformNode"):
+        video.convert(VideoFrame(np.zeros((32, 16, 3), np.uint8)))
+
+
 @pytest.mark.parametrize(
     "announcement",
     [

@@ -99,6 +99,7 @@ class Outgoing:
         self._start_pts = 0
         self._resampler: av.AudioResampler | None = None
         self._last: av.VideoFrame | None = None
+        self._format: dict = {}
 
     @property
     def active(self) -> bool:
@@ -113,6 +114,7 @@ class Outgoing:
             # A gap, so that an earlier stream's last frames never pass for this one's.
             self.pts += VIDEO_PADDING_STEP
         self._start, self._start_pts = frame.timestamp, self.pts
+        self._format = describe(frame)
         if self.kind == "audio":
             self._resampler = av.AudioResampler(
                 format="s16", layout=_layout(frame.channels), rate=AUDIO_CLOCK, frame_size=AUDIO_PACKET
@@ -125,6 +127,14 @@ class Outgoing:
             raise TypeError(f"an {self.kind} track cannot carry {type(frame).__name__}")
         if not self.active:
             raise RuntimeError("begin() the stream first")
+        changed = {k: v for k, v in describe(frame).items() if k != "samples" and v != self._format[k]}
+        if changed:
+            was = {k: self._format[k] for k in changed}
+            raise ValueError(
+                f"a stream on an {self.kind} track keeps the format of its first frame ({was}), "
+                f"but this frame has {changed} (convert first, e.g. with ResampleNode or VideoTransformNode, "
+                f"or use node_config={{'transport': 'datachannel'}})"
+            )
         if self.kind == "audio":
             if frame.channels > 2:
                 raise ValueError(
