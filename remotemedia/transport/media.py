@@ -9,8 +9,9 @@ frame of a kind and in the end mark of the stream:
 
 - the format: Opus delivers 48 kHz stereo ``s16`` whatever was sent, and
   VP8 delivers ``yuv420p``; the receiver converts back to the announced
-  sample rate, channel count, sample type and frame size, or pixel format
-  and size;
+  sample rate, channel count and sample type, or pixel format and size.
+  Audio arrives in 20 ms frames, the track's packets, whatever the frame
+  size sent (a stream's frame sizes may vary; its format may not);
 - the timestamps: RTP starts at a random origin, and aiortc's receiver
   counts from the first packet it saw. Each side keeps its own *track
   clock* (samples at 48 kHz, or ticks of 90 kHz), which the receiver sees
@@ -73,7 +74,6 @@ def describe(frame: AudioFrame | VideoFrame) -> dict:
             "rate": frame.sample_rate,
             "channels": frame.channels,
             "dtype": str(frame.samples.dtype),
-            "samples": frame.num_samples,
         }
     return {"format": frame.format, "width": frame.width, "height": frame.height}
 
@@ -127,7 +127,7 @@ class Outgoing:
             raise TypeError(f"an {self.kind} track cannot carry {type(frame).__name__}")
         if not self.active:
             raise RuntimeError("begin() the stream first")
-        changed = {k: v for k, v in describe(frame).items() if k != "samples" and v != self._format[k]}
+        changed = {k: v for k, v in describe(frame).items() if v != self._format[k]}
         if changed:
             was = {k: self._format[k] for k in changed}
             raise ValueError(
@@ -236,14 +236,14 @@ class Incoming:
         if not isinstance(fmt, dict) or not isinstance(start, (int, float)) or not isinstance(pts, int):
             raise ValueError(f"malformed media announcement: {announcement!r}")
         if self.kind == "audio":
-            rate, channels, dtype, samples = (fmt.get(k) for k in ("rate", "channels", "dtype", "samples"))
-            if not (
-                isinstance(rate, int) and 0 < rate <= 384000 and channels in (1, 2)
-                and dtype in ("float32", "int16") and isinstance(samples, int) and 0 < samples <= 1 << 20
-            ):
+            rate, channels, dtype = (fmt.get(k) for k in ("rate", "channels", "dtype"))
+            if not (isinstance(rate, int) and 1000 <= rate <= 384000 and channels in (1, 2) and dtype in ("float32", "int16")):
                 raise ValueError(f"malformed audio format: {fmt!r}")
             self._resampler = av.AudioResampler(
-                format="fltp" if dtype == "float32" else "s16p", layout=_layout(channels), rate=rate, frame_size=samples
+                format="fltp" if dtype == "float32" else "s16p",
+                layout=_layout(channels),
+                rate=rate,
+                frame_size=rate // 50,
             )
         else:
             width, height = fmt.get("width"), fmt.get("height")
