@@ -14,7 +14,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from harness import mode_config, mode_executor, raw_session, running_cluster
+from harness import mode_config, mode_executor, raw_session, running_cluster, wait_until
 from media_samples import audio_frames, sine
 
 from remotemedia import AudioFrame, RemoteExecutionError, RemoteProxyClient, VideoFrame
@@ -250,3 +250,19 @@ async def test_a_frame_that_no_track_can_carry_is_a_clear_error_on_either_side(c
         with pytest.raises(ValueError, match="even sizes"):
             [f async for f in remote.invert(items([odd])).over_tracks()]
         assert len([f async for f in remote.invert(items(gray_frames(3))).over_tracks()]) == 3  # still usable
+
+
+async def test_a_consumer_slower_than_real_time_loses_frames_not_memory(cluster, caplog):
+    from remotemedia.remote.client import MAX_WAITING_FRAMES
+
+    sent = audio_frames(sine(16000, 2.0), 16000, 320)
+    async with connect(cluster, "inprocess") as client:
+        remote = await client.create_proxy(Effects())
+        stream = remote.invert(items(sent)).over_tracks().__aiter__()
+        got = [await stream.__anext__()]
+        slot = client._slots[0]
+        await wait_until(lambda: slot.dropped > 0, timeout=20)  # the consumer stalls; the track does not
+        assert slot.waiting == MAX_WAITING_FRAMES
+        got += [frame async for frame in stream]
+    assert MAX_WAITING_FRAMES < len(got) < len(sent)
+    assert "slower than real time" in caplog.text

@@ -68,6 +68,8 @@ INPUT_WINDOW = 16
 MAX_MEDIA_SLOTS = 16
 #: Seconds a stream waits, after its end, for media frames still on their way (lost ones never come).
 MEDIA_DRAIN = 2.0
+#: Frames from a media track that may wait for a slow consumer; later ones are dropped (tracks cannot wait).
+MAX_WAITING_FRAMES = 64
 #: Longest pause between two reconnection attempts, in seconds.
 MAX_BACKOFF = 2.0
 _END = object()
@@ -401,6 +403,7 @@ class RemoteProxyClient:
                     finished = True
                     raise item.error
                 if isinstance(item, _Frame):
+                    slot.waiting -= 1
                     yield item.frame
                     continue
                 yield item
@@ -421,12 +424,24 @@ class RemoteProxyClient:
         """A free media slot for this call, or ``None``: then its frames go on the data channel."""
         for slot in self._slots:
             if slot.owner is None:
-                slot.take(call_id, lambda frame: queue.put_nowait(_Frame(frame)), lambda: queue.put_nowait(_MEDIA_DONE))
+                slot.take(call_id, lambda frame: self._track_frame(slot, frame, queue), lambda: queue.put_nowait(_MEDIA_DONE))
+                slot.waiting = slot.dropped = 0
                 self._media_calls[call_id] = slot
                 return slot
         if self.media_tracks:
             logger.info("all %d media slots are in use: this stream's frames go on the data channel", len(self._slots))
         return None
+
+    @staticmethod
+    def _track_frame(slot: MediaSlot, frame: Any, queue: asyncio.Queue) -> None:
+        # Real-time frames cannot be slowed down: past a backlog, a slow consumer loses the newest.
+        if slot.waiting >= MAX_WAITING_FRAMES:
+            slot.dropped += 1
+            if slot.dropped in (1, 100, 10000):
+                logger.warning("the stream's consumer is slower than real time; %d frames dropped", slot.dropped)
+            return
+        slot.waiting += 1
+        queue.put_nowait(_Frame(frame))
 
     async def _feed(
         self, rpc: RPCChannel, call_id: int, source: Any, credit: asyncio.Semaphore, queue: asyncio.Queue, slot: MediaSlot | None = None

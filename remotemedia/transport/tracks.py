@@ -97,6 +97,8 @@ class MediaSlot:
         self.on_done: Callable[[], None] | None = None
         #: The call using the slot, or ``None`` while it is free.
         self.owner: int | None = None
+        #: Frames the current stream's consumer has not taken yet, and frames dropped for it (the owner keeps count).
+        self.waiting = self.dropped = 0
 
     # -- receiving -----------------------------------------------------------------------
 
