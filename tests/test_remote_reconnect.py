@@ -55,6 +55,10 @@ class Counter:
         async for item in inputs:
             yield 2 * item
 
+    async def passed(self, inputs):
+        async for item in inputs:
+            yield item
+
 
 async def paced(n: int, pause: float):
     """Inputs for a duplex stream, produced slowly."""
@@ -115,6 +119,28 @@ STREAMS = {
     "generator": lambda remote: remote.ticks(10_000, 0.02),
     "duplex": lambda remote: remote.doubled(paced(10_000, 0.02)),
 }
+
+
+async def test_a_media_stream_fails_with_its_executor_and_the_new_connection_has_its_slots():
+    import numpy as np
+
+    from remotemedia import VideoFrame
+
+    async def paced_frames(n: int):
+        for k in range(n):  # the track paces them at 30 fps
+            yield VideoFrame(np.full((48, 64, 3), 90, np.uint8), "rgb24", k / 30)
+
+    with processes(2) as (server, executors):
+        async with RemoteProxyClient(config_for(server), media_tracks=1) as client:
+            remote = await client.create_proxy(Counter())
+            victim, (survivor,) = serving(client, executors)
+            received, error = await stream_until_lost(remote.passed(paced_frames(10_000)).over_tracks(), victim.kill, after=5)
+            assert all(isinstance(frame, VideoFrame) for frame in received)
+            assert await asyncio.wait_for(remote.echo("again"), 30) == "again"
+            assert client.executor == survivor.name
+            # The new peer connection was negotiated with its own media slot.
+            got = [frame async for frame in remote.passed(paced_frames(5)).over_tracks()]
+            assert len(got) == 5 and all(abs(frame.image.mean() - 90) < 8 for frame in got)
 
 
 @pytest.mark.parametrize("kind", sorted(STREAMS))
