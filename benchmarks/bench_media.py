@@ -65,7 +65,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from harness import ServeProcess  # noqa: E402
 from raw_aiortc import RawEchoPeer, paced_echo_round_trips  # noqa: E402
-from report import Report  # noqa: E402
+from report import Report, percentile  # noqa: E402
 
 from remotemedia import (  # noqa: E402
     AudioFrame, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, RemoteProxyClient, VideoFrame,
@@ -98,11 +98,6 @@ class PassThrough:
     async def stream(self, frames):
         async for frame in frames:
             yield frame
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- the signals --------------------------------------------------------------------------

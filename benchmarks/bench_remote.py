@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from harness import running_executor, running_server  # noqa: E402
 from raw_aiortc import RawEchoPeer, bulk_throughput, echo_round_trips, setup_times  # noqa: E402
-from report import Report  # noqa: E402
+from report import Report, percentile  # noqa: E402
 
 from remotemedia import RemoteExecutorConfig, RemoteProxyClient  # noqa: E402
 
@@ -56,11 +56,6 @@ class Echo:
 
     def sink(self, array) -> int:
         return int(array.nbytes)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def our_round_trips(method, payload: bytes, count: int, warmup: int = 20) -> list[float]:

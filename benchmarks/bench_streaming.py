@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from harness import ExecutorProcess, running_executor, running_server  # noqa: E402
 from raw_aiortc import RawEchoPeer, burst_rate, echo_round_trips, windowed_echo_rate  # noqa: E402
-from report import Report  # noqa: E402
+from report import Report, percentile  # noqa: E402
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient  # noqa: E402
 from remotemedia.rpc import compression  # noqa: E402
@@ -79,11 +79,6 @@ class Bench:
     async def stream(self, frames):
         async for frame in frames:
             yield frame
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def round_trips(method, payload, count: int, warmup: int = 20) -> list[float]:

@@ -44,6 +44,7 @@ import statistics
 import sys
 import time
 
+from report import percentile
 from aiortc import (
     MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription,
 )
@@ -431,11 +432,6 @@ async def setup_times(peer: RawEchoPeer, count: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def _smoke() -> None:
     async with RawEchoPeer() as peer:
         setups = await setup_times(peer, 5)
@@ -443,8 +439,8 @@ async def _smoke() -> None:
         rows = [("setup (median of 5)", f"{statistics.median(setups) * 1e3:9.2f} ms")]
         for size in (16, 1024):
             rtts = await echo_round_trips(channel, bytes(size), 500)
-            rows.append((f"echo {size} B  p50", f"{_percentile(rtts, 0.50) * 1e3:9.3f} ms"))
-            rows.append((f"echo {size} B  p99", f"{_percentile(rtts, 0.99) * 1e3:9.3f} ms"))
+            rows.append((f"echo {size} B  p50", f"{percentile(rtts, 0.50) * 1e3:9.3f} ms"))
+            rows.append((f"echo {size} B  p99", f"{percentile(rtts, 0.99) * 1e3:9.3f} ms"))
         # A fresh association can lose a packet to its first burst and stall
         # for SCTP's 1 s minimum RTO; one small untimed run absorbs that.
         await bulk_throughput(channel, 1 << 20)
