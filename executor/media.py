@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -89,14 +90,15 @@ class MediaBridge:
         ]
 
     async def _guard(self, pump: Awaitable[None]) -> None:
-        # The session ends on a lost connection; a bridge that cannot send just stops.
+        # A frame no track can carry (odd size, 6 channels, a changed format) or a message
+        # that cannot be passed on ends the call, and the client learns why (if it can still hear).
         try:
             await pump
-        except RemoteMediaError as exc:
-            logger.debug("call %d: media bridge stopped: %s", self.call_id, exc)
-            self.close()
-        except Exception:
-            logger.exception("call %d: media bridge failed", self.call_id)
+        except Exception as exc:
+            logger.info("call %d: media bridge stopped: %s: %s", self.call_id, type(exc).__name__, exc)
+            self._to_method(Kind.CANCEL, None)
+            with contextlib.suppress(RemoteMediaError):
+                await self._send(Kind.ERROR, error_body(exc))
             self.close()
 
     # -- from the client -----------------------------------------------------------------
@@ -188,13 +190,7 @@ class MediaBridge:
             if kind is Kind.YIELD:
                 body = decode()
                 if kind_of(body) is not None:
-                    try:
-                        await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
-                    except (TypeError, ValueError) as exc:  # a frame no track can carry (odd size, 6 channels)
-                        self._to_method(Kind.CANCEL, None)
-                        await self._send(Kind.ERROR, error_body(exc))
-                        self.close()
-                        return
+                    await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
                     self._to_method(Kind.CREDIT, 1)  # it is on its way: the method may yield another
                 else:
                     await forward()
