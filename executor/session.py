@@ -44,8 +44,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 #: Execution modes: where a session's objects run.
 MODES = ("process", "inprocess")
 # What a process-mode session passes to its worker without decoding.
-#: Most media slots a client may open in one session.
-MAX_MEDIA_SLOTS = 16
 _RELAYED = frozenset({Kind.CREATE, Kind.CALL, Kind.RELEASE, Kind.CANCEL, Kind.CREDIT, Kind.INPUT, Kind.INPUT_END})
 
 
@@ -162,7 +160,7 @@ class ExecutorSession:
 
     def _add_slots(self, pc: Any) -> None:
         # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
-        self._slots = answer_slots(pc, MAX_MEDIA_SLOTS)
+        self._slots = answer_slots(pc)
 
     def _end(self, why: str) -> None:
         if not self._done.is_set():

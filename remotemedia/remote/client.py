@@ -52,7 +52,7 @@ from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
 from ..transport.media import kind_of
-from ..transport.tracks import MediaSlot, add_slots, listen_slots
+from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 
@@ -64,8 +64,6 @@ logger = logging.getLogger(__name__)
 STREAM_WINDOW = 16
 #: Inputs the client may send ahead of what the remote method consumed (the executor's window).
 INPUT_WINDOW = 16
-#: Most media slots (an audio and a video track each way) one connection may have.
-MAX_MEDIA_SLOTS = 16
 #: Seconds a stream waits, after its end, for media frames still on their way (lost ones never come).
 MEDIA_DRAIN = 2.0
 #: Frames from a media track that may wait for a slow consumer; later ones are dropped (tracks cannot wait).

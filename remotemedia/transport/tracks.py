@@ -30,7 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .media import AUDIO_CLOCK, KINDS, VIDEO_CLOCK, Incoming, Outgoing, kind_of
 
-__all__ = ["FrameTrack", "MediaSlot", "add_slots", "answer_slots"]
+__all__ = ["FrameTrack", "MediaSlot", "MAX_SLOTS", "add_slots", "listen_slots", "answer_slots"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ LEAD = 0.04
 RESYNC = 0.2
 #: Frames an outgoing track queues: 200 ms of audio packets, a few video frames.
 QUEUE = {"audio": 10, "video": 3}
+#: Most media slots one connection may have (the client asks for them, the executor allows them).
+MAX_SLOTS = 16
 #: Frames kept that arrived before their stream's announcement (the data channel was slower).
 EARLY = 16
 
@@ -233,7 +235,7 @@ def listen_slots(pc: Any, slots: list[MediaSlot]) -> None:
             slot.listen(transceiver.kind, transceiver.receiver.track)
 
 
-def answer_slots(pc: Any, limit: int) -> list[MediaSlot]:
+def answer_slots(pc: Any, limit: int = MAX_SLOTS) -> list[MediaSlot]:
     """
     The answerer's side, after the offer is set: a slot for each audio and
     video transceiver pair the offer made, with our tracks added to them.
