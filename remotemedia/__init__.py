@@ -14,6 +14,7 @@ from .exceptions import (
     DecodeError,
     EncodeError,
     MessageTooLargeError,
+    ModelError,
     NoExecutorAvailable,
     PipelineError,
     RemoteExecutionError,
@@ -23,7 +24,7 @@ from .exceptions import (
     SerializationError,
     SignalingError,
 )
-from .frames import AudioFrame, VideoFrame
+from .frames import AudioFrame, Transcript, VideoFrame
 from .node import Node
 from .pipeline import Pipeline
 
@@ -60,6 +61,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "MessageTooLargeError",
+    "ModelError",
     "Node",
     "NoExecutorAvailable",
     "Pipeline",
@@ -73,5 +75,6 @@ __all__ = [
     "ResourceLimitError",
     "SerializationError",
     "SignalingError",
+    "Transcript",
     "VideoFrame",
 ]

@@ -6,8 +6,9 @@ Supported values: ``None``, ``bool``, ``int`` (-2**63 to 2**64-1), ``float``,
 ``list``, ``tuple``, ``dict`` with keys of those types (subclasses such as
 ``IntEnum`` or ``OrderedDict`` decode as their base type), numpy arrays of any
 non-object dtype and shape, numpy scalars (decoded as the same numpy type), and
-:class:`~remotemedia.frames.AudioFrame` and
-:class:`~remotemedia.frames.VideoFrame`. Anything else raises
+:class:`~remotemedia.frames.AudioFrame`,
+:class:`~remotemedia.frames.VideoFrame` and
+:class:`~remotemedia.frames.Transcript`. Anything else raises
 :exc:`~remotemedia.exceptions.EncodeError` naming the type. Arbitrary Python
 objects travel with cloudpickle instead (:mod:`remotemedia.serialization`),
 which is separate and explicit because unpickling runs code.
@@ -40,7 +41,7 @@ import msgpack
 import numpy as np
 
 from .exceptions import DecodeError, EncodeError
-from .frames import AudioFrame, VideoFrame
+from .frames import AudioFrame, Transcript, VideoFrame
 
 __all__ = ["encode", "encode_parts", "decode", "FORMAT_VERSION"]
 
@@ -56,10 +57,11 @@ _EXT_NPSCALAR = 2
 _EXT_AUDIO = 3
 _EXT_VIDEO = 4
 _EXT_TUPLE = 5
+_EXT_TRANSCRIPT = 6
 
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, list, tuple, dict, numpy arrays and "
-    "scalars, AudioFrame and VideoFrame"
+    "scalars, AudioFrame, VideoFrame and Transcript"
 )
 
 
@@ -135,6 +137,9 @@ class _Encoder:
         if isinstance(obj, VideoFrame):
             fields = [obj.image, obj.format, obj.timestamp]
             return msgpack.ExtType(_EXT_VIDEO, self.pack(fields))
+        if isinstance(obj, Transcript):
+            fields = [obj.text, obj.start, obj.end]
+            return msgpack.ExtType(_EXT_TRANSCRIPT, self.pack(fields))
         name = f"{type(obj).__module__}.{type(obj).__qualname__}"
         raise EncodeError(
             f"cannot encode an object of type {name}; supported types are "
@@ -215,11 +220,11 @@ class _Decoder:
             if not isinstance(items, list):
                 raise DecodeError("malformed tuple")
             return tuple(items)
-        if code in (_EXT_AUDIO, _EXT_VIDEO):
+        if code in (_EXT_AUDIO, _EXT_VIDEO, _EXT_TRANSCRIPT):
             fields = self.unpack(data)
             if not (isinstance(fields, list) and len(fields) == 3):
                 raise DecodeError("malformed frame")
-            cls = AudioFrame if code == _EXT_AUDIO else VideoFrame
+            cls = {_EXT_AUDIO: AudioFrame, _EXT_VIDEO: VideoFrame, _EXT_TRANSCRIPT: Transcript}[code]
             try:
                 return cls(*fields)
             except (TypeError, ValueError) as exc:

@@ -15,6 +15,7 @@ The tree, as it stands::
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
     ├── ResourceLimitError      the executor stopped work at one of its limits (memory, objects)
+    ├── ModelError              a model, or the package that runs it, is missing or failed to load
     ├── ConnectionLostError     a connection closed under a pending operation (also a ConnectionError)
     └── RemoteTimeoutError      a network wait or a remote call ran past its timeout (also a TimeoutError)
 
@@ -41,6 +42,7 @@ __all__ = [
     "RemoteExecutionError",
     "MessageTooLargeError",
     "ResourceLimitError",
+    "ModelError",
     "ConnectionLostError",
     "RemoteTimeoutError",
 ]
@@ -216,6 +218,24 @@ class ResourceLimitError(RemoteMediaError):
         super().__init__(message)
         #: Which limit: ``"memory"`` or ``"objects"``.
         self.limit = limit
+
+
+class ModelError(RemoteMediaError):
+    """
+    A model could not be loaded: its package is not installed, its weights
+    cannot be found (or fetched), or the device asked for is not there.
+
+    :attr:`model` names the model as the node was given it. The message says
+    how to get what is missing (which package to install, which command
+    downloads the weights). Raised by a speech node's ``initialize()``; on
+    an executor it reaches the client as a
+    :exc:`RemoteExecutionError` whose ``remote_type`` ends in ``ModelError``.
+    """
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        #: The model's name or path, as the node was given it.
+        self.model = model
 
 
 class ConnectionLostError(RemoteMediaError, ConnectionError):

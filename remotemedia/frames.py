@@ -19,7 +19,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-__all__ = ["AudioFrame", "VideoFrame", "VIDEO_FORMATS", "VIDEO_TIME_BASE"]
+__all__ = ["AudioFrame", "VideoFrame", "Transcript", "VIDEO_FORMATS", "VIDEO_TIME_BASE"]
 
 #: Time base of video frames at the PyAV boundary: the 90 kHz clock of RTP video.
 VIDEO_TIME_BASE = Fraction(1, 90000)
@@ -254,6 +254,42 @@ class VideoFrame:
             format=format,
             timestamp=_seconds(frame.pts, frame.time_base, 90000),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+    """
+    Text recognized in an audio stream, with where it was said.
+
+    Speech recognizers (:class:`~remotemedia.nodes.WhisperNode`) yield one
+    per utterance; text-to-speech nodes take them as they take ``str``.
+    Transcripts compare by value; ``str(t)`` is the text.
+    """
+
+    text: str
+    """What was said, without leading or trailing spaces."""
+
+    start: float = 0.0
+    """Time of the utterance's first sample, in seconds on the input's timeline."""
+
+    end: float = 0.0
+    """Time just after the utterance's last sample, in seconds on the input's timeline."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"Transcript.text must be a str, not {type(self.text).__name__}")
+        object.__setattr__(self, "start", float(self.start))
+        object.__setattr__(self, "end", float(self.end))
+        if self.end < self.start:
+            raise ValueError(f"Transcript ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _seconds(pts: int | None, time_base: Fraction | None, rate: int) -> float:

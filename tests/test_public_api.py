@@ -15,6 +15,7 @@ PUBLIC = {
     "DecodeError",
     "EncodeError",
     "MessageTooLargeError",
+    "ModelError",
     "Node",
     "NoExecutorAvailable",
     "Pipeline",
@@ -28,6 +29,7 @@ PUBLIC = {
     "ResourceLimitError",
     "SerializationError",
     "SignalingError",
+    "Transcript",
     "VideoFrame",
 }
 

@@ -1,17 +1,34 @@
-"""Built-in nodes: audio (resample, gain, chunk), video (transform, effects) and sources (tone, video pattern)."""
+"""
+Built-in nodes: audio (resample, gain, chunk), video (transform, effects),
+sources (tone, video pattern, audio file), a WAV writer, and speech (VAD, Whisper, TTS, Ultravox).
+
+The speech nodes import their model libraries (``remotemedia[ml]``) only
+when they load a model, so they can be built, and sent to an executor, on a
+machine without them.
+"""
 
 from .audio import ChunkerNode, GainNode, ResampleNode
 from .effects import EdgeNode, InvertNode
+from .files import AudioFileSource, WavWriterNode
 from .sources import ToneNode, VideoPatternNode
+from .tts import TTSNode
+# ULTRAVOX_IMPORT
+from .vad import VADNode
 from .video import VideoTransformNode
+from .whisper import WhisperNode
 
 __all__ = [
+    "AudioFileSource",
     "ChunkerNode",
     "EdgeNode",
     "GainNode",
     "InvertNode",
     "ResampleNode",
+    "TTSNode",
     "ToneNode",
+    "VADNode",
     "VideoPatternNode",
     "VideoTransformNode",
+    "WavWriterNode",
+    "WhisperNode",
 ]

