@@ -40,7 +40,7 @@ class TTSNode(Node):
 
     Takes ``str`` or :class:`~remotemedia.frames.Transcript` inputs and
     yields float32 mono :class:`~remotemedia.frames.AudioFrame`\\ s of
-    ``frame_ms`` milliseconds at the voice's own rate (22,050 Hz for the
+    exactly ``frame_ms`` milliseconds at the voice's own rate (22,050 Hz for the
     bundled voice, 24,000 Hz for Bark), sentence by sentence: the first
     sentence plays while the next is synthesized. Timestamps run on from
     0 across the stream, one reply after another. Empty text yields
@@ -129,6 +129,8 @@ class TTSNode(Node):
         async for data in frames:
             sentences = self._voice.sentences(_text(self, data), self.speed)
             while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
+                # Whole frames only: a sentence's last one is padded with (at most a frame of) silence.
+                samples = np.pad(samples, (0, -len(samples) % size))
                 for i in range(0, len(samples), size):
                     chunk = samples[i : i + size]
                     yield AudioFrame(chunk[np.newaxis, :], rate, emitted / rate)

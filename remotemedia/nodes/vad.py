@@ -127,15 +127,22 @@ class SpeechSegmenter:
         self._buffer = np.concatenate([self._buffer, samples])
         events: list[VADEvent] = []
         size = self.frame_size
-        if self._vad is None and len(self._buffer) >= size:
-            webrtcvad = require("webrtcvad", "webrtcvad-wheels", "voice activity detection")
-            self._vad = webrtcvad.Vad(self._aggressiveness)
         while len(self._buffer) >= size:
             frame, self._buffer = self._buffer[:size], self._buffer[size:]
-            voiced = self._vad.is_speech(frame.tobytes(), self.sample_rate)
+            voiced = self.classify(frame)
             self._step(frame, self._time, voiced, events)
             self._time += size / self.sample_rate
         return events
+
+    def classify(self, frame: np.ndarray) -> bool:
+        """
+        Whether one frame (``frame_size`` int16 samples) is voiced: WebRTC's
+        VAD. Override it to segment with another classifier.
+        """
+        if self._vad is None:
+            webrtcvad = require("webrtcvad", "webrtcvad-wheels", "voice activity detection")
+            self._vad = webrtcvad.Vad(self._aggressiveness)
+        return self._vad.is_speech(frame.tobytes(), self.sample_rate)
 
     def flush(self) -> list[VADEvent]:
         """End of stream: label everything still held, and end an open utterance."""

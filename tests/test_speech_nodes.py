@@ -1,0 +1,184 @@
+"""WhisperNode and TTSNode with the real bundled models, locally: text -> speech -> text, formats, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from remotemedia import AudioFrame, ModelError, Pipeline, PipelineError, Transcript
+from remotemedia.models import cache
+from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
+from remotemedia.nodes.files import read_audio
+
+from speech_samples import FIRST, SECOND, resample, speech_silence_speech, word_error_rate
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back before five o'clock tomorrow.",
+]
+
+
+def test_text_to_speech_to_text_keeps_the_words():
+    for sentence in SENTENCES:
+        transcripts = Pipeline().add_node(TTSNode()).add_node(WhisperNode()).run([sentence])
+        heard = " ".join(t.text for t in transcripts)
+        assert word_error_rate(sentence, heard) < 0.2, heard
+
+
+def test_tts_yields_20_ms_float32_frames_on_one_timeline():
+    frames = Pipeline().add_node(TTSNode()).run(["One.", Transcript("Two.", 3.0, 4.0), ""])
+    assert len(frames) > 20
+    assert {(f.sample_rate, f.channels, f.samples.dtype) for f in frames} == {(22050, 1, np.dtype(np.float32))}
+    assert all(f.num_samples == 441 for f in frames)
+    expected = np.cumsum([0] + [f.num_samples for f in frames[:-1]]) / 22050
+    assert np.allclose([f.timestamp for f in frames], expected)
+    assert 0.5 < np.abs(np.concatenate([f.samples[0] for f in frames])).max() <= 1.0
+
+
+def test_tts_speed_changes_the_duration():
+    tts = TTSNode(speed=1.5)
+    normal = TTSNode()
+    try:
+        fast = tts.synthesize(SENTENCES[0]).duration
+        slow = normal.synthesize(SENTENCES[0]).duration
+    finally:
+        tts.cleanup()
+        normal.cleanup()
+    assert fast < slow * 0.8
+
+
+def test_whisper_hears_two_utterances_at_48_khz_stereo_with_their_times():
+    audio, rate, spans = speech_silence_speech(rate=48000)
+    stereo = np.stack([audio, audio])
+    frames = [AudioFrame(stereo[:, i : i + 960].copy(), rate, 10.0 + i / rate) for i in range(0, stereo.shape[1], 960)]
+    transcripts = Pipeline().add_node(WhisperNode()).run(frames)
+    assert [word_error_rate(text, t.text) < 0.2 for text, t in zip((FIRST, SECOND), transcripts)] == [True, True]
+    assert len(transcripts) == 2
+    for transcript, (start, end) in zip(transcripts, spans):
+        assert abs(transcript.start - (10.0 + start)) < 0.5
+        assert abs(transcript.end - (10.0 + end)) < 0.6
+
+
+def test_whisper_yields_nothing_for_silence():
+    silence = [AudioFrame(np.zeros((1, 320), np.float32), 16000, i * 0.02) for i in range(100)]
+    assert Pipeline().add_node(WhisperNode()).run(silence) == []
+
+
+def test_audio_file_source_and_wav_writer_round_trip(tmp_path):
+    audio, rate, _ = speech_silence_speech(rate=16000, pause_s=0.5)
+    written = tmp_path / "in.wav"
+    Pipeline().add_node(WavWriterNode(written)).run(
+        [AudioFrame(audio[np.newaxis, i : i + 320].copy(), rate, i / rate) for i in range(0, len(audio), 320)]
+    )
+    back = read_audio(written)
+    assert back[0].sample_rate == rate and sum(f.num_samples for f in back) == len(audio)
+    assert np.abs(np.concatenate([f.samples[0] for f in back]) - np.clip(audio, -1, 1)).max() < 1e-3
+    transcripts = Pipeline().add_node(AudioFileSource(written)).add_node(WhisperNode()).run()
+    assert len(transcripts) == 2 and word_error_rate(SECOND, transcripts[1].text) < 0.2
+
+
+def test_initialized_nodes_pickle_without_their_models():
+    whisper, tts = WhisperNode(), TTSNode()
+    whisper.initialize()
+    tts.initialize()
+    try:
+        for node in (whisper, tts):
+            copy = cloudpickle.loads(cloudpickle.dumps(node))
+            assert len(cloudpickle.dumps(node)) < 10_000
+            assert copy.model == node.model
+    finally:
+        whisper.cleanup()
+        tts.cleanup()
+
+
+def test_nodes_in_one_process_share_one_model():
+    nodes = [WhisperNode(), WhisperNode(), TTSNode(), TTSNode()]
+    for node in nodes:
+        node.initialize()
+    try:
+        assert nodes[0]._model is nodes[1]._model and nodes[2]._voice is nodes[3]._voice
+        users = {entry["key"].split(",")[0]: entry["users"] for entry in cache.info() if entry["users"]}
+        assert users == {"('whisper'": 2, "('piper'": 2}
+    finally:
+        for node in nodes:
+            node.cleanup()
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_a_missing_whisper_folder_says_what_to_pass():
+    with pytest.raises(ModelError, match="does not exist; pass the folder") as info:
+        WhisperNode("/nonexistent/whisper-model").initialize()
+    assert info.value.model == "/nonexistent/whisper-model"
+
+
+def test_a_whisper_model_that_cannot_be_downloaded_says_network_is_needed():
+    # In a child process with the hub offline, so that no test ever downloads.
+    code = (
+        "from remotemedia.nodes import WhisperNode\n"
+        "from remotemedia import ModelError\n"
+        "try:\n    WhisperNode('base.en').initialize()\n"
+        "except ModelError as exc:\n    print('ModelError:', exc)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "ModelError: cannot load Whisper model 'base.en'" in out.stdout, out.stderr
+    assert "needs network access" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("model", "hint"),
+    [
+        ("en_US-lessac-medium", "python -m piper.download_voices en_US-lessac-medium"),
+        ("/nonexistent/voice.onnx", "not found"),
+        ("bark", "pip install transformers torch"),
+    ],
+)
+def test_a_missing_voice_says_how_to_get_it(model, hint):
+    with pytest.raises(ModelError) as info:
+        TTSNode(model).initialize()
+    assert hint in str(info.value)
+
+
+def test_a_model_error_in_a_pipeline_names_the_node():
+    with pytest.raises(PipelineError) as info:
+        Pipeline().add_node(TTSNode("en_US-nobody-low", name="Speaker")).run(["hi"])
+    assert info.value.node_name == "Speaker" and isinstance(info.value.__cause__, ModelError)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: WhisperNode(beam_size=0),
+        lambda: WhisperNode(device="gpu"),
+        lambda: WhisperNode(vad=VADNode(sample_rate=8000)),
+        lambda: TTSNode(speed=0),
+        lambda: TTSNode(frame_ms=0),
+        lambda: TTSNode(device="tpu"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(build):
+    with pytest.raises(ValueError):
+        build()
+
+
+def test_tts_takes_only_text():
+    with pytest.raises(PipelineError) as info:
+        Pipeline().add_node(TTSNode()).run([42])
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_speech_resampled_to_16k_matches_the_original_rate_transcript():
+    samples, rate, _ = speech_silence_speech(rate=22050, pause_s=0.3)
+    whisper = WhisperNode()
+    try:
+        transcript = whisper.transcribe(resample(samples, rate, 16000), start=1.0)
+    finally:
+        whisper.cleanup()
+    assert transcript.start >= 1.0 and word_error_rate(f"{FIRST} {SECOND}", transcript.text) < 0.2
