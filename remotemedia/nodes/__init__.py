@@ -12,7 +12,7 @@ from .effects import EdgeNode, InvertNode
 from .files import AudioFileSource, WavWriterNode
 from .sources import ToneNode, VideoPatternNode
 from .tts import TTSNode
-# ULTRAVOX_IMPORT
+from .ultravox import UltravoxMinDurationWrapper, UltravoxNode
 from .vad import VADNode
 from .video import VideoTransformNode
 from .whisper import WhisperNode
@@ -26,6 +26,8 @@ __all__ = [
     "ResampleNode",
     "TTSNode",
     "ToneNode",
+    "UltravoxMinDurationWrapper",
+    "UltravoxNode",
     "VADNode",
     "VideoPatternNode",
     "VideoTransformNode",
