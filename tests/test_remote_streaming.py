@@ -22,7 +22,7 @@ import pytest
 from harness import mode_config, mode_executor, running_cluster, wait_until
 
 from executor.inputs import INPUT_WINDOW
-from remotemedia import RemoteExecutionError, RemoteProxyClient
+from remotemedia import RemoteExecutionError, RemoteProxyClient, RemoteTimeoutError
 from remotemedia.remote.client import STREAM_WINDOW
 
 TOKEN = "duplex"
@@ -167,6 +167,13 @@ class Streams:
             self.consumed_at.append(time.monotonic())
             await asyncio.sleep(0.01)
         yield len(self.consumed_at)
+
+    async def hang_after(self, frames):
+        """Echoes the inputs, then hangs: a stuck remote generator."""
+        async for frame in frames:
+            yield frame
+        await asyncio.Event().wait()
+        yield "never"
 
     async def consumption_times(self) -> list:
         return self.consumed_at
@@ -588,3 +595,34 @@ async def test_three_duplex_streams_at_once_on_one_session_get_their_own_items(c
     assert results[0] == [("a", i) for i in range(n)]
     assert results[1] == [("b", i) for i in range(1000, 1000 + n)]
     assert results[2] == [("c", -i) for i in range(n)]
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+
+
+async def test_an_idle_input_source_does_not_time_the_stream_out(cluster, mode):
+    # A microphone in a pause: nothing goes in, so nothing comes out, for
+    # longer than the timeout; that wait is the caller's, not the executor's.
+    config = mode_config(cluster, TOKEN, mode)
+    config = type(config)(**{**config.__dict__, "timeout": 1.0})
+
+    async def pausing():
+        yield 1
+        await asyncio.sleep(2.5)  # the pause under test
+        yield 2
+
+    async with RemoteProxyClient(config) as client:
+        remote = await client.create_proxy(Streams())
+        assert [out async for out in remote.echo(pausing())] == [1, 2]
+
+
+async def test_a_stream_stuck_after_its_inputs_ended_still_times_out(cluster, mode):
+    config = mode_config(cluster, TOKEN, mode)
+    config = type(config)(**{**config.__dict__, "timeout": 1.0})
+    async with RemoteProxyClient(config) as client:
+        remote = await client.create_proxy(Streams())
+        seen = []
+        with pytest.raises(RemoteTimeoutError, match=r"remote stream hang_after\(\)"):
+            async for out in remote.hang_after(agen([1, 2])):
+                seen.append(out)
+        assert seen == [1, 2]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import logging
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
@@ -85,6 +86,25 @@ class _Frame:
 def _is_input_stream(value: Any) -> bool:
     # Iterators (generators, iter(...)) and async iterables stream; containers travel whole.
     return isinstance(value, (AsyncIterable, Iterator))
+
+
+class _InputActivity:
+    """
+    When a duplex stream's inputs last moved, for its timeout: a stream
+    whose own source is idle (a pause in speech) is waiting on the caller,
+    not on the executor, and that wait is not the executor's to time out.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False  # the feeder awaits the caller's source
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def recent(self, timeout: float) -> bool:
+        """Whether the source is being waited on, or an input moved within ``timeout`` seconds."""
+        return self.waiting or time.monotonic() - self.last < timeout
 
 
 def _split_input(args: tuple, kwargs: dict) -> tuple[list, dict, int | str | None, Any]:
@@ -369,10 +389,11 @@ class RemoteProxyClient:
             if slot is not None:
                 await rpc.send(Kind.MEDIA, call_id, {"slot": slot.index})
             await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
+            inputs = _InputActivity()
             if source is not None:
                 credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
                 feeder = asyncio.create_task(
-                    self._feed(rpc, call_id, source, credit, queue, slot), name=f"remote-feed-{name}"
+                    self._feed(rpc, call_id, source, credit, queue, slot, inputs), name=f"remote-feed-{name}"
                 )
             consumed = 0
             ended = False  # END came; media frames may still be on their way
@@ -384,6 +405,10 @@ class RemoteProxyClient:
                     if ended:
                         logger.warning("remote stream %s(): media frames were lost on the way; ending without them", name)
                         slot.give_up()
+                        continue
+                    if inputs.recent(self.config.timeout):
+                        # Quiet because its inputs are (a microphone in a pause, a
+                        # text source between replies): not a stuck executor.
                         continue
                     raise self._timed_out(f"remote stream {name}()", self.config.timeout, "timeout") from None
                 if item is _END:
@@ -442,9 +467,17 @@ class RemoteProxyClient:
         queue.put_nowait(_Frame(frame))
 
     async def _feed(
-        self, rpc: RPCChannel, call_id: int, source: Any, credit: asyncio.Semaphore, queue: asyncio.Queue, slot: MediaSlot | None = None
+        self,
+        rpc: RPCChannel,
+        call_id: int,
+        source: Any,
+        credit: asyncio.Semaphore,
+        queue: asyncio.Queue,
+        slot: MediaSlot | None = None,
+        activity: _InputActivity | None = None,
     ) -> None:
         """Send the inputs of a duplex stream as the executor grants credit, then their end."""
+        activity = activity or _InputActivity()
 
         async def send(item: Any) -> None:
             if slot is not None and kind_of(item) is not None:
@@ -456,11 +489,22 @@ class RemoteProxyClient:
 
         try:
             if isinstance(source, AsyncIterable):
-                async for item in source:
+                iterator = aiter(source)
+                while True:
+                    activity.waiting = True
+                    try:
+                        item = await anext(iterator)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        activity.waiting = False
+                        activity.touch()
                     await send(item)
+                    activity.touch()
             else:
                 for item in source:
                     await send(item)
+                    activity.touch()
             if slot is not None:
                 await slot.finish_sending(lambda ends: rpc.send(Kind.INPUT_END, call_id, ends))
             else:

@@ -38,7 +38,9 @@ class RemoteExecutorConfig:
     #: The signaling server's token; ``None`` reads ``REMOTEMEDIA_TOKEN`` from the environment.
     auth_token: str | None = None
     #: Seconds one remote call (or one item of a stream) may take before ``RemoteTimeoutError``;
-    #: the executor stops a call that runs longer.
+    #: the executor stops a call that runs longer. It bounds creating an object too, so raise it
+    #: for objects whose ``initialize()`` loads a big model. A duplex stream's wait does not count
+    #: the time its own input source is idle (a microphone in a pause): that wait is the caller's.
     timeout: float = 30.0
     #: Seconds for pairing, the WebRTC handshake and uploading an object.
     connect_timeout: float = 15.0
