@@ -142,3 +142,33 @@ def test_readme_media_tracks_example_runs_as_written():
     footer = "frames = pipeline.run()\nprint(len(frames), frames[-1].image.shape, round(frames[-1].timestamp, 3))\n"
     stdout, _ = run_against_serve(header + code + footer)
     assert stdout.split() == ["90", "(480,", "640,", "3)", "2.967"]
+
+
+def test_speech_chain_example_hears_speaks_and_writes_the_reply(tmp_path):
+    output = tmp_path / "reply.wav"
+    result = run(
+        [sys.executable, str(ROOT / "examples" / "speech_chain.py"), "--serve", "--output", str(output),
+         "--text", "The quick brown fox jumps over the lazy dog."],
+    )
+    heard = [line for line in result.stdout.splitlines() if line.startswith("heard")]
+    assert len(heard) == 1 and "quick brown fox jumps over the lazy dog" in heard[0].lower(), result.stdout
+    assert "TTSRemote" in result.stdout and "remote (" in result.stdout
+    with wave.open(str(output)) as wav:
+        assert wav.getframerate() == 22050 and wav.getnchannels() == 1
+        assert wav.getnframes() > 22050  # the sentence, spoken again: well over a second
+    # What came back over the track still says the sentence.
+    from remotemedia import Pipeline
+    from remotemedia.nodes import AudioFileSource, WhisperNode
+
+    transcripts = Pipeline().add_node(AudioFileSource(output)).add_node(WhisperNode()).run()
+    assert "quick brown fox" in " ".join(t.text for t in transcripts).lower()
+
+
+def test_speech_chain_example_takes_a_wav_file(tmp_path):
+    speech = tmp_path / "speech.wav"
+    run([sys.executable, str(ROOT / "examples" / "speech_chain.py"), "--serve", "--text", "Good morning everyone.",
+         "--output", str(speech)])
+    result = run([sys.executable, str(ROOT / "examples" / "speech_chain.py"), "--serve", "--input", str(speech),
+                  "--output", str(tmp_path / "again.wav")])
+    assert "good morning everyone" in result.stdout.lower()
+    assert (tmp_path / "again.wav").stat().st_size > 10_000
