@@ -172,3 +172,11 @@ def test_speech_chain_example_takes_a_wav_file(tmp_path):
                   "--output", str(tmp_path / "again.wav")])
     assert "good morning everyone" in result.stdout.lower()
     assert (tmp_path / "again.wav").stat().st_size > 10_000
+
+
+def test_readme_speech_example_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## Speech: Whisper, TTS", 1)[1].split("```python\n")[1].split("```", 1)[0]
+    stdout, executor = run_against_serve(code)
+    seconds, _, where = stdout.strip().partition(" s of speech from ")
+    assert float(seconds) > 1.5 and where == executor

@@ -1,62 +1,40 @@
 """
 The specification's pipeline examples (sections 4 and 7) run as written,
-against the embedded server (``python -m remotemedia serve``) on a free port.
+with the real nodes, against the embedded server (``python -m remotemedia
+serve``) on a free port. Only the host and port differ from the
+specification's text.
 
-Only the host and port differ from the specification's text. The models
-(Whisper, TTS, Ultravox) are a later issue: the classes below are light
-stand-ins with the specification's constructor signatures, defined here, so
-that cloudpickle sends them to the executor by value.
+This machine has no GPU and no ``transformers``: Ultravox and Bark cannot
+load here, so the examples as written must fail with a ``ModelError`` that
+says what to install. Then each runs through: section 4 with the real
+wrapper around a light Ultravox stand-in (defined here, so cloudpickle sends
+it by value), section 7 with the bundled Piper voice instead of Bark.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 from harness import ServeProcess, wait_until
 
-from remotemedia import AudioFrame, Node
+from remotemedia import Node, PipelineError, RemoteExecutionError
 from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode  # section 7's import
-from remotemedia.nodes import ToneNode
+from remotemedia.nodes import (
+    TTSNode,
+    ToneNode,
+    UltravoxMinDurationWrapper,
+    UltravoxNode,
+    WhisperNode,
+)
 
-TRANSCRIPT = ["hello there", "how are you today", "goodbye"]
+from speech_samples import word_error_rate
 
-
-class WhisperNode(Node):
-    """Stands in for local speech recognition: a source of transcribed utterances."""
-
-    is_streaming = True
-
-    def __init__(self, model: str, name: str | None = None) -> None:
-        super().__init__(name)
-        self.model = model
-
-    async def stream(self, frames):
-        for text in TRANSCRIPT:
-            yield text
+SPOKEN = "Hello there, how are you today?"
 
 
-class TTSNode(Node):
-    """Stands in for speech synthesis: 50 ms of 24 kHz audio per character."""
-
-    SAMPLE_RATE = 24000
-
-    def __init__(self, model: str, name: str | None = None) -> None:
-        super().__init__(name)
-        self.model = model
-        self.spoken = 0.0
-
-    def process(self, text: str) -> AudioFrame:
-        n = len(text) * self.SAMPLE_RATE // 20
-        samples = (0.1 * np.sin(np.arange(n) * 2 * np.pi * 220 / self.SAMPLE_RATE)).astype(np.float32)
-        frame = AudioFrame(samples[None, :], self.SAMPLE_RATE, timestamp=self.spoken)
-        self.spoken += frame.duration
-        return frame
-
-
-class UltravoxNode(Node):
-    """Stands in for a speech-to-text LLM: answers each audio segment it gets."""
+class LightUltravox(Node):
+    """Stands in for UltravoxNode where no GPU is: answers each utterance it gets."""
 
     is_streaming = True
 
@@ -70,39 +48,6 @@ class UltravoxNode(Node):
         async for segment in segments:
             seconds = min(segment.duration, self.buffer_duration_s)
             yield f"{self.name} heard {seconds:.1f} s"
-
-
-class UltravoxMinDurationWrapper(Node):
-    """
-    Stands in for the min-duration guard: gathers audio into segments of at
-    least ``min_duration_s`` for the wrapped node, and drops a shorter tail.
-    """
-
-    is_streaming = True
-
-    def __init__(self, ultravox_node: UltravoxNode, min_duration_s: float, sample_rate: int, name: str | None = None) -> None:
-        super().__init__(name)
-        self.ultravox_node = ultravox_node
-        self.min_duration_s = min_duration_s
-        self.sample_rate = sample_rate
-
-    def initialize(self) -> None:
-        self.ultravox_node.initialize()
-
-    async def _segments(self, frames):
-        pending: list[AudioFrame] = []
-        async for frame in frames:
-            pending.append(frame)
-            if sum(f.samples.shape[1] for f in pending) >= self.min_duration_s * frame.sample_rate:
-                yield AudioFrame(np.concatenate([f.samples for f in pending], axis=1), frame.sample_rate)
-                pending = []
-
-    async def stream(self, frames):
-        async for answer in self.ultravox_node.stream(self._segments(frames)):
-            yield answer
-
-    def cleanup(self) -> None:
-        self.ultravox_node.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +64,9 @@ def no_sessions_left(server) -> None:
     asyncio.run(wait_until(lambda: server.health()["sessions"] == 0, timeout=10))
 
 
-def test_section_4_a_wrapped_node_instance_runs_remotely_as_a_stream(serve):
-    pipeline = Pipeline("ultravox")
-    pipeline.add_node(ToneNode(frequency=440, duration_s=2.5, sample_rate=16000))  # the microphone
-
+def section_4(pipeline: Pipeline, port: int, UltravoxNode=UltravoxNode) -> None:
     # Section 4, as written (but for the server's address).
-    remote_config = RemoteExecutorConfig(host="127.0.0.1", port=serve.port, ssl_enabled=False)
+    remote_config = RemoteExecutorConfig(host="127.0.0.1", port=port, ssl_enabled=False)
 
     ultravox_instance = UltravoxNode(
         model_id="fixie-ai/ultravox-v0_5-llama-3_1-8b",
@@ -151,6 +93,24 @@ def test_section_4_a_wrapped_node_instance_runs_remotely_as_a_stream(serve):
     pipeline.add_node(remote_node)
     # End of section 4.
 
+
+def test_section_4_as_written_says_what_the_executor_needs_for_ultravox(serve):
+    pipeline = Pipeline("ultravox")
+    pipeline.add_node(ToneNode(frequency=440, duration_s=0.5, sample_rate=16000))
+    section_4(pipeline, serve.port)
+    with pytest.raises(PipelineError) as info:
+        pipeline.run()
+    assert info.value.node_name == "RemoteUltravox"
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteExecutionError) and cause.remote_type.endswith("ModelError")
+    assert "pip install 'remotemedia[ultravox]'" in str(cause)
+    no_sessions_left(serve)
+
+
+def test_section_4_a_wrapped_node_instance_runs_remotely_as_a_stream(serve):
+    pipeline = Pipeline("ultravox")
+    pipeline.add_node(ToneNode(frequency=440, duration_s=2.5, sample_rate=16000))  # the microphone
+    section_4(pipeline, serve.port, UltravoxNode=LightUltravox)
     answers = pipeline.run()
     # 2.5 s of audio: two segments of at least 1 s; the 0.5 s tail is too short.
     assert answers == ["UltravoxNode heard 1.0 s"] * 2
@@ -160,16 +120,16 @@ def test_section_4_a_wrapped_node_instance_runs_remotely_as_a_stream(serve):
     no_sessions_left(serve)
 
 
-def test_section_7_the_hybrid_pipeline_runs_asr_locally_and_tts_remotely(serve):
-    # Section 7, as written (but for the server's address).
-    remote = RemoteExecutorConfig(host="127.0.0.1", port=serve.port)
+def section_7(port: int, model: str = "bark") -> Pipeline:
+    # Section 7, as written (but for the server's address, and the voice's name).
+    remote = RemoteExecutorConfig(host="127.0.0.1", port=port)
 
     # A local ASR node
     asr = WhisperNode(model="tiny.en")
 
     # Remote TTS node
     remote_tts = RemoteObjectExecutionNode(
-        obj_to_execute=TTSNode(model="bark"),
+        obj_to_execute=TTSNode(model=model),
         remote_config=remote,
         name="TTSRemote"
     )
@@ -177,17 +137,26 @@ def test_section_7_the_hybrid_pipeline_runs_asr_locally_and_tts_remotely(serve):
     pipeline = Pipeline("speech_chain")
     pipeline.add_node(asr)
     pipeline.add_node(remote_tts)
-    outputs = pipeline.run()
-    # End of section 7.
+    return pipeline
+    # End of section 7 (but for pipeline.run(), below).
 
-    assert len(outputs) == len(TRANSCRIPT)
-    spoken = 0.0
-    for text, frame in zip(TRANSCRIPT, outputs):
-        assert isinstance(frame, AudioFrame) and frame.sample_rate == TTSNode.SAMPLE_RATE
-        assert frame.samples.shape == (1, len(text) * TTSNode.SAMPLE_RATE // 20)
-        assert frame.timestamp == spoken  # the remote object keeps its state across calls
-        spoken += frame.duration
+
+def test_section_7_as_written_says_what_the_executor_needs_for_bark(serve):
+    with pytest.raises(PipelineError) as info:
+        section_7(serve.port).run()
+    assert info.value.node_name == "TTSRemote"
+    assert "pip install transformers torch" in str(info.value.__cause__)
+    no_sessions_left(serve)
+
+
+def test_section_7_the_hybrid_pipeline_runs_asr_locally_and_tts_remotely(serve):
+    speech = Pipeline("microphone").add_node(TTSNode()).run([SPOKEN])
+    pipeline = section_7(serve.port, model="piper")
+    outputs = pipeline.run(speech)
+    assert sum(frame.duration for frame in outputs) > 1.0
+    heard = Pipeline("check").add_node(WhisperNode()).run(outputs)
+    assert word_error_rate(SPOKEN, " ".join(t.text for t in heard)) < 0.2, heard
     asr_stats, tts_stats = pipeline.last_run_stats
-    assert (asr_stats.name, asr_stats.location) == ("WhisperNode", "local")
-    assert (tts_stats.name, tts_stats.location, tts_stats.outputs) == ("TTSRemote", serve.executor, 3)
+    assert (asr_stats.name, asr_stats.location, asr_stats.outputs) == ("WhisperNode", "local", 1)
+    assert (tts_stats.name, tts_stats.location, tts_stats.outputs) == ("TTSRemote", serve.executor, len(outputs))
     no_sessions_left(serve)
