@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -292,11 +293,10 @@ class Executor:
         await self.close()
 
 
+@functools.lru_cache(maxsize=None)
 def _has_gpu() -> bool:
     # Announced to the signaling server for ``pair(requirements={"gpu": True})``;
-    # torch is optional, so its absence simply means no GPU we can use.
-    try:
-        import torch  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    # probed once per process (it imports CTranslate2 and ONNX Runtime: about 25 MB).
+    from remotemedia.models import gpu_available
+
+    return gpu_available()

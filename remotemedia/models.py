@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable
 
 from .exceptions import ModelError
 
-__all__ = ["DEVICES", "ModelCache", "cache", "check_device", "require", "resolve_device"]
+__all__ = ["DEVICES", "ModelCache", "cache", "check_device", "gpu_available", "require", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +182,23 @@ def check_device(device: Any) -> str:
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, not {device!r}")
     return device
+
+
+def gpu_available() -> bool:
+    """
+    Whether a model library installed here sees a CUDA GPU: torch (Ultravox,
+    Bark), CTranslate2 (Whisper) or ONNX Runtime's CUDA provider (Piper,
+    with ``onnxruntime-gpu``). Libraries that are missing count as no.
+    """
+    probes = (
+        ("torch", lambda m: m.cuda.is_available()),
+        ("ctranslate2", lambda m: m.get_cuda_device_count() > 0),
+        ("onnxruntime", lambda m: "CUDAExecutionProvider" in m.get_available_providers()),
+    )
+    for module, probe in probes:
+        try:
+            if probe(importlib.import_module(module)):
+                return True
+        except Exception:  # not installed, or a broken CUDA install
+            logger.debug("GPU probe through %s failed", module, exc_info=True)
+    return False
