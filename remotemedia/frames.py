@@ -1,5 +1,6 @@
 """
-Audio and video frames: small value types over numpy arrays.
+Audio and video frames, small value types over numpy arrays, and the
+:class:`Transcript` that speech recognizers yield.
 
 Pipelines pass these between nodes; the codec carries them over the wire; and
 :meth:`AudioFrame.to_av` / :meth:`VideoFrame.to_av` (with their ``from_av``

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from media_samples import random_image
-from remotemedia import AudioFrame, DecodeError, EncodeError, VideoFrame
+from remotemedia import AudioFrame, DecodeError, EncodeError, Transcript, VideoFrame
 from remotemedia.codec import FORMAT_VERSION, decode, encode, encode_parts
 from remotemedia.frames import VIDEO_FORMATS
 
@@ -640,3 +640,15 @@ def test_fuzz_mutations_of_body_bytes_only_raise_decode_error():
             data = bytearray(message)
             data[position] = value
             _decode_or_decode_error(bytes(data))
+
+
+def test_transcripts_round_trip_by_value():
+    transcripts = [Transcript("hello there", 1.25, 2.5), Transcript("", 0.0, 0.0)]
+    assert decode(encode({"heard": transcripts})) == {"heard": transcripts}
+
+
+@pytest.mark.parametrize("fields", [[7, 0.0, 1.0], ["text", 2.0, 1.0], ["text", 0.0]])
+def test_invalid_transcript_fields_raise_decode_error(fields):
+    body = msgpack.ExtType(6, msgpack.packb(fields, use_bin_type=True))
+    with pytest.raises(DecodeError):
+        decode(raw_message(body, b""))
