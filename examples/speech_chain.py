@@ -37,7 +37,7 @@ SENTENCE = "Remote media runs each node where it fits. This sentence was spoken,
 
 def synthesize(text: str, path: str) -> None:
     """Speak ``text`` into a WAV file with a local TTSNode."""
-    tts = TTSNode()
+    tts = TTSNode(deterministic=True)
     tts.initialize()
     try:
         write_wav(path, [tts.synthesize(text)])

@@ -70,7 +70,7 @@ STREAMING = {"streaming": True, "transport": "tracks"}
 
 def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s: float = PAUSE_S) -> None:
     """Speak ``texts`` into one WAV with a local TTSNode, ``pause_s`` of silence between them."""
-    tts = TTSNode()
+    tts = TTSNode(deterministic=True)
     tts.initialize()
     try:
         spoken = [tts.synthesize(text) for text in texts]

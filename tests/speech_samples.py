@@ -10,16 +10,16 @@ import numpy as np
 
 from remotemedia.frames import AudioFrame
 
-FIRST = "Hello there, this is the first part."
+FIRST = "Hello there this is the first part."
 SECOND = "And here comes the second part of the test."
 
 
 @functools.lru_cache(maxsize=None)
 def say(text: str) -> tuple[np.ndarray, int]:
-    """``text`` spoken by the bundled voice: float32 mono samples (read-only) and their rate."""
+    """``text`` spoken by the bundled voice, the same every time: float32 mono samples (read-only) and their rate."""
     from remotemedia.nodes import TTSNode
 
-    tts = TTSNode()
+    tts = TTSNode(deterministic=True)
     tts.initialize()
     try:
         frame = tts.synthesize(text)

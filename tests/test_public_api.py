@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 
 import remotemedia
 
@@ -51,7 +53,27 @@ def test_documented_imports_work():
         ToneNode,
         VideoPatternNode,
         VideoTransformNode,
+        VADNode,
+        WhisperNode,
+        TTSNode,
+        UltravoxNode,
+        UltravoxMinDurationWrapper,
+        AudioFileSource,
+        WavWriterNode,
     )
+
+
+def test_the_speech_nodes_import_their_model_libraries_only_to_load_a_model():
+    # A client that only sends a WhisperNode to a GPU executor needs none of them.
+    code = (
+        "import sys\n"
+        "from remotemedia.nodes import TTSNode, UltravoxNode, VADNode, WhisperNode\n"
+        "nodes = [WhisperNode(), TTSNode(), VADNode(), UltravoxNode()]\n"
+        "heavy = ['faster_whisper', 'ctranslate2', 'piper', 'onnxruntime', 'webrtcvad', 'transformers', 'torch']\n"
+        "print([name for name in heavy if name in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_every_module_declares_all_and_its_names_exist():

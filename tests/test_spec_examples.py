@@ -150,7 +150,7 @@ def test_section_7_as_written_says_what_the_executor_needs_for_bark(serve):
 
 
 def test_section_7_the_hybrid_pipeline_runs_asr_locally_and_tts_remotely(serve):
-    speech = Pipeline("microphone").add_node(TTSNode()).run([SPOKEN])
+    speech = Pipeline("microphone").add_node(TTSNode(deterministic=True)).run([SPOKEN])
     pipeline = section_7(serve.port, model="piper")
     outputs = pipeline.run(speech)
     assert sum(frame.duration for frame in outputs) > 1.0

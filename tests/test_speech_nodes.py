@@ -19,13 +19,13 @@ from speech_samples import FIRST, SECOND, resample, speech_silence_speech, word_
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
-    "Please call me back before five o'clock tomorrow.",
+    "Please call me back before the end of the day tomorrow.",
 ]
 
 
 def test_text_to_speech_to_text_keeps_the_words():
     for sentence in SENTENCES:
-        transcripts = Pipeline().add_node(TTSNode()).add_node(WhisperNode()).run([sentence])
+        transcripts = Pipeline().add_node(TTSNode(deterministic=True)).add_node(WhisperNode()).run([sentence])
         heard = " ".join(t.text for t in transcripts)
         assert word_error_rate(sentence, heard) < 0.2, heard
 
@@ -182,3 +182,12 @@ def test_speech_resampled_to_16k_matches_the_original_rate_transcript():
     finally:
         whisper.cleanup()
     assert transcript.start >= 1.0 and word_error_rate(f"{FIRST} {SECOND}", transcript.text) < 0.2
+
+
+def test_deterministic_speech_is_the_same_every_time():
+    tts = TTSNode(deterministic=True)
+    try:
+        first, second = (tts.synthesize(SENTENCES[1]).samples for _ in range(2))
+    finally:
+        tts.cleanup()
+    assert np.array_equal(first, second)

@@ -48,7 +48,7 @@ class CacheProbe:
 
 
 async def test_remote_tts_over_an_audio_track_is_heard_by_a_local_whisper(config):
-    tts = RemoteObjectExecutionNode(TTSNode(), config, name="TTSRemote", node_config={"streaming": True})
+    tts = RemoteObjectExecutionNode(TTSNode(deterministic=True), config, name="TTSRemote", node_config={"streaming": True})
     pipeline = Pipeline("remote-tts").add_node(tts)
     frames = await pipeline.run_async([Transcript(SENTENCE, 0.0, 2.0)])
     assert {(f.sample_rate, f.channels) for f in frames} == {(22050, 1)}  # restored after Opus at 48 kHz
@@ -60,10 +60,10 @@ async def test_remote_tts_over_an_audio_track_is_heard_by_a_local_whisper(config
 
 
 async def test_the_speech_chain_runs_with_whisper_local_and_tts_remote(config):
-    local = await Pipeline("say").add_node(TTSNode()).run_async([SENTENCE])
+    local = await Pipeline("say").add_node(TTSNode(deterministic=True)).run_async([SENTENCE])
     pipeline = Pipeline("speech_chain")
     pipeline.add_node(WhisperNode(model="tiny.en"))
-    pipeline.add_node(RemoteObjectExecutionNode(obj_to_execute=TTSNode(), remote_config=config, name="TTSRemote"))
+    pipeline.add_node(RemoteObjectExecutionNode(obj_to_execute=TTSNode(deterministic=True), remote_config=config, name="TTSRemote"))
     pipeline.add_node(WhisperNode())
     heard = await pipeline.run_async(local)
     assert word_error_rate(SENTENCE, " ".join(t.text for t in heard)) < 0.2, heard

@@ -47,7 +47,10 @@ class TTSNode(Node):
     nothing.
 
     ``model`` picks the voice (see the module's docstring); ``speed``
-    scales the speaking rate (Piper only: 1.2 is 20% faster); ``device``
+    scales the speaking rate (Piper only: 1.2 is 20% faster).
+    ``deterministic=True`` turns off Piper's random variation of timing and
+    tone, so that the same text always gives the same audio (for caches and
+    tests; a slightly flatter voice). ``device``
     is ``"auto"`` (a CUDA GPU when the voice's runtime sees one), ``"cpu"``
     or ``"cuda"``. Synthesis runs on a worker thread. The voice is loaded
     by :meth:`initialize` into the process's shared
@@ -62,6 +65,7 @@ class TTSNode(Node):
         model: str = "piper",
         *,
         speed: float = 1.0,
+        deterministic: bool = False,
         frame_ms: int = 20,
         device: str = "auto",
         name: str | None = None,
@@ -77,6 +81,8 @@ class TTSNode(Node):
         self.model = str(model)
         #: Speaking rate factor.
         self.speed = float(speed)
+        #: The same text always gives the same audio (Piper only).
+        self.deterministic = bool(deterministic)
         #: Duration of each output frame, in milliseconds.
         self.frame_ms = frame_ms
         #: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -116,7 +122,7 @@ class TTSNode(Node):
         """The whole of ``text`` spoken, as one float32 mono frame starting at 0."""
         if self._voice is None:
             self.initialize()
-        sentences = list(self._voice.sentences(_text(self, text), self.speed))
+        sentences = list(self._voice.sentences(_text(self, text), self.speed, self.deterministic))
         samples = np.concatenate(sentences) if sentences else np.zeros(0, np.float32)
         return AudioFrame(samples[np.newaxis, :], self._voice.sample_rate, 0.0)
 
@@ -127,7 +133,7 @@ class TTSNode(Node):
         size = max(1, rate * self.frame_ms // 1000)
         emitted = 0
         async for data in frames:
-            sentences = self._voice.sentences(_text(self, data), self.speed)
+            sentences = self._voice.sentences(_text(self, data), self.speed, self.deterministic)
             while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
                 # Whole frames only: a sentence's last one is padded with (at most a frame of) silence.
                 samples = np.pad(samples, (0, -len(samples) % size))
@@ -156,8 +162,9 @@ class _PiperVoice:
         # sentence at a time per process, whichever session asks.
         self._lock = threading.Lock()
 
-    def sentences(self, text: str, speed: float) -> Iterator[np.ndarray]:
-        config = self._config(length_scale=1.0 / speed)
+    def sentences(self, text: str, speed: float, deterministic: bool) -> Iterator[np.ndarray]:
+        noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if deterministic else {}
+        config = self._config(length_scale=1.0 / speed, **noise)
         chunks = self.voice.synthesize(text, syn_config=config)
         while True:
             with self._lock:
@@ -227,7 +234,7 @@ class _BarkVoice:
         self.sample_rate = int(model.generation_config.sample_rate)
         self._lock = threading.Lock()
 
-    def sentences(self, text: str, speed: float) -> Iterator[np.ndarray]:
+    def sentences(self, text: str, speed: float, deterministic: bool) -> Iterator[np.ndarray]:
         if not text.strip():
             return
         with self._lock:
