@@ -42,6 +42,9 @@ class _Peer:
     transport: asyncio.BaseTransport | None = None
     writer: asyncio.Task | None = None
     aborted: bool = False
+    #: The close the hub asked for, reached by the writer after what was queued before it.
+    close: Close | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SignalingServer:
@@ -100,17 +103,19 @@ class SignalingServer:
         self._peers[conn] = peer
         logger.debug("connection %s opened from %s", conn, request.remote)
         try:
-            async for msg in ws:
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self._apply(self.hub.receive(conn, msg.data, loop.time()))
-                    if peer.outbox.qsize() > self.config.outbox_size // 2:
-                        # Answers to this peer pile up: read nothing more from
-                        # it until they are out, so a fast sender is slowed
-                        # down by its own replies instead of being dropped.
-                        await self._drain(conn, peer)
-                else:  # ERROR: aiohttp closes the socket itself (1009 for a huge message)
-                    logger.debug("connection %s: %s", conn, ws.exception())
-                    break
+            # Reading stops when the peer goes, or when the hub closes the
+            # connection: then this task, not the writer, does the closing
+            # handshake. Closed from another task while this one reads,
+            # aiohttp drops the TCP connection at once, and a peer still
+            # sending gets a reset that discards the error sent just before.
+            reading = asyncio.create_task(self._read(conn, peer, ws), name=f"signaling-reader-{conn}")
+            closing = asyncio.create_task(peer.closing.wait())
+            try:
+                await asyncio.wait({reading, closing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reading, closing):
+                    task.cancel()
+                await asyncio.gather(reading, closing, return_exceptions=True)
         finally:
             del self._peers[conn]
             self._apply(self.hub.close(conn, loop.time()))
@@ -121,9 +126,26 @@ class SignalingServer:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(peer.writer), 1.0)
                 peer.writer.cancel()
-            await ws.close()
+            if peer.close is not None:
+                await ws.close(code=peer.close.code, message=peer.close.reason.encode())
+            else:
+                await ws.close()
             logger.debug("connection %s closed (code %s)", conn, ws.close_code)
         return ws
+
+    async def _read(self, conn: str, peer: _Peer, ws: web.WebSocketResponse) -> None:
+        loop = asyncio.get_running_loop()
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                self._apply(self.hub.receive(conn, msg.data, loop.time()))
+                if peer.outbox.qsize() > self.config.outbox_size // 2:
+                    # Answers to this peer pile up: read nothing more from
+                    # it until they are out, so a fast sender is slowed
+                    # down by its own replies instead of being dropped.
+                    await self._drain(conn, peer)
+            else:  # ERROR: aiohttp closes the socket itself (1009 for a huge message)
+                logger.debug("connection %s: %s", conn, ws.exception())
+                return
 
     async def healthz(self, request: web.Request) -> web.Response:
         """``GET /healthz``: liveness and the registry's size."""
@@ -171,7 +193,8 @@ class SignalingServer:
                 if item is None:  # the reader is done
                     return
                 if isinstance(item, Close):
-                    await peer.ws.close(code=item.code, message=item.reason.encode())
+                    peer.close = item  # the connection's handler closes it (see websocket())
+                    peer.closing.set()
                     return
                 await peer.ws.send_str(item)
         except (ConnectionError, RuntimeError) as exc:
