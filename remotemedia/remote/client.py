@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import logging
+import time
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
 
@@ -389,8 +389,9 @@ class RemoteProxyClient:
             if slot is not None:
                 await rpc.send(Kind.MEDIA, call_id, {"slot": slot.index})
             await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
-            inputs = _InputActivity()
+            inputs = None
             if source is not None:
+                inputs = _InputActivity()
                 credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
                 feeder = asyncio.create_task(
                     self._feed(rpc, call_id, source, credit, queue, slot, inputs), name=f"remote-feed-{name}"
@@ -406,7 +407,7 @@ class RemoteProxyClient:
                         logger.warning("remote stream %s(): media frames were lost on the way; ending without them", name)
                         slot.give_up()
                         continue
-                    if inputs.recent(self.config.timeout):
+                    if inputs is not None and inputs.recent(self.config.timeout):
                         # Quiet because its inputs are (a microphone in a pause, a
                         # text source between replies): not a stuck executor.
                         continue
@@ -473,11 +474,10 @@ class RemoteProxyClient:
         source: Any,
         credit: asyncio.Semaphore,
         queue: asyncio.Queue,
-        slot: MediaSlot | None = None,
-        activity: _InputActivity | None = None,
+        slot: MediaSlot | None,
+        activity: _InputActivity,
     ) -> None:
-        """Send the inputs of a duplex stream as the executor grants credit, then their end."""
-        activity = activity or _InputActivity()
+        """Send the inputs of a duplex stream as the executor grants credit, then their end; mark ``activity`` as they move."""
 
         async def send(item: Any) -> None:
             if slot is not None and kind_of(item) is not None:
