@@ -13,7 +13,7 @@ import pytest
 from remotemedia import AudioFrame, ModelError, Pipeline, PipelineError, Transcript
 from remotemedia.models import cache
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
-from remotemedia.nodes.files import read_audio
+from remotemedia.nodes.files import read_audio, write_wav
 
 from speech_samples import FIRST, SECOND, resample, speech_silence_speech, word_error_rate
 
@@ -191,3 +191,22 @@ def test_deterministic_speech_is_the_same_every_time():
     finally:
         tts.cleanup()
     assert np.array_equal(first, second)
+
+
+def test_audio_file_source_decodes_as_it_plays_and_adds_its_silent_tail(tmp_path):
+    path = tmp_path / "odd.wav"
+    samples = np.linspace(-0.5, 0.5, 16000 + 123, dtype=np.float32)
+    write_wav(path, [AudioFrame(np.stack([samples, -samples]), 16000, 0.0)])
+    frames = Pipeline().add_node(AudioFileSource(path, tail_s=0.1)).run()
+    assert [f.num_samples for f in frames] == [320] * 50 + [123] + [320] * 5
+    assert all(f.channels == 2 and f.samples.dtype == np.float32 for f in frames)
+    assert np.allclose([f.timestamp for f in frames], np.cumsum([0] + [f.num_samples for f in frames[:-1]]) / 16000)
+    assert not np.any(np.concatenate([f.samples for f in frames[-5:]], axis=1))
+    assert np.abs(np.concatenate([f.samples[0] for f in frames[:51]]) - samples).max() < 1e-4
+
+
+def test_audio_files_that_are_missing_or_not_audio_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no audio file"):
+        AudioFileSource(tmp_path / "missing.wav")
+    with pytest.raises(ValueError, match="no audio frames"):
+        write_wav(tmp_path / "empty.wav", [])

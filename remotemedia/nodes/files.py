@@ -1,15 +1,16 @@
 """
 Audio files in and out: :class:`AudioFileSource` (any format FFmpeg reads),
-:class:`WavWriterNode`, and the functions under them, :func:`read_audio`
-and :func:`write_wav`.
+:class:`WavWriterNode`, and the functions under them, :func:`iter_audio`,
+:func:`read_audio` and :func:`write_wav`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import wave
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 import av
 import numpy as np
@@ -17,36 +18,39 @@ import numpy as np
 from ..frames import AudioFrame
 from ..node import Node
 
-__all__ = ["AudioFileSource", "WavWriterNode", "read_audio", "write_wav"]
+__all__ = ["AudioFileSource", "WavWriterNode", "iter_audio", "read_audio", "write_wav"]
 
 
-def read_audio(path: str | os.PathLike, frame_ms: int = 20) -> list[AudioFrame]:
+def iter_audio(path: str | os.PathLike, frame_ms: int = 20) -> Iterator[AudioFrame]:
     """
-    Decode an audio file (WAV, FLAC, MP3, Ogg: what FFmpeg reads) into
-    float32 frames of ``frame_ms`` at the file's rate and channel count.
+    Decode an audio file (WAV, FLAC, MP3, Ogg: what FFmpeg reads) as it is
+    read, into float32 frames of ``frame_ms`` at the file's rate and channel
+    count (the last one shorter), timestamped from 0.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no audio file at {os.fspath(path)!r}")
-    parts: list[np.ndarray] = []
-    rate = 0
     with av.open(os.fspath(path)) as container:
         if not container.streams.audio:
             raise ValueError(f"{os.fspath(path)!r} has no audio stream")
         stream = container.streams.audio[0]
-        rate = stream.rate
-        channels = stream.channels
+        rate, channels = stream.rate, stream.channels
+        size = max(1, rate * frame_ms // 1000)
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                parts.append(out.to_ndarray().reshape(channels, -1))
-        for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(channels, -1))
-    samples = np.concatenate(parts, axis=1) if parts else np.zeros((1, 0), np.float32)
-    size = max(1, rate * frame_ms // 1000)
-    return [
-        AudioFrame(np.ascontiguousarray(samples[:, i : i + size]), rate, i / rate)
-        for i in range(0, samples.shape[1], size)
-    ]
+        pending = np.zeros((channels, 0), np.float32)
+        emitted = 0
+        decoded = itertools.chain.from_iterable(resampler.resample(f) for f in container.decode(stream))
+        for out in itertools.chain(decoded, resampler.resample(None)):
+            pending = np.concatenate([pending, out.to_ndarray().reshape(channels, -1)], axis=1)
+            while pending.shape[1] >= size:
+                yield AudioFrame(np.ascontiguousarray(pending[:, :size]), rate, emitted / rate)
+                pending, emitted = pending[:, size:], emitted + size
+        if pending.shape[1]:
+            yield AudioFrame(np.ascontiguousarray(pending), rate, emitted / rate)
+
+
+def read_audio(path: str | os.PathLike, frame_ms: int = 20) -> list[AudioFrame]:
+    """All of :func:`iter_audio` at once."""
+    return list(iter_audio(path, frame_ms))
 
 
 def write_wav(path: str | os.PathLike, frames: Iterable[AudioFrame]) -> float:
@@ -75,10 +79,11 @@ class AudioFileSource(Node):
     """
     Play an audio file into a pipeline (a source node: it ignores its inputs).
 
-    Yields float32 frames of ``frame_ms`` at the file's rate. With
-    ``realtime=True`` it paces itself to the clock, like a microphone, and
-    appends ``tail_s`` seconds of silence (a speaker who stops talking):
-    voice activity detectors need some to see that speech ended.
+    Yields float32 frames of ``frame_ms`` at the file's rate, decoded as
+    they are played, then ``tail_s`` seconds of silence (a speaker who
+    stops talking: voice activity detectors need some to see that speech
+    ended). With ``realtime=True`` it paces itself to the clock, like a
+    microphone.
     """
 
     is_streaming = True
@@ -107,22 +112,32 @@ class AudioFileSource(Node):
         self.tail_s = float(tail_s)
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[AudioFrame]:
-        audio = await asyncio.to_thread(read_audio, self.path, self.frame_ms)
-        if audio and self.tail_s:
-            last = audio[-1]
-            size = max(1, last.sample_rate * self.frame_ms // 1000)
-            end = last.timestamp + last.duration
-            for i in range(round(self.tail_s * 1000 / self.frame_ms)):
-                silence = np.zeros((last.channels, size), np.float32)
-                audio.append(AudioFrame(silence, last.sample_rate, end + i * size / last.sample_rate))
+        # Decoded as it plays, on a worker thread: an hour-long file never sits in memory.
+        audio = iter_audio(self.path, self.frame_ms)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for frame in audio:
-            if self.realtime:
-                delay = start + frame.timestamp - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            yield frame
+        last: AudioFrame | None = None
+        try:
+            while (frame := await asyncio.to_thread(next, audio, None)) is not None:
+                await self._pace(loop, start, frame)
+                yield frame
+                last = frame
+        finally:
+            audio.close()  # the file, when the pipeline stops early
+        if last is None or not self.tail_s:
+            return
+        size = max(1, last.sample_rate * self.frame_ms // 1000)
+        end = last.timestamp + last.duration
+        for i in range(round(self.tail_s * 1000 / self.frame_ms)):
+            silence = AudioFrame(np.zeros((last.channels, size), np.float32), last.sample_rate, end + i * size / last.sample_rate)
+            await self._pace(loop, start, silence)
+            yield silence
+
+    async def _pace(self, loop: asyncio.AbstractEventLoop, start: float, frame: AudioFrame) -> None:
+        if self.realtime:
+            delay = start + frame.timestamp - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
 
 class WavWriterNode(Node):
