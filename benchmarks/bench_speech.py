@@ -37,7 +37,8 @@ it measures:
   happens between 500-800ms", docs.pipecat.ai). That figure is cited, not
   measured: Pipecat is not installed here, and its pipelines use other
   models and services. The breakdown: the VAD's wait (its hangover, measured
-  in the input, plus ``silence_ms``), Whisper's time on the utterance and
+  in the input, plus ``silence_ms``, or ``pause_ms`` and Whisper's time when
+  longer: Whisper starts at the first pause), Whisper's time on the utterance and
   the TTS's time to its first sentence (both measured on the executor, which
   tells them in its marks), and transport, which is what remains of each
   half (uplink: end of speech to transcript here; downlink: transcript here
@@ -54,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import statistics
 import sys
 import tempfile
@@ -76,7 +78,7 @@ from report import Report, percentile  # noqa: E402
 from remotemedia import (  # noqa: E402
     AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, RemoteProxyClient,
 )
-from remotemedia.nodes import TTSNode, WhisperNode  # noqa: E402
+from remotemedia.nodes import TTSNode, VADNode, WhisperNode  # noqa: E402
 from remotemedia.nodes.files import read_audio  # noqa: E402
 
 TOKEN = "bench-speech"
@@ -94,6 +96,8 @@ QUESTIONS = (
 PIPECAT = (0.5, 0.8)
 #: Silence between questions in the pipeline RTF input (enough for the VAD to cut them).
 GAP_S = 0.6
+#: The VAD's default pause_ms: where a WhisperNode starts transcribing (speculatively).
+PAUSE_MS = inspect.signature(VADNode).parameters["pause_ms"].default
 #: Most seconds one timed pipeline output may take.
 RECV_TIMEOUT = 60.0
 
@@ -292,9 +296,11 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         up = turn.heard_at - turn.spoken_at
         down = turn.answered_at - turn.heard_at
         hangover = hangovers.get(turn.speech_end, 0.0)
-        wait = hangover + args.silence_ms / 1e3
+        # Whisper starts at the VAD's first pause (speculative), so the
+        # transcript leaves when both the end is confirmed and Whisper is done.
+        wait = hangover + max(args.silence_ms / 1e3, PAUSE_MS / 1e3 + turn.asr_s)
         for name, value in (
-            ("VAD hangover", hangover), ("ASR", turn.asr_s), ("uplink transport", up - wait - turn.asr_s),
+            ("VAD hangover", hangover), ("ASR", turn.asr_s), ("uplink transport", up - wait),
             ("TTS first sentence", turn.tts_s), ("downlink transport", down - turn.tts_s),
             ("end of speech -> transcript here", up), ("transcript here -> first reply audio", down),
         ):
@@ -325,8 +331,9 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
     report.note(
         "voice loop breakdown, median ms per turn (each part's own median, so they need not add up): "
         f"end of speech -> transcript here {ms(parts['end of speech -> transcript here'])} = VAD hangover "
-        f"{ms(parts['VAD hangover'])} (measured in the input) + VAD silence_ms {args.silence_ms} + Whisper "
-        f"{ms(parts['ASR'])} (measured on the executor) + uplink transport {ms(parts['uplink transport'])} (the "
+        f"{ms(parts['VAD hangover'])} (measured in the input) + the longer of VAD silence_ms {args.silence_ms} "
+        f"and pause_ms {PAUSE_MS} + Whisper {ms(parts['ASR'])} (measured on the executor; Whisper starts at the "
+        f"VAD's first pause, before the end is confirmed) + uplink transport {ms(parts['uplink transport'])} (the "
         "rest: Opus, the executor's jitter buffer, the VAD's 30 ms frames, the transcript back on the data "
         f"channel); transcript here -> first reply audio {ms(parts['transcript here -> first reply audio'])} = "
         f"TTS first sentence {ms(parts['TTS first sentence'])} (measured on the executor) + downlink transport "

@@ -210,3 +210,37 @@ def test_audio_files_that_are_missing_or_not_audio_are_named(tmp_path):
         AudioFileSource(tmp_path / "missing.wav")
     with pytest.raises(ValueError, match="no audio frames"):
         write_wav(tmp_path / "empty.wav", [])
+
+
+class CountingWhisper(WhisperNode):
+    """Records the length of the audio of each transcription (a test-local subclass)."""
+
+    def transcribe(self, samples, start=0.0):
+        self.calls = getattr(self, "calls", []) + [len(samples)]
+        return super().transcribe(samples, start)
+
+
+def speech_frames(rate: int = 16000, pause_s: float = 1.5) -> list[AudioFrame]:
+    audio, rate, _ = speech_silence_speech(rate=rate, pause_s=pause_s)
+    return [AudioFrame(audio[np.newaxis, i : i + 320].copy(), rate, i / rate) for i in range(0, len(audio), 320)]
+
+
+def test_speculation_transcribes_at_the_pause_and_hears_the_same():
+    early, late = CountingWhisper(), CountingWhisper(speculative=False)
+    heard_early = Pipeline().add_node(early).run(speech_frames())
+    heard_late = Pipeline().add_node(late).run(speech_frames())
+    assert [t.text for t in heard_early] == [t.text for t in heard_late]
+    assert len(early.calls) == len(late.calls) == 2
+    # At the pause the utterance had no trailing padding yet: each speculation heard less.
+    assert all(e < l for e, l in zip(early.calls, late.calls))
+
+
+def test_a_pause_that_speech_breaks_wastes_a_speculation_but_not_the_words():
+    # Silence must last 2.5 s to end speech: the 1.5 s pause between the
+    # sentences is only a pause, and the utterance goes on after it.
+    patient = CountingWhisper(vad=VADNode(silence_ms=2500))
+    transcripts = Pipeline().add_node(patient).run(speech_frames())
+    assert len(transcripts) == 1
+    assert word_error_rate(f"{FIRST} {SECOND}", transcripts[0].text) < 0.2, transcripts
+    wasted, used = patient.calls
+    assert wasted < used  # the first sentence alone, then both

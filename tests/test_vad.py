@@ -49,9 +49,9 @@ def utterances(events: list) -> list[tuple[float, float]]:
 def test_every_sample_comes_out_once_in_order(chunk):
     samples = script((False, 0.5), (True, 1.0), (False, 0.2), (True, 0.4), (False, 1.0), (True, 0.05))
     events = run(samples, chunk)
-    out = np.concatenate([e.samples for e in events if e.kind != "end"])
+    out = np.concatenate([e.samples for e in events if e.samples is not None])
     assert np.array_equal(out, samples)
-    times = [e.time for e in events if e.kind != "end"]
+    times = [e.time for e in events if e.samples is not None]
     assert times == sorted(times)
 
 
@@ -71,6 +71,21 @@ def test_a_blip_shorter_than_start_ms_is_not_speech():
 def test_a_pause_shorter_than_silence_ms_does_not_split():
     assert len(utterances(run(script((True, 0.6), (False, 0.21), (True, 0.6), (False, 0.6)), silence_ms=300))) == 1
     assert len(utterances(run(script((True, 0.6), (False, 0.45), (True, 0.6), (False, 0.6)), silence_ms=300))) == 2
+
+
+def test_a_pause_is_told_once_pause_ms_into_it_and_the_end_follows():
+    events = run(script((True, 0.6), (False, 0.15), (True, 0.6), (False, 0.6)), pause_ms=90, silence_ms=300, padding_ms=0)
+    kinds = [e.kind for e in events if e.samples is None]
+    assert kinds == ["pause", "resume", "pause", "end"]  # the short pause, then the one that ended it
+    first, second = (e for e in events if e.kind == "pause")
+    assert (round(first.time, 3), round(second.time, 3)) == (0.6, 1.35)  # where the speech so far ended
+    assert [e.kind for e in events].index("pause") == [e.kind for e in events].index("speech") + 20  # told at once
+    assert utterances(events) == [(0.0, 1.35)]
+
+
+def test_no_pause_is_told_when_pause_ms_is_the_silence_that_ends_speech():
+    events = run(script((True, 0.6), (False, 0.6)), pause_ms=300, silence_ms=300)
+    assert [e.kind for e in events if e.samples is None] == ["end"]  # no pause, no resume
 
 
 def test_long_speech_is_cut_at_max_segment_s_and_goes_on():
@@ -101,7 +116,10 @@ def test_timeline_starts_at_the_first_timestamp():
 
 @pytest.mark.parametrize(
     "options",
-    [{"sample_rate": 44100}, {"aggressiveness": 4}, {"frame_ms": 25}, {"silence_ms": -1}, {"max_segment_s": 0}],
+    [
+        {"sample_rate": 44100}, {"aggressiveness": 4}, {"frame_ms": 25}, {"silence_ms": -1},
+        {"pause_ms": -30}, {"max_segment_s": 0},
+    ],
 )
 def test_bad_options_raise_value_error(options):
     rate = options.pop("sample_rate", RATE)

@@ -15,7 +15,10 @@ VAD does well; what it lets through, Whisper's own decoding tolerates.
 A frame decision alone flickers, so the segmenter smooths it the usual way:
 speech starts after ``start_ms`` of consecutive voiced frames, ends after
 ``silence_ms`` of unvoiced ones, and keeps ``padding_ms`` of audio on each
-side so that soft word onsets and endings are not cut.
+side so that soft word onsets and endings are not cut. After ``pause_ms``
+of silence in an utterance it says that speech may have ended (a
+``"pause"`` event), so that a recognizer can start early and have its
+answer by the time ``silence_ms`` confirms the end.
 """
 
 from __future__ import annotations
@@ -44,13 +47,19 @@ class VADEvent:
     """One step of a segmenter's output, in time order."""
 
     kind: str
-    """``"speech"`` or ``"silence"`` (a frame of audio), or ``"end"`` (an utterance ended)."""
+    """
+    ``"speech"`` or ``"silence"`` (a frame of audio); ``"end"`` (an
+    utterance ended); ``"pause"`` (an open utterance has been silent for
+    ``pause_ms``: it may have ended, and a recognizer can start on what it
+    has); or ``"resume"`` (after a pause, speech went on: the utterance did
+    not end there). After a pause comes a resume or an end.
+    """
 
     samples: np.ndarray | None
-    """The frame's int16 mono samples; ``None`` for ``"end"``."""
+    """The frame's int16 mono samples; ``None`` for the other kinds."""
 
     time: float
-    """Time of the frame's first sample, or of the end of the utterance, in seconds."""
+    """Time of the frame's first sample; for the others, of the end of the speech so far; in seconds."""
 
 
 class SpeechSegmenter:
@@ -63,7 +72,10 @@ class SpeechSegmenter:
     followed by an ``"end"``. Decisions wait for evidence: a frame is
     labelled when its label can no longer change, at most ``start_ms`` (at
     the start of speech) or ``silence_ms`` (in a pause) after it arrived.
-    :meth:`flush` labels what is left at the end of the stream.
+    ``pause_ms`` into a pause, a ``"pause"`` event says that the utterance
+    may have ended, and a ``"resume"`` or its ``"end"`` follows (none of
+    them when ``pause_ms >= silence_ms``). :meth:`flush`
+    labels what is left at the end of the stream.
 
     Sans-I/O: no event loop, no clock; time is the first timestamp plus the
     samples fed since.
@@ -78,6 +90,7 @@ class SpeechSegmenter:
         start_ms: int = 90,
         silence_ms: int = 300,
         padding_ms: int = 150,
+        pause_ms: int = 90,
         max_segment_s: float = 30.0,
     ) -> None:
         if sample_rate not in VAD_RATES:
@@ -86,7 +99,9 @@ class SpeechSegmenter:
             raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, not {aggressiveness!r}")
         if frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30, not {frame_ms!r}")
-        for label, value in (("start_ms", start_ms), ("silence_ms", silence_ms), ("padding_ms", padding_ms)):
+        for label, value in (
+            ("start_ms", start_ms), ("silence_ms", silence_ms), ("padding_ms", padding_ms), ("pause_ms", pause_ms)
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{label} must be a number of milliseconds >= 0, not {value!r}")
         if not max_segment_s > 0:
@@ -98,6 +113,8 @@ class SpeechSegmenter:
         self._start_frames = max(1, round(start_ms / frame_ms))
         self._silence_frames = max(1, round(silence_ms / frame_ms))
         self._padding_frames = round(padding_ms / frame_ms)
+        # A pause as long as the silence that ends speech is no news: no event.
+        self._pause_frames = max(1, round(pause_ms / frame_ms)) if pause_ms < silence_ms else 0
         self._max_frames = max(1, round(max_segment_s * 1000 / frame_ms))
         self._buffer = np.zeros(0, np.int16)  # samples short of a whole frame
         self._time: float | None = None  # time of the buffer's first sample
@@ -177,10 +194,14 @@ class SpeechSegmenter:
                     events.append(self._silence(*self._pending.popleft()[:2]))
             return
         if voiced:
+            if self._pause_frames and self._run >= self._pause_frames:
+                events.append(VADEvent("resume", None, time))
             self._run = 0
             self._emit_speech(events)
         else:
             self._run += 1
+            if self._run == self._pause_frames:
+                events.append(VADEvent("pause", None, self._time_after_speech))
             if self._run >= self._silence_frames:
                 self._end(events, keep=self._padding_frames)
                 # The rest of the pause may pad the next utterance's start.
@@ -222,7 +243,8 @@ class VADNode(Node):
     count and sample type; resamples them (FFmpeg's resampler) to mono at
     ``sample_rate`` and classifies them with WebRTC's VAD (see
     :class:`SpeechSegmenter` for ``aggressiveness``, ``frame_ms``,
-    ``start_ms``, ``silence_ms``, ``padding_ms`` and ``max_segment_s``).
+    ``start_ms``, ``silence_ms``, ``padding_ms``, ``pause_ms`` and
+    ``max_segment_s``).
     What it yields depends on ``mode``:
 
     - ``"segments"`` (the default): one float32 mono frame per utterance,
@@ -246,6 +268,7 @@ class VADNode(Node):
         start_ms: int = 90,
         silence_ms: int = 300,
         padding_ms: int = 150,
+        pause_ms: int = 90,
         max_segment_s: float = 30.0,
         name: str | None = None,
     ) -> None:
@@ -262,6 +285,7 @@ class VADNode(Node):
             start_ms=start_ms,
             silence_ms=silence_ms,
             padding_ms=padding_ms,
+            pause_ms=pause_ms,
             max_segment_s=max_segment_s,
         )
         self.segmenter()  # check the options now, not at the first frame
@@ -276,7 +300,7 @@ class VADNode(Node):
                 yield segment
             return
         async for event in self.events(frames):
-            if event.kind == "end":
+            if event.samples is None:  # an end, a pause, a resume
                 continue
             frame = AudioFrame(_to_float(event.samples)[np.newaxis, :], self.sample_rate, event.time)
             if self.mode == "mark":

@@ -22,7 +22,7 @@ from ..exceptions import ModelError
 from ..frames import Transcript
 from ..models import cache, check_device, require, resolve_device
 from ..node import Node
-from .vad import VADNode
+from .vad import VADNode, _to_float
 
 __all__ = ["WhisperNode", "BUNDLED_WHISPER"]
 
@@ -55,6 +55,13 @@ class WhisperNode(Node):
     GPU. ``beam_size=1`` (greedy decoding) keeps latency low; Whisper's own
     default is 5.
 
+    With ``speculative=True`` (the default) an utterance is transcribed as
+    soon as the VAD reports a pause in it (``pause_ms``, 90 ms by default),
+    not when the end is confirmed (``silence_ms``, 300 ms), so its
+    transcript is ready about that much sooner: what a voice loop needs. If
+    speech resumes, that transcription is thrown away, and the utterance is
+    transcribed again at its end: on a CPU, a wasted call now and then.
+
     The model is loaded by :meth:`initialize` into the process's shared
     :data:`remotemedia.models.cache`, so the nodes of every session of an
     ``inprocess`` executor share one copy. :meth:`transcribe` works on a
@@ -72,6 +79,7 @@ class WhisperNode(Node):
         compute_type: str = "default",
         beam_size: int = 1,
         vad: VADNode | None = None,
+        speculative: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -95,6 +103,8 @@ class WhisperNode(Node):
         self.beam_size = beam_size
         #: The segmenter's settings.
         self.vad = vad or VADNode(sample_rate=WHISPER_RATE)
+        #: Start transcribing at the segmenter's first pause in an utterance.
+        self.speculative = bool(speculative)
         self._model: Any = None
         self._key: tuple | None = None
 
@@ -166,20 +176,16 @@ class WhisperNode(Node):
         if self._model is None:
             await asyncio.to_thread(self.initialize)
         # Segmenting goes on while an utterance is transcribed, so a live
-        # source is read in time; utterances wait here, in order.
+        # source is read in time; utterances wait here, in order: as audio,
+        # or as the transcription started at their last pause.
         utterances: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def segment() -> None:
-            try:
-                async for utterance in self.vad.segments(frames):
-                    utterances.put_nowait(utterance)
-            finally:
-                utterances.put_nowait(_END)
-
-        reader = asyncio.create_task(segment())
+        reader = asyncio.create_task(self._segment(frames, utterances))
         try:
             while (utterance := await utterances.get()) is not _END:
-                transcript = await asyncio.to_thread(self.transcribe, utterance.samples[0], utterance.timestamp)
+                if isinstance(utterance, asyncio.Future):
+                    transcript = await utterance
+                else:
+                    transcript = await asyncio.to_thread(self.transcribe, *utterance)
                 if transcript is not None:
                     yield transcript
             await reader  # its error, if it failed
@@ -187,6 +193,37 @@ class WhisperNode(Node):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    async def _segment(self, frames: AsyncIterator[Any], utterances: asyncio.Queue[Any]) -> None:
+        parts: list[np.ndarray] = []
+        start = 0.0
+        early: asyncio.Future | None = None  # transcribing the parts as they were at a pause
+        try:
+            async for event in self.vad.events(frames):
+                if event.kind == "speech":
+                    if not parts:
+                        start = event.time
+                    parts.append(event.samples)
+                elif event.kind == "pause" and self.speculative and parts:
+                    # Speech may have ended: start now, and have the transcript
+                    # when the end is confirmed (silence_ms later).
+                    early = self._transcribe_soon(parts, start)
+                elif event.kind == "resume":
+                    early = None  # it did not end there: that transcription goes to waste
+                elif event.kind == "end" and parts:
+                    if early is not None:
+                        utterances.put_nowait(early)  # nothing was said since the pause
+                    else:
+                        utterances.put_nowait((_to_float(np.concatenate(parts)), start))
+                    parts, early = [], None
+        finally:
+            utterances.put_nowait(_END)
+
+    def _transcribe_soon(self, parts: list[np.ndarray], start: float) -> asyncio.Future:
+        future = asyncio.ensure_future(asyncio.to_thread(self.transcribe, _to_float(np.concatenate(parts)), start))
+        # A speculation that speech overtook is never awaited: retrieve its error, if any.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
 
 
 def _resolve(model: str) -> str:
