@@ -140,15 +140,17 @@ def require(module: str, package: str, purpose: str, *, model: str = "") -> Any:
     """
     Import ``module``, or raise :exc:`ModelError` saying which package to install.
 
-    ``package`` is what to ``pip install``; ``purpose`` completes "needed
-    to ..." in the message.
+    ``package`` is what to ``pip install`` (an extra such as
+    ``remotemedia[ml]``, or packages separated by spaces); ``purpose`` is
+    what needs it, as the message's subject.
     """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        install = f"'{package}'" if "[" in package else package  # brackets are globs to a shell
         raise ModelError(
-            f"{purpose} needs the Python package {package!r}, which is not installed "
-            f"here ({exc}); install it with: pip install {package}",
+            f"{purpose} needs the Python module {module!r}, which is not installed here ({exc}); "
+            f"install it with: pip install {install}",
             model=model,
         ) from exc
 

@@ -116,3 +116,8 @@ def test_require_names_the_package_to_install():
         require("remotemedia_no_such_module", "some-package", "Testing", model="m")
     assert info.value.model == "m"
     assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_require_quotes_an_extra_for_the_shell():
+    with pytest.raises(ModelError, match=r"pip install 'remotemedia\[ml\]'"):
+        require("remotemedia_no_such_module", "remotemedia[ml]", "WhisperNode")
