@@ -34,7 +34,7 @@ from ..frames import AudioFrame, _layout_name
 from ..models import require
 from ..node import Node
 
-__all__ = ["SpeechSegmenter", "VADEvent", "VADNode", "VAD_RATES"]
+__all__ = ["MonoInt16", "SpeechSegmenter", "VADEvent", "VADNode", "VAD_RATES", "iter_events"]
 
 #: Sample rates WebRTC's VAD works at.
 VAD_RATES = (8000, 16000, 32000, 48000)
