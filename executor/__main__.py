@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from remotemedia.exceptions import RemoteMediaError
 
 from .service import Executor, ExecutorConfig, default_name
+from .services import default_services, load_services
 from .session import MODES
 
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
@@ -97,6 +98,14 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="memory each session's worker process may use, in MB (process mode; default: no cap)",
     )
+    parser.add_argument(
+        "--services",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTRIBUTE",
+        help="offer your own named services besides demo, effects and transcribe: ATTRIBUTE is a dict of "
+        "name to node factory, or one factory (repeatable; see executor/services.py)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -110,8 +119,12 @@ def _seconds_or_none(text: str) -> float | None:
 
 def executor_config(args: argparse.Namespace, *, signaling: str, token: str | None, name: str) -> ExecutorConfig:
     """The :class:`ExecutorConfig` for parsed arguments (``ValueError`` for bad settings)."""
+    services = default_services()
+    for spec in args.services:
+        services.update(load_services(spec))
     return ExecutorConfig(
         signaling=signaling,
+        services=services,
         token=token,
         name=name,
         max_sessions=args.max_sessions,

@@ -24,7 +24,9 @@ from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, Sign
 from remotemedia.signaling import SignalingClient, SignalingSession
 
 from .dispatch import Limits
+from .live import ServiceSession
 from .process import WorkerProcess
+from .services import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
 
 __all__ = ["ExecutorConfig", "Executor", "default_name"]
@@ -69,6 +71,8 @@ class ExecutorConfig:
     max_objects: int = 64
     #: MB of memory each session's worker process may use (``process`` mode); ``None``: no cap.
     memory_limit: int | None = None
+    #: Named services offered to clients that ask for one (browsers): name to node factory.
+    services: dict[str, Factory] = field(default_factory=default_services)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +81,9 @@ class ExecutorConfig:
             raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
         if not isinstance(self.max_objects, int) or self.max_objects < 1:
             raise ValueError(f"max_objects must be a positive integer, not {self.max_objects!r}")
+        for name, factory in self.services.items():
+            if not isinstance(name, str) or not callable(factory):
+                raise ValueError(f"services maps names to node factories, not {name!r} to {factory!r}")
         if self.memory_limit is not None:
             if self.mode != "process":
                 raise ValueError("memory_limit caps worker processes: it needs mode 'process'")
@@ -214,10 +221,14 @@ class Executor:
         return worker
 
     def _serve_session(self, session: SignalingSession) -> None:
-        logger.info("session %s: paired with client %s", session.id, session.client)
-        task = asyncio.create_task(
-            ExecutorSession(session, self._settings, self._take_worker()).run(), name=f"session-{session.id}"
-        )
+        service = session.requirements.get("service")
+        if service is not None:
+            logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
+            runner = ServiceSession(session, self._settings, self.config.services)
+        else:
+            logger.info("session %s: paired with client %s", session.id, session.client)
+            runner = ExecutorSession(session, self._settings, self._take_worker())
+        task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
         task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
 
@@ -228,7 +239,7 @@ class Executor:
             await signaling.register(
                 self.config.name,
                 self.config.max_sessions,
-                {"gpu": _has_gpu(), "services": []},
+                {"gpu": _has_gpu(), "services": sorted(self.config.services)},
                 status=self._status,
             )
         except BaseException:

@@ -35,7 +35,7 @@ from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
 
-__all__ = ["SessionSettings", "ExecutorSession", "DEFAULT_MAX_MESSAGE_SIZE", "MODES"]
+__all__ = ["SessionSettings", "ExecutorSession", "ticket_problem", "DEFAULT_MAX_MESSAGE_SIZE", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,19 @@ class SessionSettings:
     mode: str = "process"
     #: The executor's own limits (its call timeout is lowered to the client's, if shorter).
     limits: Limits = field(default_factory=Limits)
+
+
+def ticket_problem(settings: SessionSettings, session: SignalingSession, ticket: Any) -> str | None:
+    """Why ``ticket``, shown by a peer of ``session``, does not let it in (``None`` when it does)."""
+    if not isinstance(ticket, str) or not hmac.compare_digest(ticket.encode(), session.ticket.encode()):
+        return "wrong session ticket"
+    if not verify_ticket(settings.token, ticket, session.id, session.client, settings.executor):
+        # The server signed it, but not with our secret: a configuration mistake, say so.
+        return (
+            "the executor cannot verify this session's ticket: its token differs from the signaling "
+            "server's (start both with the same --token or REMOTEMEDIA_TOKEN)"
+        )
+    return None
 
 
 class ExecutorSession:
@@ -253,18 +266,9 @@ class ExecutorSession:
 
     def _hello(self, message: Message) -> None:
         body = message.body if isinstance(message.body, dict) else {}
-        ticket = body.get("ticket")
         s = self.signaling
-        why = None
-        if not isinstance(ticket, str) or not hmac.compare_digest(ticket.encode(), s.ticket.encode()):
-            why = "wrong session ticket"
-        elif not verify_ticket(self.settings.token, ticket, s.id, s.client, self.settings.executor):
-            # The server signed it, but not with our secret: a configuration mistake, say so.
-            why = (
-                "the executor cannot verify this session's ticket: its token differs from the signaling "
-                "server's (start both with the same --token or REMOTEMEDIA_TOKEN)"
-            )
-        elif body.get("version") != PROTOCOL_VERSION:
+        why = ticket_problem(self.settings, s, body.get("ticket"))
+        if why is None and body.get("version") != PROTOCOL_VERSION:
             why = f"protocol version {body.get('version')!r} is not {PROTOCOL_VERSION} (upgrade remotemedia on both ends)"
         if why is not None:
             self._reply_later(self._refuse(0, why))

@@ -68,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         await executor.start()
         print(f"remotemedia serve listening on {server.url} (executor {executor_config.name})", flush=True)
+        print(f"demo page: {server.page_url} (open it in a browser)", flush=True)
         serving = asyncio.create_task(executor.serve())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=_DEFAULTS.max_sessions_per_client,
         help="open sessions allowed per client connection (default: %(default)s)",
     )
+    parser.add_argument(
+        "--web-root",
+        default=_DEFAULTS.web_root,
+        metavar="DIR",
+        help="folder of the browser demo page served at / ('' serves none; default: the project's web_demo)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -97,6 +103,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         rate_burst=args.rate_burst,
         max_message_size=args.max_message_size,
         max_sessions_per_client=args.max_sessions_per_client,
+        web_root=args.web_root or None,
     )
 
 
@@ -107,6 +114,8 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     server = await start_server(config, host=host, port=port)
     print(f"remotemedia-signaling listening on {server.url}", flush=True)
+    if config.web_root is not None:
+        print(f"demo page: {server.page_url}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -25,6 +26,7 @@ from remotemedia.signaling.messages import dump
 from .config import ServerConfig
 from .hub import Close, Hub, Send
 from .metrics import CONTENT_TYPE_LATEST, HubCollector, render
+from .web import add_web_demo
 
 __all__ = ["SignalingServer", "RunningServer", "create_app", "start_server", "SERVER_KEY"]
 
@@ -214,6 +216,8 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/ws", server.websocket)
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/metrics", server.metrics)
+    if server.config.web_root is not None:
+        add_web_demo(app, Path(server.config.web_root))
     app.on_startup.append(server.on_startup)
     app.on_shutdown.append(server.on_shutdown)
     return app
@@ -236,6 +240,12 @@ class RunningServer:
         """The websocket URL clients and executors dial."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}/ws"
+
+    @property
+    def page_url(self) -> str:
+        """The browser demo page's address (served when ``ServerConfig.web_root`` is set, the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
 
     async def close(self) -> None:
         """Close every connection and stop listening."""

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
 
+from .web import DEFAULT_ROOT
+
 __all__ = ["ServerConfig"]
 
 
@@ -38,6 +40,8 @@ class ServerConfig:
     max_sessions_per_client: int = 16
     #: Messages queued for one slow connection before it is closed.
     outbox_size: int = 1024
+    #: Folder of the browser demo page served at ``/``; ``None`` serves no page.
+    web_root: str | None = str(DEFAULT_ROOT)
 
     def __post_init__(self) -> None:
         if self.token is not None and (not isinstance(self.token, str) or not self.token):

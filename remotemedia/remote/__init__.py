@@ -8,12 +8,15 @@ Remote execution: run an object on an executor and call it through a proxy.
 - :class:`RemoteProxy` (:mod:`remotemedia.remote.proxy`): a remote object;
 - :class:`RemoteObjectExecutionNode` (:mod:`remotemedia.remote.node`): a
   pipeline node whose object runs on an executor; a pipeline run opens its
-  sessions with :mod:`remotemedia.remote.sessions`.
+  sessions with :mod:`remotemedia.remote.sessions`;
+- :class:`RemoteServiceNode` (:mod:`remotemedia.remote.service`): a named
+  service of an executor (what browsers use), as a pipeline node.
 """
 
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
 from .proxy import RemoteCall, RemoteProxy
+from .service import RemoteServiceNode
 
-__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall", "RemoteObjectExecutionNode"]
+__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall", "RemoteObjectExecutionNode", "RemoteServiceNode"]

@@ -1,0 +1,394 @@
+"""
+A service session: a named service (see :mod:`executor.services`) serving
+one client's camera and microphone, live.
+
+The client (a browser, or :class:`~remotemedia.remote.service.RemoteServiceNode`)
+offers an audio and a video track and a ``service`` data channel, and
+trickles its ICE candidates; this side applies them as they come, before or
+after its answer. The protocol is in ``signaling_server/PROTOCOL.md``
+(*Services*). In short:
+
+- nothing is looked at before the client's ``hello`` shows the session's
+  ticket; then the service's node is built with the client's options;
+- received frames go to the node in arrival order; video it has not taken
+  yet is replaced by newer frames (:class:`~remotemedia.nodes.live.LatestQueue`
+  semantics), audio is kept up to :data:`MAX_AUDIO_BACKLOG` seconds;
+- the node's video goes back on the video track (the latest frame), its
+  audio is played on the audio track, anything else goes on the data
+  channel as JSON;
+- ``configure`` messages change the node's options while it runs, and a
+  ``stats`` message goes out every second.
+
+No Python object comes from the client: the node is the executor's own
+code, and it runs in the executor's process (in either ``--mode``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import av
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from remotemedia.exceptions import RemoteMediaError
+from remotemedia.frames import AudioFrame, Transcript, VideoFrame
+from remotemedia.node import ProcessStream
+from remotemedia.signaling import SignalingSession
+from remotemedia.transport import new_peer_connection
+from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
+from remotemedia.transport.peer import add_candidate
+
+from .services import Factory, build
+from .session import SessionSettings, ticket_problem
+
+__all__ = ["ServiceSession", "SERVICE_LABEL", "MAX_AUDIO_BACKLOG"]
+
+logger = logging.getLogger(__name__)
+
+#: Label of a service session's data channel.
+SERVICE_LABEL = "service"
+#: Seconds of received audio kept for a node that falls behind; older audio is dropped.
+MAX_AUDIO_BACKLOG = 5.0
+#: Seconds between ``stats`` messages.
+STATS_INTERVAL = 1.0
+#: Largest data channel message accepted from the client, in bytes.
+MAX_CONTROL_MESSAGE = 64 * 1024
+_END = object()
+
+
+class _Input:
+    """The node's input: frames in arrival order; one video frame at most waits (the latest)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self._ready = asyncio.Event()
+        self._audio_s = 0.0
+        self.ended = False
+        self.frames_in = self.dropped = self.audio_dropped_s = 0
+        #: When each video frame (by timestamp) was handed to the node.
+        self.taken: collections.OrderedDict = collections.OrderedDict()
+
+    def put(self, frame: Any) -> None:
+        if self.ended:
+            return
+        if isinstance(frame, av.VideoFrame):
+            self.frames_in += 1
+            for i, item in enumerate(self._items):
+                if isinstance(item, av.VideoFrame):
+                    self._items[i] = frame  # the newer frame takes the waiting one's place
+                    self.dropped += 1
+                    return
+        else:
+            self._audio_s += frame.samples / frame.sample_rate
+            while self._audio_s > MAX_AUDIO_BACKLOG:
+                for i, item in enumerate(self._items):
+                    if isinstance(item, av.AudioFrame):
+                        del self._items[i]
+                        self._audio_s -= item.samples / item.sample_rate
+                        self.audio_dropped_s += item.samples / item.sample_rate
+                        break
+        self._items.append(frame)
+        self._ready.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self._ready.set()
+
+    @property
+    def audio_backlog(self) -> float:
+        return self._audio_s
+
+    async def frames(self):
+        """The frames, converted as the node takes them, until :meth:`end`."""
+        while True:
+            while not self._items:
+                if self.ended:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            frame = self._items.popleft()
+            if isinstance(frame, av.VideoFrame):
+                out = VideoFrame.from_av(frame)
+                self.taken[out.timestamp] = time.perf_counter()
+                while len(self.taken) > 100:
+                    self.taken.popitem(last=False)
+            else:
+                self._audio_s -= frame.samples / frame.sample_rate
+                out = AudioFrame.from_av(frame)
+            yield out
+
+
+class ServiceSession:
+    """Serves one client with one named service until either ends (see the module docstring)."""
+
+    def __init__(self, signaling: SignalingSession, settings: SessionSettings, services: dict[str, Factory]) -> None:
+        self.signaling = signaling
+        self.settings = settings
+        self.services = services
+        self.service = str(signaling.requirements.get("service", ""))
+        self._done = asyncio.Event()
+        self._why = ""
+        self._channel: Any = None
+        self._node: Any = None
+        self._input = _Input()
+        self._video = LiveVideoTrack()
+        self._audio = LiveAudioTrack()
+        self._tasks: list[asyncio.Task] = []
+        self._messages: asyncio.Queue = asyncio.Queue()
+        self._process_ms: list[float] = []
+        self.frames_out = 0
+
+    def _end(self, why: str) -> None:
+        if not self._done.is_set():
+            self._why = why
+            self._done.set()
+
+    async def run(self) -> None:
+        """Negotiate, serve, and free everything of the session, whatever happens."""
+        pc = new_peer_connection(self.settings.ice_servers)
+        opened: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            if channel.label == SERVICE_LABEL and not opened.done():
+                opened.set_result(channel)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            self._spawn(self._read_track(track), f"service-{track.kind}-in")
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._end(f"the peer connection {pc.connectionState}")
+
+        try:
+            factory = self.services.get(self.service)
+            if factory is None:
+                raise LookupError(f"this executor offers no service {self.service!r} (it offers {', '.join(self.services)})")
+            timeout = self.settings.connect_timeout
+            self.signaling.on_candidate(lambda candidate: add_candidate(pc, candidate))
+            offer = await self.signaling.expect("offer", timeout)
+            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+            self._add_tracks(pc)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self.signaling.send_answer(pc.localDescription.sdp)
+            self._spawn(self._watch_signaling(pc), "service-signaling")
+            self._channel = await asyncio.wait_for(opened, timeout)
+            self._channel.on("message", self._messages.put_nowait)
+            self._channel.on("close", lambda: self._end("the client closed the data channel"))
+            if await self._hello(factory, timeout):
+                self._spawn(self._serve_node(), "service-node")
+                self._spawn(self._control(), "service-control")
+                self._spawn(self._stats(), "service-stats")
+                await self._done.wait()
+        except (asyncio.TimeoutError, RemoteMediaError, LookupError) as exc:
+            self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
+        except Exception as exc:  # a malformed offer makes aiortc raise all sorts
+            logger.warning("session %s: setup failed", self.signaling.id, exc_info=True)
+            self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._input.end()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._node is not None:
+                await self._call(getattr(self._node, "cleanup", None))
+            self._video.stop()
+            self._audio.stop()
+            await pc.close()
+            await self.signaling.close(self._why[:200] or "the executor is stopping")
+            logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.signaling.id}"))
+
+    def _add_tracks(self, pc: Any) -> None:
+        kinds = [t.kind for t in pc.getTransceivers()]
+        if kinds.count("audio") > 1 or kinds.count("video") > 1:
+            raise ValueError(f"a service session takes at most one audio and one video track, not {kinds}")
+        for transceiver in pc.getTransceivers():
+            # Ours go back on the client's transceivers: processed video, and speech (or silence).
+            pc.addTrack(self._video if transceiver.kind == "video" else self._audio)
+
+    async def _watch_signaling(self, pc: Any) -> None:
+        """Trickled candidates after the answer; ``bye`` ends the session."""
+        try:
+            while True:
+                message = await self.signaling.recv()
+                if message["type"] == "candidate":
+                    add_candidate(pc, message["candidate"])
+                elif message["type"] == "bye":
+                    self._end(f"the client left ({self.signaling.ended})")
+                    return
+        except RemoteMediaError as exc:
+            # Losing the signaling server does not end a peer connection that is up.
+            logger.warning("session %s: signaling ended: %s", self.signaling.id, exc)
+
+    async def _read_track(self, track: Any) -> None:
+        try:
+            while True:
+                self._input.put(await track.recv())
+        except MediaStreamError:
+            pass
+        except Exception:  # a frame that does not convert must not pass unnoticed
+            logger.exception("session %s: reading the client's %s track failed", self.signaling.id, track.kind)
+            self._end(f"reading the client's {track.kind} track failed")
+
+    # -- control ---------------------------------------------------------------------
+
+    def _send(self, message: dict) -> None:
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(json.dumps(message, allow_nan=False, default=str))
+
+    def _error(self, code: str, message: str) -> None:
+        self._send({"type": "error", "code": code, "message": message})
+
+    async def _next_message(self, timeout: float | None = None) -> dict | None:
+        """The client's next message as a dict; ``None`` (after telling it) for a malformed one."""
+        raw = await asyncio.wait_for(self._messages.get(), timeout)
+        if isinstance(raw, bytes) or len(raw) > MAX_CONTROL_MESSAGE:
+            self._error("bad_request", f"messages are JSON text of at most {MAX_CONTROL_MESSAGE} bytes")
+            return None
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            self._error("bad_request", "a message is not valid JSON")
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._error("bad_request", "a message is a JSON object with a string 'type'")
+            return None
+        return message
+
+    async def _hello(self, factory: Factory, timeout: float) -> bool:
+        try:
+            hello = await self._next_message(timeout)
+        except asyncio.TimeoutError:
+            self._end(f"no hello within {timeout:g} s")
+            return False
+        why = "the first message must be hello" if hello is None or hello["type"] != "hello" else None
+        why = why or ticket_problem(self.settings, self.signaling, hello.get("ticket"))
+        if why is not None:
+            logger.warning("session %s: refused: %s", self.signaling.id, why)
+            self._error("unauthorized", why)
+            self._end(f"refused: {why}")
+            return False
+        try:
+            self._node = build(factory, hello.get("options"))
+        except ValueError as exc:
+            self._error("bad_options", str(exc))
+            self._end(f"bad options: {exc}")
+            return False
+        except Exception as exc:
+            logger.exception("session %s: building service %r failed", self.signaling.id, self.service)
+            self._error("service_failed", f"building service {self.service!r} failed: {type(exc).__name__}: {exc}")
+            self._end(f"service {self.service!r} failed to start")
+            return False
+        from executor.service import _has_gpu
+
+        self._send(
+            {
+                "type": "welcome",
+                "executor": self.settings.executor,
+                "service": self.service,
+                "options": self._options(hello.get("options") or {}),
+                "choices": {k: list(v) for k, v in (getattr(self._node, "choices", None) or {}).items()},
+                "gpu": _has_gpu(),
+            }
+        )
+        return True
+
+    def _options(self, fallback: dict) -> dict:
+        options = getattr(self._node, "options", None)
+        return options() if callable(options) else fallback
+
+    async def _control(self) -> None:
+        while True:
+            message = await self._next_message()
+            if message is None:
+                continue
+            if message["type"] == "configure":
+                self._configure(message.get("options"))
+            elif message["type"] == "end":
+                self._input.end()
+            elif message["type"] != "hello":
+                self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
+
+    def _configure(self, options: Any) -> None:
+        configure = getattr(self._node, "configure", None)
+        if not callable(configure):
+            self._error("bad_options", f"service {self.service!r} has no options to change while it runs")
+        elif not isinstance(options, dict) or not all(isinstance(k, str) and k.isidentifier() for k in options):
+            self._error("bad_options", f"options must be an object of option names to values, not {options!r}")
+        else:
+            try:
+                configure(**options)
+            except (TypeError, ValueError) as exc:
+                self._error("bad_options", str(exc))
+                return
+            self._send({"type": "configured", "options": self._options(options)})
+
+    async def _stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            times, self._process_ms = self._process_ms, []
+            dropped = self._input.dropped + getattr(self._node, "dropped", 0) + self._video.replaced
+            self._send(
+                {
+                    "type": "stats",
+                    "frames_in": self._input.frames_in,
+                    "frames_out": self.frames_out,
+                    "dropped": dropped,
+                    "process_ms": round(sum(times) / len(times), 1) if times else None,
+                    "audio_backlog_s": round(self._input.audio_backlog, 2),
+                }
+            )
+
+    # -- the node ----------------------------------------------------------------------
+
+    async def _call(self, method: Callable | None) -> Any:
+        if method is None:
+            return None
+        if inspect.iscoroutinefunction(method):
+            return await method()
+        return await asyncio.to_thread(method)
+
+    async def _serve_node(self) -> None:
+        node = self._node if getattr(self._node, "is_streaming", False) else ProcessStream(self._node)
+        try:
+            await self._call(getattr(node, "initialize", None))
+            async for item in node.stream(self._input.frames()):
+                self._output(item)
+        except Exception as exc:
+            logger.warning("session %s: service %r failed", self.signaling.id, self.service, exc_info=True)
+            self._error("service_failed", f"service {self.service!r} failed: {type(exc).__name__}: {exc}")
+            self._end(f"service {self.service!r} failed: {type(exc).__name__}: {exc}")
+            return
+        self._send({"type": "done"})
+        # What was queued on the tracks still goes out; the client ends the session once it has it.
+
+    def _output(self, item: Any) -> None:
+        if isinstance(item, VideoFrame):
+            taken = self._input.taken.pop(item.timestamp, None)
+            if taken is not None:
+                self._process_ms.append((time.perf_counter() - taken) * 1000)
+            self.frames_out += 1
+            self._video.put(item)
+        elif isinstance(item, AudioFrame):
+            self._audio.play(item)
+        elif isinstance(item, Transcript):
+            self._send({"type": "transcript", "text": item.text, "start": item.start, "end": item.end})
+        elif isinstance(item, dict) and isinstance(item.get("type"), str):
+            self._send(item)
+        elif isinstance(item, str):
+            self._send({"type": "text", "text": item})
+        else:
+            self._send({"type": "event", "data": item})

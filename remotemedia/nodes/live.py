@@ -1,0 +1,249 @@
+"""
+Live media: what a camera-and-microphone session needs.
+
+- :class:`LatestQueue`: a one-place queue where a newer item replaces the
+  one waiting. Live video keeps only the latest frame: a frame that waited
+  behind a slow effect is worth less than the one just captured.
+- :class:`LiveDemoNode`: the browser demo's service. One stream of a
+  person's camera and microphone frames in; processed video, transcripts
+  and talk-back speech out. Video goes through a :class:`VideoEffectNode`
+  (switchable while running); audio through a :class:`WhisperNode`, whose
+  transcripts are yielded and, in talk-back mode, answered by a
+  :class:`TTSNode` whose speech is yielded as audio frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator
+
+from ..frames import AudioFrame, Transcript, VideoFrame
+from .effects import EFFECTS, VideoEffectNode
+
+__all__ = ["LatestQueue", "LiveDemoNode"]
+
+_CLOSED = object()
+
+
+class LatestQueue:
+    """
+    A queue of one item where :meth:`put` replaces an item still waiting.
+
+    :meth:`get` waits for an item; after :meth:`close` (and once the item
+    waiting is taken) it raises :exc:`StopAsyncIteration`. :attr:`replaced`
+    counts items that were replaced before anyone took them.
+    """
+
+    def __init__(self) -> None:
+        self._item: Any = _CLOSED
+        self._ready = asyncio.Event()
+        self._closed = False
+        #: Items replaced by a newer one before they were taken.
+        self.replaced = 0
+
+    def put(self, item: Any) -> None:
+        """Offer ``item``; an item still waiting is dropped."""
+        if self._closed:
+            return
+        if self._item is not _CLOSED:
+            self.replaced += 1
+        self._item = item
+        self._ready.set()
+
+    def close(self) -> None:
+        """No more items: :meth:`get` ends once the waiting one is taken."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> Any:
+        """The latest item; :exc:`StopAsyncIteration` once closed and empty."""
+        while self._item is _CLOSED:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        item, self._item = self._item, _CLOSED
+        return item
+
+    def __aiter__(self) -> LatestQueue:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.get()
+
+
+async def _drain(queue: asyncio.Queue) -> AsyncIterator[Any]:
+    while (item := await queue.get()) is not _CLOSED:
+        yield item
+
+
+class LiveDemoNode:
+    """
+    Camera and microphone in; effect video, transcripts and talk-back out.
+
+    Options (all switchable while running with :meth:`configure`):
+
+    - ``effect``: one of :data:`~remotemedia.nodes.effects.EFFECTS`, or
+      ``None`` to leave video out entirely (video frames are then dropped);
+    - ``transcribe``: yield a :class:`~remotemedia.frames.Transcript` per
+      utterance heard;
+    - ``talkback``: answer each utterance: yield ``{"type": "reply",
+      "text": ...}``, then the reply's speech as audio frames.
+
+    ``audio=False`` leaves the microphone out (no models are loaded).
+    ``whisper`` and ``tts`` replace the default :class:`WhisperNode` and
+    :class:`TTSNode` (given as nodes, built here by default).
+
+    Video that the effect has not taken yet is replaced by newer frames
+    (:class:`LatestQueue`); :attr:`dropped` counts those frames.
+    """
+
+    is_streaming = True
+    #: Allowed values of each option.
+    choices = {"effect": EFFECTS, "transcribe": (True, False), "talkback": (True, False)}
+
+    def __init__(
+        self,
+        effect: str | None = "edges",
+        transcribe: bool = True,
+        talkback: bool = False,
+        audio: bool = True,
+        whisper: Any = None,
+        tts: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or type(self).__name__
+        self.video = VideoEffectNode(effect) if effect is not None else None
+        self.audio = bool(audio)
+        self.transcribe = self.talkback = False
+        self.configure(transcribe=transcribe, talkback=talkback)
+        if self.audio:
+            from .tts import TTSNode
+            from .whisper import WhisperNode
+
+            self.whisper = whisper if whisper is not None else WhisperNode()
+            self.tts = tts if tts is not None else TTSNode(deterministic=True)
+        else:
+            self.whisper = self.tts = None
+        self._latest: LatestQueue | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Video frames dropped because the effect was busy with an earlier one (this run)."""
+        return self._latest.replaced if self._latest is not None else 0
+
+    def configure(self, effect: str | None = None, transcribe: bool | None = None, talkback: bool | None = None) -> None:
+        """Change options while running; ``ValueError`` for a bad value (nothing is changed then)."""
+        for option, value in (("transcribe", transcribe), ("talkback", talkback)):
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{option} must be true or false, not {value!r}")
+            if value and not self.audio:
+                raise ValueError(f"{option} needs the microphone, which this service does not take")
+        if effect is not None:
+            if self.video is None:
+                raise ValueError("this service takes no video, so it has no effect to set")
+            self.video.configure(effect=effect)
+        if transcribe is not None:
+            self.transcribe = transcribe
+        if talkback is not None:
+            self.talkback = talkback
+
+    def options(self) -> dict:
+        """The options now."""
+        options = {"effect": self.video.effect if self.video is not None else None}
+        if self.audio:
+            options.update(transcribe=self.transcribe, talkback=self.talkback)
+        return options
+
+    def initialize(self) -> None:
+        for node in (self.whisper, self.tts):
+            if node is not None:
+                node.initialize()
+
+    def cleanup(self) -> None:
+        for node in (self.whisper, self.tts):
+            if node is not None:
+                node.cleanup()
+
+    @staticmethod
+    def reply_to(heard: str) -> str:
+        """What talk-back says to an utterance (override for another answer)."""
+        return f"You said: {heard}"
+
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        out: asyncio.Queue = asyncio.Queue()
+        video = self._latest = LatestQueue()
+        speech: asyncio.Queue = asyncio.Queue()
+        replies: asyncio.Queue = asyncio.Queue()
+
+        async def route() -> None:
+            try:
+                async for frame in frames:
+                    if isinstance(frame, VideoFrame):
+                        if self.video is not None:
+                            video.put(frame)
+                    elif isinstance(frame, AudioFrame):
+                        if self.audio and (self.transcribe or self.talkback):
+                            speech.put_nowait(frame)
+                    else:
+                        raise TypeError(f"{self.name} takes AudioFrame and VideoFrame inputs, not {type(frame).__name__}")
+            finally:
+                video.close()
+                speech.put_nowait(_CLOSED)
+
+        async def effects() -> None:
+            async for frame in video:
+                out.put_nowait(await asyncio.to_thread(self.video.process, frame))
+
+        async def listen() -> None:
+            try:
+                async for heard in self.whisper.stream(_drain(speech)):
+                    if not isinstance(heard, Transcript) or not heard.text.strip():
+                        continue
+                    if self.transcribe:
+                        out.put_nowait(heard)
+                    if self.talkback:
+                        answer = self.reply_to(heard.text.strip())
+                        out.put_nowait({"type": "reply", "text": answer})
+                        replies.put_nowait(answer)
+            finally:
+                replies.put_nowait(_CLOSED)
+
+        async def speak() -> None:
+            async for frame in self.tts.stream(_drain(replies)):
+                out.put_nowait(frame)
+
+        branches = [route(), effects()]
+        if self.audio:
+            branches += [listen(), speak()]
+        tasks = [asyncio.create_task(branch) for branch in branches]
+        finished = asyncio.create_task(_all(tasks, out))
+        try:
+            while (item := await out.get()) is not _CLOSED:
+                yield item
+            await finished  # a branch's exception, if any
+        finally:
+            for task in [*tasks, finished]:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, finished, return_exceptions=True)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_latest": None}  # a run's queue stays with the run
+
+    def __repr__(self) -> str:
+        return f"<LiveDemoNode {self.options()}>"
+
+
+async def _all(tasks: list[asyncio.Task], out: asyncio.Queue) -> None:
+    """Wait for every branch; the first failure cancels the rest. Ends ``out`` either way."""
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            await next_done
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    finally:
+        out.put_nowait(_CLOSED)
