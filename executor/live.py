@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import json
 import logging
@@ -372,8 +371,9 @@ class ServiceSession:
             self._error("service_failed", f"service {self.service!r} failed: {type(exc).__name__}: {exc}")
             self._end(f"service {self.service!r} failed: {type(exc).__name__}: {exc}")
             return
+        await self._audio.drained()  # the speech it yielded is heard to the end
         self._send({"type": "done"})
-        # What was queued on the tracks still goes out; the client ends the session once it has it.
+        # The client ends the session once the last frames on the tracks have reached it.
 
     def _output(self, item: Any) -> None:
         if isinstance(item, VideoFrame):

@@ -123,8 +123,7 @@ class RemoteServiceNode(Node):
                         audio.play(frame)
                     else:
                         raise TypeError(f"{self.name} takes VideoFrame and AudioFrame inputs, not {type(frame).__name__}")
-                while audio.queued > 0:  # the last audio must be played before the end is told
-                    await asyncio.sleep(0.02)
+                await audio.drained()  # the last audio must be sent before the end is told
                 channel.send(json.dumps({"type": "end"}))
 
             async def watch_bye() -> None:

@@ -90,6 +90,8 @@ class LiveAudioTrack(MediaStreamTrack):
         self._pending = np.zeros(0, np.int16)
         self._start: float | None = None
         self._packets = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     def play(self, frame: AudioFrame) -> None:
         """Queue ``frame`` (any rate, layout and sample type) to play after what is queued."""
@@ -100,6 +102,7 @@ class LiveAudioTrack(MediaStreamTrack):
         chunks = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(source)]
         if chunks:
             self._pending = np.concatenate([self._pending, *chunks])
+            self._drained.clear()
 
     @property
     def queued(self) -> float:
@@ -109,6 +112,15 @@ class LiveAudioTrack(MediaStreamTrack):
     def clear(self) -> None:
         """Drop the audio waiting to be played."""
         self._pending = np.zeros(0, np.int16)
+        self._drained.set()
+
+    async def drained(self) -> None:
+        """Wait until everything given to :meth:`play` has been sent (or the track stopped)."""
+        await self._drained.wait()
+
+    def stop(self) -> None:
+        super().stop()
+        self._drained.set()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -123,6 +135,8 @@ class LiveAudioTrack(MediaStreamTrack):
             self._start, self._packets = loop.time() - self._packets * PACKET_S, self._packets
         samples = self._pending[:AUDIO_PACKET]
         self._pending = self._pending[AUDIO_PACKET:]
+        if not len(self._pending):
+            self._drained.set()
         if len(samples) < AUDIO_PACKET:
             samples = np.concatenate([samples, np.zeros(AUDIO_PACKET - len(samples), np.int16)])
         out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
