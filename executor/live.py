@@ -43,6 +43,7 @@ from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport import new_peer_connection
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
+from remotemedia.transport.media import KINDS
 from remotemedia.transport.peer import add_candidate
 
 from .services import Factory, build
@@ -233,9 +234,12 @@ class ServiceSession:
             logger.warning("session %s: signaling ended: %s", self.signaling.id, exc)
 
     async def _read_track(self, track: Any) -> None:
+        """Hand the track's frames to the node, once it exists and if it takes their kind."""
         try:
             while True:
-                self._input.put(await track.recv())
+                frame = await track.recv()
+                if self._node is not None and track.kind in getattr(self._node, "takes", KINDS):
+                    self._input.put(frame)
         except MediaStreamError:
             pass
         except Exception:  # a frame that does not convert must not pass unnoticed

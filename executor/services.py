@@ -16,7 +16,9 @@ A node may also have:
   or ``TypeError`` for bad ones);
 - ``options()``: its options now (sent in ``welcome`` and ``configured``);
 - ``choices``: allowed values of its options, by name (the page builds its
-  controls from them).
+  controls from them);
+- ``takes``: the kinds of frame it takes, ``("audio", "video")`` by default;
+  frames of other kinds are not given to it.
 
 Services are code the executor's operator chose, run in the executor's own
 process: nothing from the client is unpickled in a service session.

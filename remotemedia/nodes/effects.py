@@ -100,6 +100,8 @@ class VideoEffectNode(Node):
 
     #: Allowed values of each option (the browser demo builds its controls from this).
     choices = {"effect": EFFECTS}
+    #: It takes video frames only (a service is given only those).
+    takes = ("video",)
 
     def __init__(self, effect: str = "edges", name: str | None = None) -> None:
         super().__init__(name)

@@ -129,6 +129,11 @@ class LiveDemoNode:
         self._latest: LatestQueue | None = None
 
     @property
+    def takes(self) -> tuple[str, ...]:
+        """The kinds of frame it takes (a service is given only those)."""
+        return (("audio",) if self.audio else ()) + (("video",) if self.video is not None else ())
+
+    @property
     def dropped(self) -> int:
         """Video frames dropped because the effect was busy with an earlier one (this run)."""
         return self._latest.replaced if self._latest is not None else 0
