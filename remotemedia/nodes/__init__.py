@@ -1,6 +1,7 @@
 """
 Built-in nodes: audio (resample, gain, chunk), video (transform, effects),
-sources (tone, video pattern, audio file), a WAV writer, and speech (VAD, Whisper, TTS, Ultravox).
+sources (tone, video pattern, audio file), a WAV writer, speech (VAD,
+Whisper, TTS, Ultravox), and the browser demo's live node.
 
 The speech nodes import their model libraries (``remotemedia[ml]``) only
 when they load a model, so they can be built, and sent to an executor, on a
@@ -8,8 +9,9 @@ machine without them.
 """
 
 from .audio import ChunkerNode, GainNode, ResampleNode
-from .effects import EdgeNode, InvertNode
+from .effects import EdgeNode, InvertNode, VideoEffectNode
 from .files import AudioFileSource, WavWriterNode
+from .live import LiveDemoNode
 from .sources import ToneNode, VideoPatternNode
 from .tts import TTSNode
 from .ultravox import UltravoxMinDurationWrapper, UltravoxNode
@@ -23,12 +25,14 @@ __all__ = [
     "EdgeNode",
     "GainNode",
     "InvertNode",
+    "LiveDemoNode",
     "ResampleNode",
     "TTSNode",
     "ToneNode",
     "UltravoxMinDurationWrapper",
     "UltravoxNode",
     "VADNode",
+    "VideoEffectNode",
     "VideoPatternNode",
     "VideoTransformNode",
     "WavWriterNode",

@@ -76,7 +76,7 @@ EFFECTS = ("none", "edges", "cartoon", "blur", "invert")
 
 # FFmpeg filter chains, by effect (``cartoon`` combines two of them, see _cartoon).
 _CHAINS = {
-    "edges": [("edgedetect", "low=0.08:high=0.2")],
+    "edges": [("edgedetect", "low=0.08:high=0.2"), ("lut", "c0='min(val*3,255)'")],  # brighter lines
     "blur": [("gblur", "sigma=12")],
     "invert": [("negate", None)],
     "smooth": [("gblur", "sigma=2"), ("lutrgb", "r='trunc(val/64)*64+32':g='trunc(val/64)*64+32':b='trunc(val/64)*64+32'")],

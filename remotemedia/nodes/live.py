@@ -87,7 +87,7 @@ class LiveDemoNode:
     - ``effect``: one of :data:`~remotemedia.nodes.effects.EFFECTS`, or
       ``None`` to leave video out entirely (video frames are then dropped);
     - ``transcribe``: yield a :class:`~remotemedia.frames.Transcript` per
-      utterance heard;
+      utterance heard (by default when it takes audio);
     - ``talkback``: answer each utterance: yield ``{"type": "reply",
       "text": ...}``, then the reply's speech as audio frames.
 
@@ -106,7 +106,7 @@ class LiveDemoNode:
     def __init__(
         self,
         effect: str | None = "edges",
-        transcribe: bool = True,
+        transcribe: bool | None = None,
         talkback: bool = False,
         audio: bool = True,
         whisper: Any = None,
@@ -117,7 +117,7 @@ class LiveDemoNode:
         self.video = VideoEffectNode(effect) if effect is not None else None
         self.audio = bool(audio)
         self.transcribe = self.talkback = False
-        self.configure(transcribe=transcribe, talkback=talkback)
+        self.configure(transcribe=self.audio if transcribe is None else transcribe, talkback=talkback)
         if self.audio:
             from .tts import TTSNode
             from .whisper import WhisperNode
