@@ -244,7 +244,9 @@ class RunningServer:
     @property
     def page_url(self) -> str:
         """The browser demo page's address (served when ``ServerConfig.web_root`` is set, the default)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        # A wildcard address is opened on this host as localhost, where browsers allow the camera.
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         return f"http://{host}:{self.port}/"
 
     async def close(self) -> None:
