@@ -104,7 +104,7 @@ class _Input:
 
     @property
     def audio_backlog(self) -> float:
-        return self._audio_s
+        return max(0.0, self._audio_s)  # a sum of float durations drifts below 0 when empty
 
     async def frames(self):
         """The frames, converted as the node takes them, until :meth:`end`."""
@@ -159,6 +159,10 @@ class ServiceSession:
         @pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
             if channel.label == SERVICE_LABEL and not opened.done():
+                # Now, not once `opened` is awaited: a browser sends hello the moment the channel
+                # opens, and aiortc may deliver it in the same step as the channel itself.
+                channel.on("message", self._messages.put_nowait)
+                channel.on("close", lambda: self._end("the client closed the data channel"))
                 opened.set_result(channel)
 
         @pc.on("track")
@@ -183,8 +187,6 @@ class ServiceSession:
             await self.signaling.send_answer(pc.localDescription.sdp)
             self._spawn(self._watch_signaling(pc), "service-signaling")
             self._channel = await asyncio.wait_for(opened, timeout)
-            self._channel.on("message", self._messages.put_nowait)
-            self._channel.on("close", lambda: self._end("the client closed the data channel"))
             if await self._hello(factory, timeout):
                 self._spawn(self._serve_node(), "service-node")
                 self._spawn(self._control(), "service-control")

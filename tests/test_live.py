@@ -176,6 +176,30 @@ async def test_live_demo_options_switch_what_comes_out():
         LiveDemoNode(None, whisper=StandInWhisper(), tts=StandInTTS()).configure(effect="blur")
 
 
+async def test_live_demo_loads_speech_models_only_once_speech_is_on():
+    class Counting(StandInWhisper):
+        loads = 0
+
+        def initialize(self):
+            Counting.loads += 1
+
+    node = LiveDemoNode("none", transcribe=False, whisper=Counting(), tts=StandInTTS())
+    node.initialize()
+    await live(node, [scene(), *[audio(i) for i in range(20)]])
+    assert Counting.loads == 0  # speech stayed off: Whisper and the voice were never loaded
+
+    async def switched_on_midway():
+        for i in range(40):
+            if i == 10:
+                node.configure(transcribe=True)
+            yield audio(i)
+            await asyncio.sleep(0)
+
+    out = [o async for o in node.stream(switched_on_midway())]
+    assert Counting.loads == 1 and [o.text for o in out] == ["words 1", "words 2", "words 3"]
+    node.cleanup()
+
+
 async def test_live_demo_drops_stale_video_and_reports_a_failing_branch():
     node = LiveDemoNode("none", audio=False)
     out = await node.stream(_burst(30)).__anext__()

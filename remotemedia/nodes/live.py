@@ -117,6 +117,8 @@ class LiveDemoNode:
         self.video = VideoEffectNode(effect) if effect is not None else None
         self.audio = bool(audio)
         self.transcribe = self.talkback = False
+        self._wanted: asyncio.Event | None = None  # a run's "speech is on" signal
+        self._speech_loaded = False
         self.configure(transcribe=self.audio if transcribe is None else transcribe, talkback=talkback)
         if self.audio:
             from .tts import TTSNode
@@ -153,6 +155,8 @@ class LiveDemoNode:
             self.transcribe = transcribe
         if talkback is not None:
             self.talkback = talkback
+        if self._wanted is not None and (self.transcribe or self.talkback):
+            self._wanted.set()
 
     def options(self) -> dict:
         """The options now."""
@@ -162,14 +166,21 @@ class LiveDemoNode:
         return options
 
     def initialize(self) -> None:
-        for node in (self.whisper, self.tts):
-            if node is not None:
-                node.initialize()
+        # The speech models load now only if speech is on; else when it is first switched on.
+        if self.transcribe or self.talkback:
+            self._load_speech()
+
+    def _load_speech(self) -> None:
+        if self.audio and not self._speech_loaded:
+            self.whisper.initialize()
+            self.tts.initialize()
+            self._speech_loaded = True
 
     def cleanup(self) -> None:
-        for node in (self.whisper, self.tts):
-            if node is not None:
-                node.cleanup()
+        if self._speech_loaded:
+            self._speech_loaded = False
+            self.whisper.cleanup()
+            self.tts.cleanup()
 
     @staticmethod
     def reply_to(heard: str) -> str:
@@ -179,6 +190,9 @@ class LiveDemoNode:
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         out: asyncio.Queue = asyncio.Queue()
         video = self._latest = LatestQueue()
+        wanted = self._wanted = asyncio.Event()
+        if self.transcribe or self.talkback:
+            wanted.set()
         speech: asyncio.Queue = asyncio.Queue()
         replies: asyncio.Queue = asyncio.Queue()
 
@@ -196,6 +210,7 @@ class LiveDemoNode:
             finally:
                 video.close()
                 speech.put_nowait(_CLOSED)
+                wanted.set()  # so that listen() sees the end
 
         async def effects() -> None:
             async for frame in video:
@@ -203,6 +218,11 @@ class LiveDemoNode:
 
         async def listen() -> None:
             try:
+                await wanted.wait()
+                if not (self.transcribe or self.talkback):
+                    return  # the input ended before speech was ever switched on
+                if not self._speech_loaded:
+                    await asyncio.to_thread(self._load_speech)
                 async for heard in self.whisper.stream(_drain(speech)):
                     if not isinstance(heard, Transcript) or not heard.text.strip():
                         continue
@@ -235,7 +255,8 @@ class LiveDemoNode:
                 await asyncio.gather(*tasks, finished, return_exceptions=True)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_latest": None}  # a run's queue stays with the run
+        # A run's queue and signal stay with the run; the models with the process that loaded them.
+        return {**self.__dict__, "_latest": None, "_wanted": None, "_speech_loaded": False}
 
     def __repr__(self) -> str:
         return f"<LiveDemoNode {self.options()}>"
