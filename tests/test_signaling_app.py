@@ -99,3 +99,32 @@ async def test_a_busy_port_raises_oserror():
             await start_server(port=first.port)
     finally:
         await first.close()
+
+
+async def test_the_demo_page_is_served_at_the_root_unless_turned_off(tmp_path):
+    import aiohttp
+
+    (tmp_path / "index.html").write_text("<p>own page</p>")
+    (tmp_path / ".secret").write_text("hidden")
+    for config, expect in [(ServerConfig(), "<script"), (ServerConfig(web_root=str(tmp_path)), "own page")]:
+        server = await start_server(config, port=0)
+        try:
+            assert server.page_url == f"http://127.0.0.1:{server.port}/"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(server.page_url) as response:
+                    assert response.status == 200 and expect in await response.text()
+                    assert response.headers["Cache-Control"] == "no-cache"
+                for path in (".secret", "..%2Fpyproject.toml", "missing.js"):
+                    async with http.get(server.page_url + path) as response:
+                        assert response.status == 404, path
+                async with http.get(server.page_url + "healthz") as response:
+                    assert (await response.json())["status"] == "ok"  # the API routes come first
+        finally:
+            await server.close()
+    server = await start_server(ServerConfig(web_root=None), port=0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.page_url) as response:
+                assert response.status == 404
+    finally:
+        await server.close()
