@@ -7,6 +7,7 @@ a user's own through ``--services``, and every way a session can fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 
@@ -140,49 +141,44 @@ async def test_a_failing_service_raises_remote_execution_error(cluster):
         await asyncio.wait_for(run(node, camera(30)), 30)
 
 
-async def test_a_wrong_ticket_is_refused_before_anything_is_built(cluster):
+@contextlib.asynccontextmanager
+async def service_channel(cluster, service: str):
+    """A service session opened by hand up to its data channel, to send what no real client would."""
     from remotemedia.signaling import SignalingClient
     from remotemedia.transport import make_offer, new_peer_connection, wait_open
 
     signaling = await SignalingClient.connect(cluster.url, token=TOKEN)
     pc = new_peer_connection()
     try:
-        session = await signaling.pair({"service": "effects"}, timeout=15)
-        channel = pc.createDataChannel("service")
-        got: asyncio.Queue = asyncio.Queue()
-        channel.on("message", got.put_nowait)
-        await make_offer(pc, session, 15)
-        await wait_open(channel, 15, "test")
-        channel.send(json.dumps({"type": "hello", "ticket": "v1.forged", "options": {}}))
-        error = json.loads(await asyncio.wait_for(got.get(), 15))
-        assert error["type"] == "error" and error["code"] == "unauthorized"
-        assert "wrong session ticket" in error["message"]
-        bye = await session.expect("bye", 15)
-        assert "refused" in bye["reason"]
-    finally:
-        await pc.close()
-        await signaling.close()
-
-
-async def test_messages_before_and_after_hello(cluster):
-    from remotemedia.signaling import SignalingClient
-    from remotemedia.transport import make_offer, new_peer_connection, wait_open
-
-    signaling = await SignalingClient.connect(cluster.url, token=TOKEN)
-    pc = new_peer_connection()
-    try:
-        session = await signaling.pair({"service": "effects"}, timeout=15)
+        session = await signaling.pair({"service": service}, timeout=15)
         channel = pc.createDataChannel("service")
         got: asyncio.Queue = asyncio.Queue()
         channel.on("message", lambda raw: got.put_nowait(json.loads(raw)))
         await make_offer(pc, session, 15)
         await wait_open(channel, 15, "test")
 
-        async def next_of(kind):
+        async def next_of(kind: str) -> dict:
             while (message := await asyncio.wait_for(got.get(), 15))["type"] != kind:
                 pass
             return message
 
+        yield session, channel, next_of
+    finally:
+        await pc.close()
+        await signaling.close()
+
+
+async def test_a_wrong_ticket_is_refused_before_anything_is_built(cluster):
+    async with service_channel(cluster, "effects") as (session, channel, next_of):
+        channel.send(json.dumps({"type": "hello", "ticket": "v1.forged", "options": {}}))
+        error = await next_of("error")
+        assert error["code"] == "unauthorized" and "wrong session ticket" in error["message"]
+        bye = await session.expect("bye", 15)
+        assert "refused" in bye["reason"]
+
+
+async def test_messages_before_and_after_hello(cluster):
+    async with service_channel(cluster, "effects") as (session, channel, next_of):
         channel.send(json.dumps({"type": "hello", "ticket": session.ticket, "options": {"effect": "blur"}}))
         assert (await next_of("welcome"))["options"] == {"effect": "blur"}
         channel.send(json.dumps({"type": "configure", "options": {"effect": "cartoon"}}))
@@ -195,9 +191,6 @@ async def test_messages_before_and_after_hello(cluster):
         assert "unknown message type 'dance'" in (await next_of("error"))["message"]
         stats = await next_of("stats")
         assert {"frames_in", "frames_out", "dropped", "process_ms", "audio_backlog_s"} <= set(stats)
-    finally:
-        await pc.close()
-        await signaling.close()
 
 
 def test_the_server_serves_the_demo_page(cluster):
