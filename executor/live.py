@@ -61,7 +61,6 @@ MAX_AUDIO_BACKLOG = 5.0
 STATS_INTERVAL = 1.0
 #: Largest data channel message accepted from the client, in bytes.
 MAX_CONTROL_MESSAGE = 64 * 1024
-_END = object()
 
 
 class _Input:
@@ -71,8 +70,9 @@ class _Input:
         self._items: collections.deque = collections.deque()
         self._ready = asyncio.Event()
         self._audio_s = 0.0
+        self._audio_warned = False
         self.ended = False
-        self.frames_in = self.dropped = self.audio_dropped_s = 0
+        self.frames_in = self.dropped = 0
         #: When each video frame (by timestamp) was handed to the node.
         self.taken: collections.OrderedDict = collections.OrderedDict()
 
@@ -93,8 +93,10 @@ class _Input:
                     if isinstance(item, av.AudioFrame):
                         del self._items[i]
                         self._audio_s -= item.samples / item.sample_rate
-                        self.audio_dropped_s += item.samples / item.sample_rate
                         break
+                if not self._audio_warned:
+                    self._audio_warned = True
+                    logger.warning("a service is slower than real time: the oldest audio beyond %g s is dropped", MAX_AUDIO_BACKLOG)
         self._items.append(frame)
         self._ready.set()
 
