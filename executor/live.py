@@ -44,17 +44,15 @@ from remotemedia.signaling import SignalingSession
 from remotemedia.transport import new_peer_connection
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
-from remotemedia.transport.peer import add_candidate
+from remotemedia.transport.peer import SERVICE_LABEL, add_candidate
 
 from .services import Factory, build
 from .session import SessionSettings, ticket_problem
 
-__all__ = ["ServiceSession", "SERVICE_LABEL", "MAX_AUDIO_BACKLOG"]
+__all__ = ["ServiceSession", "MAX_AUDIO_BACKLOG"]
 
 logger = logging.getLogger(__name__)
 
-#: Label of a service session's data channel.
-SERVICE_LABEL = "service"
 #: Seconds of received audio kept for a node that falls behind; older audio is dropped.
 MAX_AUDIO_BACKLOG = 5.0
 #: Seconds between ``stats`` messages.

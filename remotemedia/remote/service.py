@@ -26,7 +26,6 @@ from .config import RemoteExecutorConfig
 
 __all__ = ["RemoteServiceNode"]
 
-_SERVICE_LABEL = "service"
 _DONE = object()
 #: Seconds to wait, after the service said it is done, for its last frames on the tracks.
 MEDIA_DRAIN = 0.5
@@ -79,6 +78,7 @@ class RemoteServiceNode(Node):
         from ..signaling import SignalingClient
         from ..transport import make_offer, new_peer_connection, wait_open
         from ..transport.live import LiveAudioTrack, LiveVideoTrack
+        from ..transport.peer import SERVICE_LABEL
 
         config = self.remote_config
         limit = config.connect_timeout
@@ -91,7 +91,7 @@ class RemoteServiceNode(Node):
             session = await signaling.pair({**config.requirements, "service": self.service}, timeout=limit)
             pc.addTransceiver(audio, direction="sendrecv")
             pc.addTransceiver(video, direction="sendrecv")
-            channel = pc.createDataChannel(_SERVICE_LABEL)
+            channel = pc.createDataChannel(SERVICE_LABEL)
             channel.on("message", lambda raw: out.put_nowait(_message(raw)))
             channel.on("close", lambda: out.put_nowait(ConnectionLostError(f"the executor closed service {self.service!r}")))
 

@@ -19,12 +19,14 @@ from aiortc.sdp import candidate_from_sdp
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
 
-__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL"]
+__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL", "SERVICE_LABEL"]
 
 logger = logging.getLogger(__name__)
 
 #: Label of the data channel that carries the RPC protocol.
 RPC_LABEL = "rpc"
+#: Label of a service session's data channel (JSON messages: signaling_server/PROTOCOL.md, Services).
+SERVICE_LABEL = "service"
 
 
 def ice_server(entry: str | dict) -> RTCIceServer:
