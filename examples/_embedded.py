@@ -1,4 +1,4 @@
-"""The examples' shared helpers: where the server is (``--host``/``--port``/``--token``), or the embedded one (``--serve``)."""
+"""The examples' shared helpers: where the server is (``--host``/``--port``/``--token``), or the embedded one (``--serve``); Ctrl-C."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def server_config(args: argparse.Namespace, stack: contextlib.ExitStack) -> Remo
     if args.serve:
         args.host, args.port = "127.0.0.1", stack.enter_context(embedded_server())
     return RemoteExecutorConfig(host=args.host, port=args.port, auth_token=args.token)
+
+
+def run_main(main) -> None:
+    """Run an example's ``main()``; Ctrl-C stops it with one line and status 130, as shells expect."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        # The pipeline has already stopped and cleaned up every node, remote ones included.
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from _embedded import add_server_arguments, server_config
+from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode
 from remotemedia.nodes import ChunkerNode, GainNode, ResampleNode, ToneNode
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from _embedded import run_main
 
 from remotemedia import AudioFrame, Pipeline
 from remotemedia.nodes import ChunkerNode, GainNode, ResampleNode, ToneNode
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

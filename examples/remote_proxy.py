@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from _embedded import embedded_server
+from _embedded import embedded_server, run_main
 
 from remotemedia import RemoteExecutorConfig, RemoteProxyClient
 
@@ -93,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import contextlib
 import time
 
 import numpy as np
-from _embedded import add_server_arguments, server_config
+from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, VideoFrame
 from remotemedia.nodes import EdgeNode, InvertNode, VideoPatternNode
@@ -85,7 +85,10 @@ async def run(config: RemoteExecutorConfig, args: argparse.Namespace) -> None:
             f"latency    p50 {np.percentile(latencies, 50):.1f} ms, p90 {np.percentile(latencies, 90):.1f} ms "
             f"(there and back, VP8 both ways, the effect included)"
         )
-        print(f"last frame at {frames[-1].timestamp:.3f} s, mean brightness {frames[-1].image.mean():.0f} of 255")
+        print(
+            f"last frame at {frames[-1].timestamp:.3f} s: mean pixel value {frames[-1].image.mean():.0f} of 255 "
+            f"(0 is all black, 255 all white)"
+        )
     print(f"total      {elapsed * 1000:.0f} ms, connecting and uploading included")
 
 
@@ -105,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

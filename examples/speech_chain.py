@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 
-from _embedded import add_server_arguments, server_config
+from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, Transcript
 from remotemedia.nodes import AudioFileSource, TTSNode, WavWriterNode, WhisperNode
@@ -101,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -55,7 +55,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
-from _embedded import add_server_arguments, server_config
+from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, Transcript
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
@@ -457,4 +457,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -43,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="remotemedia-executor",
         description="Run RemoteMedia objects for clients paired through a signaling server.",
     )
-    parser.add_argument("--signaling", required=True, help="the signaling server, e.g. ws://127.0.0.1:50052")
+    parser.add_argument(
+        "--signaling",
+        default="ws://127.0.0.1:50052/ws",
+        help="the signaling server to dial (default: %(default)s, the local './run signaling' or './run serve')",
+    )
     parser.add_argument(
         "--token",
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
@@ -106,7 +110,12 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="offer your own named services besides demo, effects and transcribe: ATTRIBUTE is a dict of "
         "name to node factory, or one factory (repeatable; see executor/services.py)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines shown (default: %(default)s; debug shows every message and state change)",
+    )
 
 
 def _seconds_or_none(text: str) -> float | None:

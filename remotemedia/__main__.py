@@ -27,7 +27,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m remotemedia", description="RemoteMedia tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run a signaling server and one executor in this process")
+    serve = commands.add_parser(
+        "serve",
+        help="run a signaling server and one executor in this process",
+        description=(
+            "Run a signaling server and one executor in this process: everything a first try needs. "
+            "RemoteExecutorConfig() with its defaults reaches it, and the browser demo page is served at / "
+            "(the address is printed at start). Ctrl-C stops it."
+        ),
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
     serve.add_argument(
@@ -59,7 +67,11 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         server = await start_server(server_config, host=args.host, port=args.port)
     except OSError as exc:
-        print(f"remotemedia serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"remotemedia serve: cannot listen on {args.host}:{args.port}: {exc}"
+            + ("; is another server running there? pick another port with --port" if args.port else ""),
+            file=sys.stderr,
+        )
         return 1
     # The executor dials its own server; a wildcard address is reached on loopback.
     dial = "127.0.0.1" if args.host in ("0.0.0.0", "") else ("::1" if args.host == "::" else args.host)

@@ -24,9 +24,10 @@ Array bytes never go through msgpack. The body holds for each array an
 extension value ``[dtype descr, shape, offset, nbytes]`` pointing into the
 buffer area, like pickle's out-of-band buffers. So encoding copies array bytes
 once (into the output), :func:`encode_parts` not at all (it hands back the
-arrays' own memory for scatter-gather sends), and :func:`decode` not at all:
-decoded arrays are views of the input buffer, writable when the input is a
-``bytearray`` and read-only when it is ``bytes``.
+arrays' own memory for scatter-gather sends), and :func:`decode` not at all
+when the input is writable (a ``bytearray``): decoded arrays are views of it.
+Arrays decoded from read-only input (``bytes``) are copied, so that a node
+that modifies the frames it receives works remotely as it does locally.
 
 This module is sans-I/O: it only turns values into bytes and back.
 """
@@ -205,6 +206,12 @@ class _Decoder:
         if nbytes == 0:
             return np.zeros(tuple(shape), dtype=dtype)
         flat = np.frombuffer(self.area[offset : offset + nbytes], dtype=dtype)
+        if self.area.readonly:
+            # Arrays decoded from a writable message (what the data channel's
+            # reassembly hands over) share its memory; from read-only bytes
+            # they are copied, so that a node may modify what it receives as
+            # it would locally (41 us for a 640x480 RGB frame).
+            flat = flat.copy()
         return flat.reshape(tuple(shape))
 
     def ext_hook(self, code: int, data: bytes) -> Any:
@@ -259,7 +266,8 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     """
     Decode one message made by :func:`encode`.
 
-    Arrays in the result are views of ``data`` (see the module docstring).
+    Arrays in the result are views of ``data`` when it is writable, copies
+    when it is read-only (``bytes``), so they are always writable.
     Raises :exc:`DecodeError` for anything that is not a valid message.
     """
     view = memoryview(data).cast("B")

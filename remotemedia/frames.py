@@ -51,7 +51,7 @@ def _layout_name(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class AudioFrame:
     """
     A block of audio samples.
@@ -99,6 +99,13 @@ class AudioFrame:
             )
         self.sample_rate = int(self.sample_rate)
         self.timestamp = float(self.timestamp)
+
+    def __repr__(self) -> str:
+        # The shape, not the samples: printing a frame must not dump an array.
+        return (
+            f"<AudioFrame {self.channels}ch x {self.num_samples} {self.samples.dtype} "
+            f"at {self.sample_rate} Hz ({self.duration * 1e3:.1f} ms), t={self.timestamp:.3f} s>"
+        )
 
     @property
     def channels(self) -> int:
@@ -162,7 +169,7 @@ class AudioFrame:
         )
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class VideoFrame:
     """
     One video image.
@@ -216,6 +223,9 @@ class VideoFrame:
                 f"height and width; got shape {self.image.shape}"
             )
         self.timestamp = float(self.timestamp)
+
+    def __repr__(self) -> str:
+        return f"<VideoFrame {self.width}x{self.height} {self.format}, t={self.timestamp:.3f} s>"
 
     @property
     def width(self) -> int:

@@ -88,15 +88,27 @@ class Pipeline:
         Run to the end from synchronous code; return the last node's outputs.
 
         From inside an event loop, use ``await pipeline.run_async()`` instead.
+        A failing node raises :exc:`~remotemedia.exceptions.PipelineError`
+        chained to its cause and nothing else; Ctrl-C stops every node (remote
+        ones included) and raises :exc:`KeyboardInterrupt`.
         """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            pass  # not in a loop: run it here, outside this handler (no chained context)
+        else:
+            raise RuntimeError(
+                "Pipeline.run() cannot be called from a running event loop; "
+                "use 'await pipeline.run_async()' instead"
+            )
+        try:
             return asyncio.run(self.run_async(source))
-        raise RuntimeError(
-            "Pipeline.run() cannot be called from a running event loop; "
-            "use 'await pipeline.run_async()' instead"
-        )
+        except KeyboardInterrupt:
+            # asyncio.run cancelled the run (its cleanup ran) and re-raises
+            # the interrupt chained to that CancelledError: show only the stop.
+            raise KeyboardInterrupt(
+                f"pipeline {self.name!r} interrupted; its nodes were stopped and cleaned up"
+            ) from None
 
     async def run_async(self, source: Source = None) -> list[Any]:
         """Run to the end; return the list of the last node's outputs."""

@@ -213,6 +213,13 @@ class PipelineRun:
         cls = module.RemoteObjectExecutionNode
         return [(index, node) for index, node in enumerate(self.nodes) if isinstance(node, cls)]
 
+    def _service_nodes(self) -> list[tuple[int, Any]]:
+        module = sys.modules.get("remotemedia.remote.service")
+        if module is None:
+            return []
+        cls = module.RemoteServiceNode
+        return [(index, node) for index, node in enumerate(self.nodes) if isinstance(node, cls)]
+
     async def _dispatch(self) -> None:
         """Open one session per executor config for the remote nodes, if any."""
         remote = self._remote_nodes()
@@ -272,6 +279,10 @@ class PipelineRun:
         try:
             await self._cleanup()
         finally:
+            for index, node in self._service_nodes():
+                if node.executor is not None:  # its own session, opened by its stream()
+                    self.stats[index].remote = True
+                    self.stats[index].location = node.executor
             if self.sessions is not None:
                 for index, node in self._remote_nodes():
                     # After a reconnection, the executor that served last.

@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_serve(config, args.host, args.port))
     except OSError as exc:
-        print(f"remotemedia-signaling: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"remotemedia-signaling: cannot listen on {args.host}:{args.port}: {exc}"
+            + ("; is another server running there? pick another port with --port" if args.port else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -136,7 +136,7 @@ class Registry:
         if not self.executors:
             return (
                 "no executor is registered with this signaling server; start one with "
-                "'python -m executor --signaling ws://HOST:PORT' and retry"
+                "'./run executor --signaling ws://HOST:PORT' (or 'python -m executor ...') and retry"
             )
         matching = [r for r in self.executors.values() if r.matches(requirements)]
         if not matching:

@@ -342,3 +342,11 @@ def test_video_from_av_rejects_unknown_format():
     frame = av.VideoFrame.from_ndarray(random_image("rgb24"), format="rgb24")
     with pytest.raises(ValueError):
         VideoFrame.from_av(frame, format="yuv444p")
+
+
+def test_a_frame_prints_its_shape_not_its_samples():
+    audio = AudioFrame(np.zeros((2, 960), np.float32), 48000, 1.5)
+    assert repr(audio) == "<AudioFrame 2ch x 960 float32 at 48000 Hz (20.0 ms), t=1.500 s>"
+    video = VideoFrame(np.zeros((480, 640, 3), np.uint8), "rgb24", 0.25)
+    assert repr(video) == "<VideoFrame 640x480 rgb24, t=0.250 s>"
+    assert str(VideoFrame(np.zeros((72, 64), np.uint8), "yuv420p")) == "<VideoFrame 64x48 yuv420p, t=0.000 s>"

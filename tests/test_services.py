@@ -16,6 +16,7 @@ import pytest
 from harness import ROOT, client_config, running_cluster
 
 from remotemedia import AudioFrame, NoExecutorAvailable, RemoteExecutionError, Transcript, VideoFrame
+from remotemedia import Pipeline
 from remotemedia.remote import RemoteServiceNode
 
 from speech_samples import FIRST, say, word_error_rate
@@ -81,6 +82,15 @@ async def test_effects_service_returns_processed_video(cluster):
     # The red box comes back inverted (cyan), through VP8 both ways.
     box = video[-1].image[90:150, 120:180].reshape(-1, 3).mean(axis=0)
     assert box[0] < 80 and box[1] > 170 and box[2] > 170, box
+
+
+async def test_a_service_in_a_pipeline_is_reported_where_it_ran(cluster):
+    node = RemoteServiceNode("effects", config(cluster), options={"effect": "none"})
+    pipeline = Pipeline("svc").add_node(node)
+    out = await asyncio.wait_for(pipeline.run_async(camera(15)), 60)
+    assert out and node.executor == "svc"
+    (stats,) = pipeline.last_run_stats
+    assert stats.remote and stats.location == "svc"
 
 
 async def test_a_users_own_service_from_services_flag(cluster):

@@ -56,6 +56,7 @@ from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
+from .tracebacks import SourceMap
 
 __all__ = ["RemoteProxyClient"]
 
@@ -127,6 +128,19 @@ def _split_input(args: tuple, kwargs: dict) -> tuple[list, dict, int | str | Non
     return args, kwargs, where, source
 
 
+def _hint(remote_type: str, message: str) -> str:
+    """What to do about a remote error that a common mistake on this side causes."""
+    if remote_type.endswith("TypeError") and (
+        "requires an object with __aiter__ method, got list" in message
+        or "requires an object with __aiter__ method, got tuple" in message
+    ):
+        return (
+            " (a list or tuple is sent whole, as one argument; to stream its items into "
+            "the remote method, pass an iterator: remote.method(iter(items)))"
+        )
+    return ""
+
+
 class _Failed:
     __slots__ = ("error",)
 
@@ -166,6 +180,7 @@ class RemoteProxyClient:
         self._streams: dict[int, asyncio.Queue] = {}
         self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
+        self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
         # What each live proxy's object was uploaded as: re-created from this on reconnection.
@@ -348,6 +363,7 @@ class RemoteProxyClient:
         await self._ready()
         handle = next(self._ids)
         body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=True)
+        self._sources.add(obj)
         proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
         self._proxies[handle] = proxy
         if self.config.reconnect:
@@ -519,8 +535,26 @@ class RemoteProxyClient:
         if self._proxies.pop(handle, None) is None:
             return
         self._uploads.pop(handle, None)
-        await self._ready()
+        try:
+            await self._ready()
+        except ConnectionLostError:
+            return  # the session ended, and the remote object with it: nothing is left to release
         await self._request(Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout)
+
+    async def wait_reconnection(self) -> ConnectionLostError | None:
+        """
+        Wait for a reconnection under way (if any) to end.
+
+        Returns ``None`` when the session is usable, else the
+        :exc:`ConnectionLostError` that says why it is not (e.g. reconnecting
+        gave up: no executor was left). A caller whose call failed with
+        "reconnecting" uses it to report how that ended.
+        """
+        try:
+            await self._ready()
+        except ConnectionLostError as exc:
+            return exc
+        return None
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -653,10 +687,10 @@ class RemoteProxyClient:
         remote_type = str(body.get("type") or code)
         summary = f"{remote_type}: {message}" if code == "exception" else message
         return RemoteExecutionError(
-            f"executor {self.executor!r}: {summary}",
+            f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
             remote_type=remote_type,
             remote_message=message,
-            remote_traceback=str(body.get("traceback", "")),
+            remote_traceback=self._sources.annotate(str(body.get("traceback", ""))),
         )
 
     def _on_lost(self, reason: str, generation: int) -> None:

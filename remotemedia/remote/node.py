@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from ..exceptions import ConnectionLostError
 from ..node import Node, ProcessStream
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
@@ -168,8 +169,12 @@ class RemoteObjectExecutionNode(Node):
 
     async def process(self, data: Any) -> Any:
         """Run the remote object's ``process(data)`` and return its result."""
-        _, proxy = self._session()
-        return await proxy.process(data)
+        client, proxy = self._session()
+        try:
+            return await proxy.process(data)
+        except ConnectionLostError:
+            await _raise_last_word(client)
+            raise
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Feed ``frames`` to the remote object's ``stream`` and yield what it yields, as it yields it."""
@@ -179,6 +184,9 @@ class RemoteObjectExecutionNode(Node):
         try:
             async for output in outputs:
                 yield output
+        except ConnectionLostError:
+            await _raise_last_word(client)
+            raise
         finally:
             await outputs.aclose()
 
@@ -194,3 +202,15 @@ class RemoteObjectExecutionNode(Node):
             f"<RemoteObjectExecutionNode name={self.name!r} "
             f"obj={type(self.obj_to_execute).__name__} at {self.remote_config.host}:{self.remote_config.port}>"
         )
+
+
+
+async def _raise_last_word(client: RemoteProxyClient) -> None:
+    """
+    After a call failed with a lost session: wait for the client's
+    reconnection (if any) to end, and raise its outcome if it failed, so that
+    a run never ends saying "reconnecting" when reconnecting has given up.
+    """
+    final = await client.wait_reconnection()
+    if final is not None:
+        raise final from None

@@ -54,6 +54,12 @@ class RemoteCall:
         self._use()
         return self._client._call(self._handle, self._name, self._args, self._kwargs).__await__()
 
+    def __iter__(self) -> Any:
+        raise TypeError(
+            f"remote call {self._name}() is not iterable with a plain `for`: its results arrive over "
+            f"the network, so use `async for out in remote.{self._name}(...)` (or `await` it for one result)"
+        )
+
     def __aiter__(self) -> AsyncIterator[Any]:
         self._use()
         return self._client._stream(self._handle, self._name, self._args, self._kwargs, media=self._media)

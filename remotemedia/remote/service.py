@@ -72,6 +72,12 @@ class RemoteServiceNode(Node):
         #: The ``welcome`` of the last session: the executor, the options now, their choices.
         self.welcome: dict | None = None
 
+    @property
+    def executor(self) -> str | None:
+        """Name of the executor that served the last session (from its ``welcome``), else ``None``."""
+        name = self.welcome.get("executor") if self.welcome else None
+        return name if isinstance(name, str) and name else None
+
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         from aiortc.mediastreams import MediaStreamError
 

@@ -108,7 +108,7 @@ class SignalingClient:
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             raise SignalingError(
                 f"cannot reach the signaling server at {url}: {exc}; is it running "
-                "(python -m signaling_server --port PORT) and is the URL right?",
+                "('./run serve', or 'python -m remotemedia serve --port PORT') and is the URL right?",
                 code="unreachable",
             ) from exc
         return cls(ws, url, token)
