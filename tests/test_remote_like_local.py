@@ -7,6 +7,8 @@ expected) get a hint. Real signaling server and executors, in both modes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from harness import mode_config, mode_executor, running_cluster
@@ -102,3 +104,36 @@ async def test_the_usual_mistakes_get_a_hint(cluster):
             async for _ in remote.each([1, 2]):
                 pass
         assert [item async for item in remote.each(iter([1, 2]))] == [1, 2]
+
+
+class Sleeper:
+    async def nap(self, seconds: float) -> str:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        return "napped"
+
+    async def cleanup(self) -> None:
+        import asyncio
+
+        await asyncio.sleep(2)  # close() waits for it: the nap times out meanwhile
+
+
+async def test_a_call_timing_out_while_the_client_closes_logs_nothing(cluster, caplog):
+    import asyncio
+    import gc
+
+    from remotemedia import RemoteTimeoutError
+
+    config = dataclasses.replace(mode_config(cluster, TOKEN, "inprocess"), timeout=1.0)
+    client = RemoteProxyClient(config)
+    await client.__aenter__()
+    remote = await client.create_proxy(Sleeper())
+    call = asyncio.ensure_future(remote.nap(30))
+    await asyncio.sleep(0)  # the call is sent
+    closing = asyncio.ensure_future(client.close())
+    results = await asyncio.gather(call, closing, return_exceptions=True)
+    assert isinstance(results[0], RemoteTimeoutError), results
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -180,6 +180,7 @@ class RemoteProxyClient:
         self._streams: dict[int, asyncio.Queue] = {}
         self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
+        self._cancels: set[asyncio.Task] = set()  # CANCELs of timed-out calls, being sent
         self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
@@ -342,6 +343,10 @@ class RemoteProxyClient:
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
         self._on_lost("the client closed the session", self._generation)
+        if self._cancels:
+            await asyncio.wait(set(self._cancels), timeout=1.0)  # last words, not waited for long
+            for task in self._cancels:
+                task.cancel()
         await self._teardown()
         if self._signaling is not None:
             await self._signaling.close()
@@ -595,14 +600,19 @@ class RemoteProxyClient:
         )
 
     def _cancel(self, call_id: int) -> None:
-        if self._rpc is not None and self._lost is None:
-            asyncio.ensure_future(self._send_quietly(Kind.CANCEL, call_id))
+        rpc = self._rpc
+        if rpc is not None and self._lost is None:
+            # Kept, and ended by close(): a timeout while closing logs nothing.
+            task = asyncio.ensure_future(self._send_quietly(rpc, Kind.CANCEL, call_id))
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
 
-    async def _send_quietly(self, kind: Kind, call_id: int) -> None:
+    @staticmethod
+    async def _send_quietly(rpc: RPCChannel, kind: Kind, call_id: int) -> None:
         try:
-            await self._rpc.send(kind, call_id)
-        except RemoteMediaError:
-            pass
+            await rpc.send(kind, call_id)
+        except (RemoteMediaError, ConnectionError):
+            pass  # the connection went: the executor ends the call with it
 
     def _on_event(self, event: Message | TooLarge, generation: int) -> None:
         if generation != self._generation:
