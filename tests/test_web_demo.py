@@ -163,6 +163,33 @@ def test_page_connects_and_shows_processed_video(cluster, open_page):
     assert page.testid("stat-executor").inner_text() == EXECUTOR
 
 
+#: What sticks out sideways: the page's own overflow, and controls that leave their card.
+OVERFLOW = """() => {
+    const doc = document.documentElement;
+    const out = [];
+    if (doc.scrollWidth > doc.clientWidth) out.push(`page ${doc.scrollWidth} > ${doc.clientWidth}`);
+    for (const card of document.querySelectorAll(".controls, .panel, .pane, .topbar, .banner")) {
+        const box = card.getBoundingClientRect();
+        if (!box.width) continue;
+        for (const el of card.querySelectorAll("button, label, input, video, dd, dt")) {
+            const r = el.getBoundingClientRect();
+            if (r.width && (r.left < box.left - 1 || r.right > box.right + 1))
+                out.push(`${el.dataset.testid || el.tagName} ${Math.round(r.left)}..${Math.round(r.right)} outside ${card.className} ${Math.round(box.left)}..${Math.round(box.right)}`);
+        }
+    }
+    return out;
+}"""
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (768, 1024), (1280, 900)])
+def test_the_page_fits_phones_tablets_and_desktops(cluster, open_page, width, height):
+    page = open_page(page_url(cluster, token=TOKEN, effect="none", transcribe=0), width=width, height=height)
+    wait_running(page, frames=3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.page.screenshot(path=str(ARTIFACTS / f"web_demo_{width}.png"), full_page=True)
+    assert page.page.evaluate(OVERFLOW) == []
+
+
 def test_switching_the_effect_while_running(cluster, open_page):
     page = open_page(page_url(cluster, token=TOKEN, effect="none", transcribe=0))
     wait_running(page)
