@@ -53,6 +53,9 @@ class NodeStats:
     total_latency: float = 0.0
     #: Longest latency sample, in seconds.
     max_latency: float = 0.0
+    #: Calls of a synchronous ``process()`` run on the event loop, because
+    #: they had proven cheap (the others ran in a thread; see :mod:`remotemedia.inline`).
+    inline_calls: int = 0
 
     @property
     def mean_latency(self) -> float | None:
