@@ -198,15 +198,16 @@ def running_executor(url: str, *args: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def running_cluster(token: str, *executors: tuple[str, ...]):
+def running_cluster(token: str, *executors: tuple[str, ...], server_args: tuple[str, ...] = ()):
     """
     Context manager: a server that requires ``token`` of clients and
     :data:`EXECUTOR_TOKEN` of executors, and one executor per entry of
     ``executors`` (its arguments after ``--signaling URL --executor-token
     EXECUTOR_TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    ``server_args`` go to the server's command line.
     """
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running_server("--token", token, "--executor-token", EXECUTOR_TOKEN))
+        server = stack.enter_context(running_server("--token", token, "--executor-token", EXECUTOR_TOKEN, *server_args))
         started = [
             stack.enter_context(running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, *args))
             for args in executors
