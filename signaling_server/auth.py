@@ -54,6 +54,12 @@ class Credential:
     #: The signed token's claims, or ``None`` for a static token or no token.
     claims: TokenClaims | None = None
 
+    @property
+    def label(self) -> str:
+        """How logs name it: its id, and the token's subject when it has one (never a secret)."""
+        subject = self.claims.subject if self.claims is not None else None
+        return self.id if subject is None else f"{self.id} ({subject})"
+
 
 @dataclass(frozen=True)
 class Refusal:

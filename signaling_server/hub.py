@@ -255,7 +255,10 @@ class Hub:
         if credential.role is not None:
             self._owners[name] = credential.id
         conn.role, conn.executor, conn.identified = "executor", name, True
-        logger.info("executor %r registered (capacity %d, %s)", name, record.capacity, record.capabilities())
+        logger.info(
+            "executor %r registered (capacity %d, %s; credential %s)",
+            name, record.capacity, record.capabilities(), credential.label,
+        )
         return [
             Send(
                 conn.id,
@@ -326,7 +329,10 @@ class Hub:
         self.registry.open_session(session_id, conn.id, record, credential=credential.id)
         conn.sessions.add(session_id)
         self.stats.pairings_total += 1
-        logger.info("session %s: client %s paired with executor %r", session_id, conn.id, record.name)
+        logger.info(
+            "session %s: client %s (credential %s) paired with executor %r",
+            session_id, conn.id, credential.label, record.name,
+        )
         to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
         if requirements:
             to_executor["requirements"] = requirements
