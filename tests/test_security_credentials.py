@@ -6,7 +6,8 @@ attacks of issue 17 made by an outsider who holds a client's token.
   capacity and a GPU, to win every pairing) is refused; every session goes
   to the real executor and nothing runs in the victim's process;
 - name hijack while the real executor is away (its heartbeats stopped) is
-  refused, for a client credential and for another executor credential;
+  refused, for a client credential and for another executor credential, and
+  across a restart of the server for a name minted into the executor's token;
 - an expired token, a service outside the token's scope and a quota beyond
   its sessions are refused with named errors;
 - ``allow_pickled_results=False``: a result that only unpickling could
@@ -146,6 +147,24 @@ async def test_a_name_cannot_be_hijacked_while_its_executor_is_away(tmp_path):
         async with RemoteProxyClient(config(server, CLIENT_TOKEN, requirements={"executor": "gpu-1"})) as client:
             assert client.executor == "gpu-1"
             assert await (await client.create_proxy(Vault())).sign("back") == "back:18"
+
+
+async def test_a_name_minted_into_the_executors_token_survives_a_server_restart():
+    # The issue's scenario: the real gpu-1 reconnecting to a restarted server, which remembers nothing.
+    server_args = ("--token", CLIENT_TOKEN, "--token-secret", SECRET)
+    owner = mint_executor_token(SECRET, name="gpu-1")
+    with running_server(*server_args) as first, running_executor(first.url, "--executor-token", owner, "--name", "gpu-1") as executor:
+        first.kill()
+        with running_server(*server_args, port=first.port) as second:
+            for thief, code in ((CLIENT_TOKEN, "wrong_role"), (mint_executor_token(SECRET, name="evil"), "forbidden")):
+                async with await SignalingClient.connect(second.url, token=thief) as impostor:
+                    with pytest.raises(SignalingError) as info:
+                        await impostor.register("gpu-1", capacity=100_000, capabilities={"gpu": True}, timeout=TIMEOUT)
+                    assert info.value.code == code
+            await wait_until(lambda: second.health()["executors"] == 1, timeout=30)
+            async with RemoteProxyClient(config(second, CLIENT_TOKEN, requirements={"executor": "gpu-1"})) as client:
+                assert await (await client.create_proxy(Vault())).sign("x") == "x:18"
+            assert executor.alive
 
 
 # -- scoped, expiring client tokens ------------------------------------------------------------
