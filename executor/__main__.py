@@ -49,10 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the signaling server to dial (default: %(default)s, the local './run signaling' or './run serve')",
     )
     parser.add_argument(
-        "--token",
-        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="the signaling server's token (default: $REMOTEMEDIA_TOKEN, which other users cannot "
-        "read in the process list, unlike this flag)",
+        "--executor-token",
+        "--token",  # its old name: the credential is now the executor's own, not the clients' token
+        dest="token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="the executor credential the signaling server was given (its --executor-token), or an "
+        "executor token from 'python -m remotemedia token executor' (default: $REMOTEMEDIA_EXECUTOR_TOKEN, "
+        "which other users cannot read in the process list, unlike this flag)",
     )
     parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
     add_executor_arguments(parser)

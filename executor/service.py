@@ -48,7 +48,8 @@ class ExecutorConfig:
 
     #: The signaling server's websocket URL, e.g. ``ws://127.0.0.1:50052/ws``.
     signaling: str
-    #: The signaling server's token (``REMOTEMEDIA_TOKEN``); it also signs the tickets checked here.
+    #: The executor credential presented to the signaling server (``REMOTEMEDIA_EXECUTOR_TOKEN``):
+    #: its ``--executor-token``, or a signed executor token. Never a client's token.
     token: str | None = None
     #: The name to register under; unique per signaling server.
     name: str = field(default_factory=default_name)
@@ -134,7 +135,6 @@ class Executor:
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
             executor=config.name,
-            token=config.token,
             max_message_size=config.max_message_size,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,

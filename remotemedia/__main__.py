@@ -1,5 +1,7 @@
 """
-Command line: ``python -m remotemedia serve [--host H] [--port P]``.
+Command line: ``python -m remotemedia serve [--host H] [--port P]``, and
+``python -m remotemedia token client|executor ...`` to mint signed tokens
+(:mod:`remotemedia.tokens`).
 
 Runs a signaling server and one executor in one process: everything a first
 try needs, in one command. ``RemoteExecutorConfig()`` with its defaults
@@ -14,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import sys
 
 from executor.__main__ import add_executor_arguments, setup_logging
 from executor.__main__ import executor_config as make_executor_config
+
+from .tokens import add_token_command, run_token_command
 
 __all__ = ["main", "parse_args"]
 
@@ -43,7 +48,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
         help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
     )
+    serve.add_argument(
+        "--executor-token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="credential more executors present to join (default: $REMOTEMEDIA_EXECUTOR_TOKEN; the embedded "
+        "executor needs none: with a --token or --token-secret and no --executor-token, a random one is made for it)",
+    )
+    serve.add_argument(
+        "--token-secret",
+        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
+        help="secret that signs tokens from 'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
+    )
     add_executor_arguments(serve)
+    add_token_command(commands)
     return parser.parse_args(argv)
 
 
@@ -53,9 +70,13 @@ async def _serve(args: argparse.Namespace) -> int:
     from signaling_server.config import ServerConfig
 
     try:
-        server_config = ServerConfig(token=args.token)
+        executor_token = args.executor_token
+        if executor_token is None and (args.token is not None or args.token_secret is not None):
+            # Clients need a credential here, so executors do too: one only this process knows.
+            executor_token = secrets.token_urlsafe(32)
+        server_config = ServerConfig(token=args.token, executor_token=executor_token, token_secret=args.token_secret)
         executor_config = make_executor_config(
-            args, signaling="", token=args.token, name=f"embedded-{default_name()}"
+            args, signaling="", token=executor_token, name=f"embedded-{default_name()}"
         )  # signaling is set below, once the real port is known
     except ValueError as exc:
         print(f"remotemedia serve: {exc}", file=sys.stderr)
@@ -96,6 +117,8 @@ async def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m remotemedia``; returns the exit status."""
     args = parse_args(argv)
+    if args.command == "token":
+        return run_token_command(args)
     setup_logging(args.log_level)
     return asyncio.run(_serve(args))
 

@@ -9,8 +9,12 @@ The tree, as it stands::
     │   ├── EncodeError         local: the caller passed an unsupported value (also a TypeError)
     │   └── DecodeError         remote: the bytes received are not a valid message
     ├── SerializationError      an object could not be cloudpickled (or unpickled)
+    │   └── PickleRefusedError  local: a result needs unpickling, and the client refuses pickles
     ├── SignalingError          the signaling server refused a request (``code`` says why)
     │   ├── AuthenticationError a token or ticket is missing or wrong (code ``unauthorized``)
+    │   │   ├── TokenExpiredError     the token's expiry has passed (code ``token_expired``)
+    │   │   └── PermissionDeniedError the token may not do this (``forbidden``, ``wrong_role``)
+    │   ├── QuotaExceededError  the token's session quota is used up (code ``quota_exceeded``)
     │   └── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
@@ -36,8 +40,12 @@ __all__ = [
     "EncodeError",
     "DecodeError",
     "SerializationError",
+    "PickleRefusedError",
     "SignalingError",
     "AuthenticationError",
+    "TokenExpiredError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
     "NoExecutorAvailable",
     "RemoteExecutionError",
     "MessageTooLargeError",
@@ -110,6 +118,18 @@ class SerializationError(RemoteMediaError):
         self.type_name = type_name
 
 
+class PickleRefusedError(SerializationError):
+    """
+    The executor sent a value that only unpickling could restore, and this
+    client refuses to unpickle (``RemoteExecutorConfig(allow_pickled_results=False)``).
+
+    Unpickling runs code chosen by the sender, so a client that does not
+    trust its executors that far refuses it. Return values the codec carries
+    (numbers, strings, bytes, lists, dicts, numpy arrays, frames) from the
+    remote method, or set ``allow_pickled_results=True`` for executors you trust.
+    """
+
+
 class SignalingError(RemoteMediaError):
     """
     The signaling server answered a request with an error.
@@ -134,6 +154,43 @@ class AuthenticationError(SignalingError):
     """
 
     def __init__(self, message: str, *, code: str = "unauthorized") -> None:
+        super().__init__(message, code=code)
+
+
+class TokenExpiredError(AuthenticationError):
+    """
+    The token's expiry has passed (code ``token_expired``); the server closes
+    the connection. Ask whoever issued it for a new one
+    (``python -m remotemedia token`` mints them).
+    """
+
+    def __init__(self, message: str, *, code: str = "token_expired") -> None:
+        super().__init__(message, code=code)
+
+
+class PermissionDeniedError(AuthenticationError):
+    """
+    The credential is valid but may not do this.
+
+    Code ``forbidden``: the request is outside the token's scope (a service,
+    object sessions, a GPU or an executor it does not allow, or an executor
+    name its credential was not issued for); the connection stays usable.
+    Code ``wrong_role``: a client credential tried to register an executor,
+    or an executor credential tried to pair; the server closes the connection.
+    """
+
+    def __init__(self, message: str, *, code: str = "forbidden") -> None:
+        super().__init__(message, code=code)
+
+
+class QuotaExceededError(SignalingError):
+    """
+    The token already holds as many open sessions as its quota allows (code
+    ``quota_exceeded``). Close one of them, or ask for a token with a larger
+    ``max_sessions``; the connection stays usable.
+    """
+
+    def __init__(self, message: str, *, code: str = "quota_exceeded") -> None:
         super().__init__(message, code=code)
 
 

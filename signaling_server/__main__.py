@@ -34,9 +34,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--token",
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="shared secret that executors and clients must present (default: $REMOTEMEDIA_TOKEN, "
+        help="client credential: the secret clients present to pair (default: $REMOTEMEDIA_TOKEN, "
         "which other users cannot read in the process list, unlike this flag; "
-        "without a token the server is open to anyone who can reach it)",
+        "it can never register an executor)",
+    )
+    parser.add_argument(
+        "--executor-token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="executor credential: the secret executors present to register, which clients never hold "
+        "(default: $REMOTEMEDIA_EXECUTOR_TOKEN; with no credential at all the server is open to anyone "
+        "who can reach it, for localhost development)",
+    )
+    parser.add_argument(
+        "--token-secret",
+        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
+        help="secret of at least 32 bytes that signs scoped, expiring tokens for both roles, minted with "
+        "'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
     )
     parser.add_argument(
         "--heartbeat-timeout",
@@ -96,6 +109,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         interval = min(_DEFAULTS.heartbeat_interval, args.heartbeat_timeout / 3)
     return ServerConfig(
         token=args.token,
+        executor_token=args.executor_token,
+        token_secret=args.token_secret,
         heartbeat_interval=interval,
         heartbeat_timeout=args.heartbeat_timeout,
         hello_timeout=args.hello_timeout,

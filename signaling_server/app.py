@@ -63,10 +63,16 @@ class SignalingServer:
     # -- lifecycle -------------------------------------------------------------------
 
     async def on_startup(self, app: web.Application) -> None:
-        if self.config.token is None:
+        if self.config.open_to_executors:
             logger.warning(
-                "no token configured: anyone who can reach this server can register executors "
-                "and pair with them; pass --token or set REMOTEMEDIA_TOKEN off a trusted network"
+                "no credentials configured: anyone who can reach this server can register executors "
+                "(and so receive clients' objects and send them results) and pair with them; off localhost, "
+                "pass --executor-token and --token (or --token-secret)"
+            )
+        elif self.config.executor_token is None and self.config.token_secret is None:
+            logger.warning(
+                "no executor credential configured (--executor-token or --token-secret): no executor can "
+                "register, since the client token (--token) never may"
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
 

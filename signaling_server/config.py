@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
+from remotemedia.tokens import check_secret
 
 from .web import DEFAULT_ROOT
 
@@ -20,9 +21,17 @@ class ServerConfig:
     fields.
     """
 
-    #: Shared secret that executors and clients must present in ``register`` or
-    #: ``pair``; it also signs session tickets. ``None`` runs an open server.
+    #: Client credential: a shared secret that clients present in ``pair``. It
+    #: can never register an executor. ``None`` (with no ``token_secret``):
+    #: clients need no credential.
     token: str | None = None
+    #: Executor credential: a shared secret that executors present in
+    #: ``register``, which clients never hold. ``None`` (with no ``token_secret``):
+    #: executors can register only on a server with no credentials at all.
+    executor_token: str | None = None
+    #: Secret (at least 32 bytes) that signs scoped, expiring tokens for both
+    #: roles (:mod:`remotemedia.tokens`; ``python -m remotemedia token``).
+    token_secret: str | None = None
     #: How often executors are asked to send ``heartbeat``, in seconds.
     heartbeat_interval: float = 5.0
     #: An executor silent for this long is dropped and its sessions get ``bye``.
@@ -43,9 +52,28 @@ class ServerConfig:
     #: Folder of the browser demo page served at ``/``; ``None`` serves no page.
     web_root: str | None = str(DEFAULT_ROOT)
 
+    @property
+    def open_to_clients(self) -> bool:
+        """Whether clients pair with no credential (no ``token`` and no ``token_secret``)."""
+        return self.token is None and self.token_secret is None
+
+    @property
+    def open_to_executors(self) -> bool:
+        """Whether executors register with no credential: only on a server with none at all."""
+        return self.open_to_clients and self.executor_token is None
+
     def __post_init__(self) -> None:
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise ValueError("token must be a non-empty string, or None for an open server")
+        if self.executor_token is not None and (not isinstance(self.executor_token, str) or not self.executor_token):
+            raise ValueError("executor_token must be a non-empty string, or None")
+        if self.executor_token is not None and self.executor_token == self.token:
+            raise ValueError(
+                "executor_token must differ from token: clients hold the token, and a client "
+                "credential must never register an executor"
+            )
+        if self.token_secret is not None:
+            check_secret(self.token_secret)
         for name in ("heartbeat_interval", "heartbeat_timeout", "hello_timeout", "rate_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

@@ -34,9 +34,14 @@ __all__ = [
     "mode_config",
     "client_config",
     "wait_until",
+    "EXECUTOR_TOKEN",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The executor credential of the servers that tests start with a client token (clients never hold it).
+EXECUTOR_TOKEN = "harness-executor-credential"
+# Credentials in the test runner's environment must not leak into the processes.
+_CREDENTIALS = ("REMOTEMEDIA_TOKEN", "REMOTEMEDIA_EXECUTOR_TOKEN", "REMOTEMEDIA_TOKEN_SECRET")
 
 
 class ManagedProcess:
@@ -47,8 +52,7 @@ class ManagedProcess:
     ) -> None:
         self.args = args
         self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{module}-", suffix=".log", delete=False)
-        # A token in the test runner's environment must not leak into the server.
-        full_env = {k: v for k, v in os.environ.items() if k != "REMOTEMEDIA_TOKEN"}
+        full_env = {k: v for k, v in os.environ.items() if k not in _CREDENTIALS}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -194,15 +198,20 @@ def running_executor(url: str, *args: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def running_cluster(token: str, *executors: tuple[str, ...]):
+def running_cluster(token: str, *executors: tuple[str, ...], server_args: tuple[str, ...] = ()):
     """
-    Context manager: a server that requires ``token`` and one executor per
-    entry of ``executors`` (its arguments after ``--signaling URL --token
-    TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    Context manager: a server that requires ``token`` of clients and
+    :data:`EXECUTOR_TOKEN` of executors, and one executor per entry of
+    ``executors`` (its arguments after ``--signaling URL --executor-token
+    EXECUTOR_TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    ``server_args`` go to the server's command line.
     """
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running_server("--token", token))
-        started = [stack.enter_context(running_executor(server.url, "--token", token, *args)) for args in executors]
+        server = stack.enter_context(running_server("--token", token, "--executor-token", EXECUTOR_TOKEN, *server_args))
+        started = [
+            stack.enter_context(running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, *args))
+            for args in executors
+        ]
         yield server, started
 
 

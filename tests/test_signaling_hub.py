@@ -35,9 +35,14 @@ class World:
     """A hub and helpers that speak to it like peers do."""
 
     def __init__(self, **config) -> None:
-        self.hub = Hub(ServerConfig(**config))
+        if config.get("token") and "executor_token" not in config:
+            config["executor_token"] = "exec-" + config["token"]  # executors hold their own credential
+        #: Unix time the hub reads for token expiry.
+        self.wall = 1_000_000.0
+        self.hub = Hub(ServerConfig(**config), wall_clock=lambda: self.wall)
         self.now = 0.0
         self.token = config.get("token")
+        self.executor_token = config.get("executor_token")
 
     def connect(self) -> str:
         return self.hub.open(self.now)
@@ -51,8 +56,8 @@ class World:
         message = {"type": "register", "name": name, "capacity": capacity}
         if caps:
             message["capabilities"] = caps
-        if self.token:
-            message["token"] = self.token
+        if self.executor_token:
+            message["token"] = self.executor_token
         assert only(self.send(conn, message), conn)["type"] == "registered"
         return conn
 
@@ -145,7 +150,9 @@ def test_pair_tells_the_executor_first_and_both_get_the_same_ticket():
     assert paired["request"] == "abc"
     assert paired["capabilities"]["gpu"] is True
     assert session["ticket"] == paired["ticket"]
-    assert verify_ticket("s3cret", paired["ticket"], paired["session"], client, "gpu-1")
+    # Signed with the hub's own secret, derived from no token anyone holds.
+    for secret in ("s3cret", "exec-s3cret", None):
+        assert not verify_ticket(secret, paired["ticket"], paired["session"], client, "gpu-1")
     assert "requirements" not in session
     assert world.hub.stats.pairings_total == 1
 
@@ -852,7 +859,7 @@ def test_every_message_of_a_full_exchange_is_valid_for_peers():
     world = World(token="s", heartbeat_interval=1.0, heartbeat_timeout=2.0, hello_timeout=1.0)
     out = []
     executor = world.connect()
-    out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "s",
+    out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "exec-s",
                                  "capabilities": {"gpu": True, "models": ["m"], "services": ["x"]}})
     client = world.connect()
     out += world.send(client, {"type": "pair", "token": "s", "request": "r", "requirements": {"gpu": True}})

@@ -14,7 +14,7 @@ export class SignalingError extends Error {
 }
 
 // Errors after which the server closes the connection: every pending request fails with them.
-const FATAL = new Set(["unauthorized", "rate_limited", "hello_timeout"]);
+const FATAL = new Set(["unauthorized", "wrong_role", "token_expired", "rate_limited", "hello_timeout"]);
 
 /**
  * One websocket to the signaling server. Events: ``message`` (``detail``: a

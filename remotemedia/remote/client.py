@@ -42,6 +42,7 @@ from ..exceptions import (
     AuthenticationError,
     ConnectionLostError,
     MessageTooLargeError,
+    PickleRefusedError,
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
@@ -629,6 +630,18 @@ class RemoteProxyClient:
         kind = event.kind
         if event.pickled and not self._welcomed:
             logger.warning("executor %r sent a pickled %s before the handshake; ignored", self.executor, kind.name)
+            return
+        if event.pickled and not self.config.allow_pickled_results:
+            # Refused before any byte of it is looked at: unpickling would run the executor's code here.
+            self._settle(
+                event.id,
+                error=PickleRefusedError(
+                    f"executor {self.executor!r} sent a {kind.name.lower()} that only unpickling can restore, and "
+                    "this client refuses pickles (RemoteExecutorConfig(allow_pickled_results=False)); return values "
+                    "the codec carries (numbers, strings, bytes, lists, dicts, numpy arrays, frames), or allow "
+                    "pickled results from executors you trust"
+                ),
+            )
             return
         try:
             body = loads_object(event.body) if event.pickled else event.body

@@ -52,13 +52,20 @@ class RemoteExecutorConfig:
     #: Seconds between data-channel pings, and of silence before the executor counts as lost.
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
+    #: Whether results the codec cannot carry may come back as pickles, which this
+    #: client then unpickles: unpickling runs code the executor chooses. ``True``
+    #: (the default) keeps remote objects transparent (any return value works) and
+    #: trusts the executors that the signaling server's executor credential admits;
+    #: ``False`` unpickles nothing an executor sends, and such a result raises
+    #: ``PickleRefusedError``: use it with executors you do not trust that far.
+    allow_pickled_results: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ValueError(f"host must be a non-empty string, not {self.host!r}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
             raise ValueError(f"port must be an integer from 1 to 65535, not {self.port!r}")
-        for name in ("ssl_enabled", "reconnect"):
+        for name in ("ssl_enabled", "reconnect", "allow_pickled_results"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:

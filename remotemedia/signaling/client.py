@@ -44,7 +44,7 @@ __all__ = ["SignalingClient"]
 logger = logging.getLogger(__name__)
 
 # Codes after which the server closes the connection.
-_FATAL = frozenset({"unauthorized", "rate_limited", "hello_timeout", "heartbeat_timeout"})
+_FATAL = frozenset({"unauthorized", "wrong_role", "token_expired", "rate_limited", "hello_timeout", "heartbeat_timeout"})
 
 
 def _settle(future: asyncio.Future | None) -> None:

@@ -181,7 +181,7 @@ class _Object(_Type):
 
 _NAME = _Str(128)
 _ID = _Str(128)
-_TOKEN = _Str(1024)
+_TOKEN = _Str(4096)  # a signed token with a scope is a few hundred characters
 _SDP = _Str(MAX_MESSAGE_SIZE, text=True)
 
 CAPABILITIES = _Object(
