@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "read in the process list, unlike this flag)",
     )
     parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("REMOTEMEDIA_CA_FILE") or None,
+        metavar="PEM",
+        help="CA certificates that may sign a wss:// server's certificate, for a server whose CA is "
+        "your own (default: $REMOTEMEDIA_CA_FILE; without it, the system's CAs)",
+    )
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
@@ -123,6 +130,7 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
     for spec in args.services:
         services.update(load_services(spec))
     return ExecutorConfig(
+        ca_file=getattr(args, "ca_file", None),  # only python -m executor has --ca-file
         signaling=signaling,
         services=services,
         token=token,

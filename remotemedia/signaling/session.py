@@ -15,7 +15,14 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import AuthenticationError, ConnectionLostError, NoExecutorAvailable, RemoteTimeoutError, SignalingError
+from ..exceptions import (
+    AuthenticationError,
+    ConnectionLimitError,
+    ConnectionLostError,
+    NoExecutorAvailable,
+    RemoteTimeoutError,
+    SignalingError,
+)
 
 if TYPE_CHECKING:
     from .client import SignalingClient
@@ -25,6 +32,7 @@ __all__ = ["SignalingSession", "ENDED", "server_error", "wait"]
 logger = logging.getLogger(__name__)
 
 _ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorAvailable}
+_ERRORS.update(dict.fromkeys(("server_full", "too_many_connections", "idle_timeout"), ConnectionLimitError))
 #: Queue marker: the session or the connection is gone.
 ENDED = object()
 
