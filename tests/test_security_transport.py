@@ -279,3 +279,23 @@ async def test_an_idle_authenticated_connection_is_closed_after_the_idle_timeout
             assert caught.value.code == "idle_timeout" and "connect again" in str(caught.value)
             assert executor.alive and server.health()["executors"] == 1  # a registered executor is never idle
         assert metric(server, 'remotemedia_signaling_errors_total{code="idle_timeout"}') == 2
+
+
+def test_the_page_says_when_the_server_is_full():
+    from browser import DemoPage, launch, require_browser
+    from websockets.sync.client import connect as sync_connect
+
+    require_browser()
+    with running_server("--max-connections", "1", "--hello-timeout", "120") as server:
+        with launch() as browser, sync_connect(server.url, compression=None) as held:
+            page = DemoPage.open(browser, f"{server.http_url}/?autostart=1&width=320&height=240&transcribe=0")
+            try:
+                state = page.wait_for_state("error")
+                assert state["error"]["code"] == "server_full"
+                assert "Try again in a while" in page.testid("status-banner").inner_text()
+                held.close()
+                page.testid("retry-button").click()  # served now: it hears there is no executor
+                page.wait_for("() => window.remotemedia.error && window.remotemedia.error.code === 'no_executor'",
+                              what="the no_executor error after the retry")
+            finally:
+                page.close()

@@ -78,3 +78,14 @@ def test_bad_limits_are_refused(field, value):
 def test_a_key_without_a_certificate_is_refused():
     with pytest.raises(ValueError, match="tls_cert"):
         ServerConfig(tls_key="key.pem")
+
+
+def test_the_demo_page_knows_the_same_close_codes():
+    import re
+
+    from signaling_server.web import DEFAULT_ROOT
+
+    source = (DEFAULT_ROOT / "signaling.js").read_text()
+    table = source[source.index("const LIMIT_CLOSES"):]
+    table = table[: table.index("};")]
+    assert dict((int(c), n) for c, n in re.findall(r'(\d{4}): \["(\w+)"', table)) == LIMIT_CLOSES
