@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from urllib.parse import urlsplit
 
@@ -180,6 +181,13 @@ async def _run(config: ExecutorConfig) -> int:
     return 0
 
 
+def _check_ca_file(path: str) -> None:
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load CA certificates from --ca-file {path}: {exc}; pass a PEM file") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the executor until interrupted; returns the exit status."""
     args = parse_args(argv)
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         config = executor_config(
             args, signaling=signaling_url(args.signaling), token=args.token, name=args.name or default_name()
         )
+        if args.ca_file is not None:
+            _check_ca_file(args.ca_file)
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 2

@@ -165,6 +165,11 @@ def test_bad_certificate_files_are_bad_settings(tmp_path):
         )
         assert done.returncode == 2, (module, done.stderr)
         assert "cannot load the TLS certificate" in done.stderr and "--tls-key" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "executor", "--signaling", "wss://127.0.0.1:1", "--ca-file", str(tmp_path / "junk.pem")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "cannot load CA certificates from --ca-file" in done.stderr, done.stderr
 
 
 async def test_the_embedded_server_serves_tls(pki, no_ca_env):

@@ -136,7 +136,10 @@ class SignalingClient:
         """
         secure = urlsplit(url).scheme == "wss"
         if secure and ssl_context is None:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
+            try:
+                ssl_context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load CA certificates from {ca_file!r}: {exc}; pass a PEM file") from exc
         try:
             ws = await connect(
                 url,
