@@ -25,7 +25,7 @@ from remotemedia.signaling.messages import LIMIT_CLOSES, dump
 
 from .config import ServerConfig
 from .hub import Close, Hub, Send
-from .limits import ConnectionLimits
+from .limits import ConnectionLimits, ensure_file_descriptors
 from .metrics import CONTENT_TYPE_LATEST, HubCollector, render
 from .web import add_web_demo
 
@@ -70,6 +70,7 @@ class SignalingServer:
                 "no token configured: anyone who can reach this server can register executors "
                 "and pair with them; pass --token or set REMOTEMEDIA_TOKEN off a trusted network"
             )
+        ensure_file_descriptors(self.config.max_connections)
         self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
 
     async def on_shutdown(self, app: web.Application) -> None:

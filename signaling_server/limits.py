@@ -18,11 +18,17 @@ proxy).
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import Counter
 
 from remotemedia.signaling.messages import CLOSE_ADDRESS_FULL, CLOSE_SERVER_FULL, LIMIT_CLOSES
 
-__all__ = ["ConnectionLimits", "address_key"]
+__all__ = ["ConnectionLimits", "address_key", "ensure_file_descriptors"]
+
+logger = logging.getLogger(__name__)
+
+#: Descriptors kept beside the connections: listening socket, logs, the page's files.
+_SPARE_DESCRIPTORS = 64
 
 
 def address_key(address: str | None) -> str:
@@ -87,3 +93,29 @@ class ConnectionLimits:
     def addresses(self) -> int:
         """Addresses (IPv6: /64 blocks) with open connections."""
         return len(self._by_address)
+
+
+def ensure_file_descriptors(max_connections: int) -> None:
+    """
+    Raise this process's soft limit on open files (up to the hard one) so
+    that ``max_connections`` websockets fit; warn when they cannot. A server
+    out of descriptors refuses everyone, not only the flood.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    needed = max_connections + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        target = soft
+    if target < needed:
+        logger.warning(
+            "only %d open files are allowed (ulimit -n), fewer than --max-connections %d needs; "
+            "raise the limit or lower --max-connections", target, max_connections,
+        )

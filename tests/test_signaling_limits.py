@@ -89,3 +89,18 @@ def test_the_demo_page_knows_the_same_close_codes():
     table = source[source.index("const LIMIT_CLOSES"):]
     table = table[: table.index("};")]
     assert dict((int(c), n) for c, n in re.findall(r'(\d{4}): \["(\w+)"', table)) == LIMIT_CLOSES
+
+
+def test_the_open_files_limit_is_raised_to_fit_the_connections(monkeypatch, caplog):
+    resource = pytest.importorskip("resource")
+    from signaling_server import limits
+
+    calls = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, value: calls.append(value))
+    limits.ensure_file_descriptors(1000)
+    assert calls == [(1064, 4096)]
+    limits.ensure_file_descriptors(100)  # fits already
+    assert calls == [(1064, 4096)]
+    limits.ensure_file_descriptors(10_000)  # beyond the hard limit: as far as it goes, and a warning
+    assert calls[-1] == (4096, 4096) and "ulimit -n" in caplog.text
