@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: Websocket-level ping interval; a peer that stops answering pings is closed.
 PING_INTERVAL = 20.0
 _GOING_AWAY = 1001
+#: Seconds between two warnings about connections refused at a limit.
+REFUSAL_WARNING_PERIOD = 60.0
 
 
 @dataclass(eq=False)
@@ -60,6 +62,7 @@ class SignalingServer:
         self.limits = ConnectionLimits(self.config.max_connections, self.config.max_connections_per_address)
         self.metrics_registry.register(HubCollector(self.hub, self.limits))
         self._peers: dict[str, _Peer] = {}
+        self._refusals_warned: dict[str, float] = {}
         self._ticker: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -99,7 +102,7 @@ class SignalingServer:
         if refused is not None:
             # Accepted only to be closed with a code that says why: a client
             # can tell "full" from "down", and a browser sees the code too.
-            logger.info("connection from %s refused: %s", address, LIMIT_CLOSES[refused])
+            self._log_refusal(address, LIMIT_CLOSES[refused])
             # A flooder need not answer the close: wait for it only briefly.
             ws = web.WebSocketResponse(compress=False, timeout=1.0)
             await ws.prepare(request)
@@ -109,6 +112,18 @@ class SignalingServer:
             return await self._serve_websocket(request)
         finally:
             self.limits.release(address)
+
+    def _log_refusal(self, address: str | None, reason: str) -> None:
+        # A flood is thousands of refusals: one warning a minute per reason, the rest at debug.
+        now = asyncio.get_running_loop().time()
+        if now - self._refusals_warned.get(reason, -REFUSAL_WARNING_PERIOD) >= REFUSAL_WARNING_PERIOD:
+            self._refusals_warned[reason] = now
+            logger.warning(
+                "connection from %s refused: %s (%d refused so far; open: %d in all, %d from that address)",
+                address, reason, self.limits.refused[reason], self.limits.open, self.limits.count(address),
+            )
+        else:
+            logger.debug("connection from %s refused: %s", address, reason)
 
     async def _serve_websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
