@@ -15,7 +15,9 @@ The tree, as it stands::
     │   │   ├── TokenExpiredError     the token's expiry has passed (code ``token_expired``)
     │   │   └── PermissionDeniedError the token may not do this (``forbidden``, ``wrong_role``)
     │   ├── QuotaExceededError  the token's session quota is used up (code ``quota_exceeded``)
-    │   └── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
+    │   ├── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
+    │   ├── ConnectionLimitError the server closed the connection at one of its limits (``code`` says which)
+    │   └── TLSError            TLS with the server failed: an untrusted certificate, or ws:// to a TLS-only server
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
     ├── ResourceLimitError      the executor stopped work at one of its limits (memory, objects)
@@ -53,6 +55,8 @@ __all__ = [
     "ModelError",
     "ConnectionLostError",
     "RemoteTimeoutError",
+    "ConnectionLimitError",
+    "TLSError",
 ]
 
 
@@ -305,4 +309,29 @@ class RemoteTimeoutError(RemoteMediaError, TimeoutError):
 
     Every wait on the network in RemoteMedia has one; the message names the
     operation and the limit, and says which setting raises it.
+    """
+
+
+class ConnectionLimitError(SignalingError):
+    """
+    The signaling server closed the connection at one of its connection limits.
+
+    :attr:`code` says which: ``server_full`` (it holds ``--max-connections``
+    connections: try again later), ``too_many_connections`` (this address
+    holds ``--max-connections-per-address``: close some, or raise the limit)
+    or ``idle_timeout`` (the connection neither registered nor held a session
+    for ``--idle-timeout`` seconds: connect again when there is work).
+    """
+
+
+class TLSError(SignalingError):
+    """
+    TLS with the signaling server failed.
+
+    :attr:`code` is ``untrusted_certificate`` when the server's certificate is
+    not signed by a CA this side trusts, or is not for the host name dialled
+    (pass the CA's certificate: ``RemoteExecutorConfig(ca_file=...)``,
+    ``$REMOTEMEDIA_CA_FILE`` or the executor's ``--ca-file``), and
+    ``tls_required`` when a ``ws://`` URL reached a server that speaks only
+    TLS (use ``wss://``: ``RemoteExecutorConfig(ssl_enabled=True)``).
     """

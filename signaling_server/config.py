@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
@@ -62,6 +63,43 @@ class ServerConfig:
         """Whether executors register with no credential: only on a server with none at all."""
         return self.open_to_clients and self.executor_token is None
 
+    # -- transport: connection limits and TLS (see README, "Deploying on a public network") --
+    #: Most websocket connections open at once; more are closed with code 4503 (``server_full``).
+    max_connections: int = 1000
+    #: Most open at once from one address (an IPv6 /64); more are closed with code 4429.
+    max_connections_per_address: int = 100
+    #: An authenticated connection that is neither a registered executor nor
+    #: in a session for this many seconds is closed (``idle_timeout``, code 4408).
+    idle_timeout: float = 30.0
+    #: PEM certificate chain: with :attr:`tls_key`, the server speaks only TLS
+    #: (``https://`` and ``wss://``); ``None`` serves plain text.
+    tls_cert: str | None = None
+    #: PEM private key of :attr:`tls_cert` (``None``: the key is in the ``tls_cert`` file).
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self.tls_cert is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """
+        The server's TLS context (``None`` without :attr:`tls_cert`); raises
+        ``ValueError`` naming the file when the certificate or key cannot be loaded.
+        """
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            files = self.tls_cert if self.tls_key is None else f"{self.tls_cert} and {self.tls_key}"
+            raise ValueError(
+                f"cannot load the TLS certificate and key from {files}: {exc}; pass a PEM certificate "
+                "chain (--tls-cert) and its private key (--tls-key)"
+            ) from exc
+        return context
+
     def __post_init__(self) -> None:
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise ValueError("token must be a non-empty string, or None for an open server")
@@ -83,6 +121,14 @@ class ServerConfig:
                 f"heartbeat_timeout ({self.heartbeat_timeout} s) must be longer than "
                 f"heartbeat_interval ({self.heartbeat_interval} s)"
             )
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key needs tls_cert: pass the certificate chain too (--tls-cert)")
+        if not isinstance(self.idle_timeout, (int, float)) or isinstance(self.idle_timeout, bool) or not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be a positive number of seconds, not {self.idle_timeout!r}")
+        for name in ("max_connections", "max_connections_per_address"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         for name in ("max_message_size", "rate_burst", "max_sessions_per_client", "outbox_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -51,7 +51,7 @@ __all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION"]
 logger = logging.getLogger(__name__)
 
 #: Websocket close code for a connection that broke the rules (RFC 6455).
-POLICY_VIOLATION = 1008
+POLICY_VIOLATION = messages.CLOSE_POLICY_VIOLATION
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class _Connection:
     closing: bool = False
     executor: str | None = None  # executor name, for role "executor"
     sessions: set[str] = field(default_factory=set)  # for role "client"
+    idle_since: float | None = None  # identified, yet neither registered nor in a session: since when
 
 
 class Hub:
@@ -178,7 +179,10 @@ class Hub:
         return []
 
     def tick(self, now: float) -> list:
-        """Drop executors whose heartbeats stopped and anonymous connections that never said hello."""
+        """
+        Drop executors whose heartbeats stopped, anonymous connections that
+        never said hello, and authenticated ones idle past ``idle_timeout``.
+        """
         actions: list = []
         for conn in list(self._conns.values()):
             if conn.closing:
@@ -203,7 +207,31 @@ class Hub:
                     "hello_timeout",
                     f"no 'register' or 'pair' within {self.config.hello_timeout:g} s",
                 )
+            elif conn.identified:
+                actions += self._check_idle(conn, now)
         return actions
+
+    def _check_idle(self, conn: _Connection, now: float) -> list:
+        # An authenticated connection that holds nothing (a client whose pair
+        # found no executor, or whose sessions ended; an executor that
+        # unregistered) costs a socket and buys nothing: it may wait a while
+        # (a client retrying a pair), not for ever. Measured from the first
+        # tick that sees it idle, so up to one tick (at most 1 s) late.
+        if conn.role == "executor" or conn.sessions:
+            conn.idle_since = None
+            return []
+        if conn.idle_since is None:
+            conn.idle_since = now
+            return []
+        if now - conn.idle_since <= self.config.idle_timeout:
+            return []
+        return self._refuse(
+            conn,
+            "idle_timeout",
+            f"neither registered as an executor nor in a session for {self.config.idle_timeout:g} s; "
+            "connect again when there is work",
+            close_code=messages.CLOSE_IDLE_TIMEOUT,
+        )
 
     # -- queries -----------------------------------------------------------------
 
@@ -384,11 +412,13 @@ class Hub:
             return self._refuse(conn, refusal.code, refusal.message, **request)
         return [self._error(conn, refusal.code, refusal.message, **request)]
 
-    def _refuse(self, conn: _Connection, code: str, text: str, **extra) -> list:
+    def _refuse(
+        self, conn: _Connection, code: str, text: str, *, close_code: int = POLICY_VIOLATION, **extra
+    ) -> list:
         """Send an error and close the connection: it must end."""
         conn.closing = True
         logger.info("closing connection %s: %s: %s", conn.id, code, text)
-        return [self._error(conn, code, text, **extra), Close(conn.id, POLICY_VIOLATION, code)]
+        return [self._error(conn, code, text, **extra), Close(conn.id, close_code, code)]
 
     def _forget_session(self, session: SessionRecord) -> None:
         self.registry.close_session(session.id)

@@ -67,11 +67,13 @@ class ManagedProcess:
         try:
             line = lines.get(timeout=start_timeout)
         except queue.Empty:
+            log = self.log()  # before stop(), which removes it
             self.stop()
-            raise RuntimeError(f"{module} did not start within {start_timeout} s:\n{self.log()}")
+            raise RuntimeError(f"{module} did not start within {start_timeout} s:\n{log}")
         if line is None or not line.startswith(prefix):
+            log = self.log()
             self.stop()
-            raise RuntimeError(f"{module} failed to start ({line!r}):\n{self.log()}")
+            raise RuntimeError(f"{module} failed to start ({line!r}):\n{log}")
         #: What followed the prefix on the ready line.
         self.ready = line[len(prefix):].strip()
 
@@ -116,8 +118,9 @@ class _HTTPEndpoints:
 
     @property
     def http_url(self) -> str:
-        """Base of the server's HTTP endpoints."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base of the server's HTTP endpoints (``https://`` for a server with TLS)."""
+        scheme = "https" if getattr(self, "url", "").startswith("wss:") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str, str]:
         """GET an HTTP path: (status, content type, body)."""

@@ -48,6 +48,7 @@ from ..exceptions import (
     RemoteTimeoutError,
     ResourceLimitError,
     SerializationError,
+    TLSError,
 )
 from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
@@ -218,7 +219,9 @@ class RemoteProxyClient:
         """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
         config, limit = self.config, self.config.connect_timeout
         if self._signaling is None or self._signaling.closed:
-            self._signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
+            self._signaling = await SignalingClient.connect(
+                config.url, token=config.token, timeout=limit, ssl_context=config.ssl_context()
+            )
         requirements = dict(config.requirements)
         if avoid:
             requirements["avoid"] = avoid[-16:]
@@ -309,7 +312,7 @@ class RemoteProxyClient:
                 return
             except asyncio.CancelledError:
                 raise
-            except AuthenticationError as exc:
+            except (AuthenticationError, TLSError) as exc:  # retrying would meet the same refusal
                 self._lost = f"{lost}; reconnecting was refused: {exc}"
                 return
             except (RemoteMediaError, OSError) as exc:

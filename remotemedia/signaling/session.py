@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import (
     AuthenticationError,
+    ConnectionLimitError,
     ConnectionLostError,
     NoExecutorAvailable,
     PermissionDeniedError,
@@ -41,6 +42,7 @@ _ERRORS = {
     "quota_exceeded": QuotaExceededError,
     "no_executor": NoExecutorAvailable,
 }
+_ERRORS.update(dict.fromkeys(("server_full", "too_many_connections", "idle_timeout"), ConnectionLimitError))
 #: Queue marker: the session or the connection is gone.
 ENDED = object()
 
