@@ -42,6 +42,7 @@ from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport import new_peer_connection
+from remotemedia.transport.ice import order_ice_servers
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
 from remotemedia.transport.peer import SERVICE_LABEL, add_candidate
@@ -153,7 +154,7 @@ class ServiceSession:
 
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""
-        pc = new_peer_connection(self.settings.ice_servers)
+        pc = new_peer_connection(await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers]))
         opened: asyncio.Future = asyncio.get_running_loop().create_future()
 
         @pc.on("datachannel")

@@ -29,6 +29,7 @@ from typing import Any
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
+from remotemedia.transport.ice import order_ice_servers, selected_route
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
@@ -107,7 +108,8 @@ class ExecutorSession:
 
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""
-        pc = new_peer_connection(self.settings.ice_servers)
+        # The executor's own servers first, then those the signaling server handed out (--ice-server).
+        pc = new_peer_connection(await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers]))
         opened: asyncio.Future = asyncio.get_running_loop().create_future()
 
         @pc.on("datachannel")

@@ -130,6 +130,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tls-key", default=None, metavar="PEM", help="private key of --tls-cert (default: in the --tls-cert file)"
     )
+    # -- ICE servers for clients and executors (README, "Across NATs and firewalls: TURN") --
+    parser.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN or TURN URL handed to clients, executors and the browser page with each session "
+        "(repeatable: list turn:HOST:PORT?transport=udp and ?transport=tcp for networks that block UDP)",
+    )
+    parser.add_argument(
+        "--turn-secret",
+        default=os.environ.get("REMOTEMEDIA_TURN_SECRET") or None,
+        help="the TURN server's shared secret (coturn --use-auth-secret --static-auth-secret): each session "
+        "gets TURN credentials minted from it, valid --turn-ttl seconds (default: $REMOTEMEDIA_TURN_SECRET)",
+    )
+    parser.add_argument(
+        "--turn-ttl",
+        type=float,
+        default=_DEFAULTS.turn_ttl,
+        help="seconds the minted TURN credentials stay valid (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -155,6 +176,9 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         idle_timeout=args.idle_timeout,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        ice_servers=tuple(args.ice_server),
+        turn_secret=args.turn_secret,
+        turn_ttl=args.turn_ttl,
     )
 
 

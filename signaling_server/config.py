@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
 from remotemedia.tokens import check_secret
 
+from .turn import DEFAULT_TURN_TTL
 from .web import DEFAULT_ROOT
 
 __all__ = ["ServerConfig"]
@@ -52,6 +53,16 @@ class ServerConfig:
     outbox_size: int = 1024
     #: Folder of the browser demo page served at ``/``; ``None`` serves no page.
     web_root: str | None = str(DEFAULT_ROOT)
+
+    # -- ICE servers handed to both ends of each session (signaling_server/turn.py) --
+    #: STUN/TURN URLs (``stun:host:3478``, ``turn:host:3478?transport=tcp``) given
+    #: to clients and executors in ``paired`` and ``session`` (``--ice-server``).
+    ice_servers: tuple = ()
+    #: The TURN server's shared secret (coturn ``--static-auth-secret``): each
+    #: session's TURN URLs come with credentials minted from it (``--turn-secret``).
+    turn_secret: str | None = None
+    #: Seconds those credentials stay valid.
+    turn_ttl: float = DEFAULT_TURN_TTL
 
     @property
     def open_to_clients(self) -> bool:
@@ -121,6 +132,16 @@ class ServerConfig:
                 f"heartbeat_timeout ({self.heartbeat_timeout} s) must be longer than "
                 f"heartbeat_interval ({self.heartbeat_interval} s)"
             )
+        object.__setattr__(self, "ice_servers", tuple(self.ice_servers))
+        for url in self.ice_servers:
+            if not isinstance(url, str) or not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"each ICE server must be a stun: or turn: URL, not {url!r}")
+        if self.turn_secret is not None and (not isinstance(self.turn_secret, str) or not self.turn_secret):
+            raise ValueError("turn_secret must be a non-empty string, or None")
+        if self.turn_secret is not None and not any(u.startswith(("turn:", "turns:")) for u in self.ice_servers):
+            raise ValueError("turn_secret signs TURN credentials: give the TURN server's URL too (--ice-server turn:HOST:PORT)")
+        if isinstance(self.turn_ttl, bool) or not isinstance(self.turn_ttl, (int, float)) or not self.turn_ttl > 0:
+            raise ValueError(f"turn_ttl must be a positive number of seconds, not {self.turn_ttl!r}")
         if self.tls_key is not None and self.tls_cert is None:
             raise ValueError("tls_key needs tls_cert: pass the certificate chain too (--tls-cert)")
         if not isinstance(self.idle_timeout, (int, float)) or isinstance(self.idle_timeout, bool) or not self.idle_timeout > 0:

@@ -45,6 +45,7 @@ from .auth import OPEN, Credential, Refusal, authenticate, name_refusal, role_re
 from .config import ServerConfig
 from .ratelimit import TokenBucket
 from .registry import ExecutorRecord, Registry, SessionRecord
+from .turn import ice_servers_for
 
 __all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION"]
 
@@ -373,6 +374,10 @@ class Hub:
             "capabilities": record.capabilities(),
             **request,
         }
+        if self.config.ice_servers:  # issue 26: each end gets its own TURN credentials
+            config, wall = self.config, self._wall_clock()
+            to_executor["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, record.name, wall)
+            paired["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, conn.id, wall)
         # The executor hears first, so it is ready for the offer the client sends next.
         return [Send(record.conn, to_executor), Send(conn.id, paired)]
 

@@ -54,6 +54,7 @@ from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
+from ..transport.ice import Route, order_ice_servers, selected_route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
 from .config import RemoteExecutorConfig
@@ -195,6 +196,17 @@ class RemoteProxyClient:
         self._reconnecting: asyncio.Task | None = None
         #: How many times the session was re-established after a loss.
         self.reconnects = 0
+        self._turn: str | None = None  # the TURN URL this end's peer connection allocates on
+
+    @property
+    def route(self) -> Route | None:
+        """
+        How this session's packets go: ``route.kind`` is ``"direct"``,
+        ``"stun"`` (through a NAT mapping) or ``"relay"`` (through a TURN
+        server), from the candidate pair ICE selected; ``None`` while not
+        connected. See :class:`remotemedia.transport.ice.Route`.
+        """
+        return selected_route(self._pc, self._turn) if self._pc is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -218,6 +230,13 @@ class RemoteProxyClient:
     async def _open(self, avoid: list[str] | None = None) -> None:
         """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
         config, limit = self.config, self.config.connect_timeout
+        # One budget for the whole set-up: a connection that cannot be made fails within connect_timeout.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+
+        def left() -> float:
+            return max(0.1, deadline - loop.time())
+
         if self._signaling is None or self._signaling.closed:
             self._signaling = await SignalingClient.connect(
                 config.url, token=config.token, timeout=limit, ssl_context=config.ssl_context()
@@ -225,15 +244,18 @@ class RemoteProxyClient:
         requirements = dict(config.requirements)
         if avoid:
             requirements["avoid"] = avoid[-16:]
-        self._session = await self._signaling.pair(requirements or None, timeout=limit)
+        self._session = await self._signaling.pair(requirements or None, timeout=left())
         self.executor = self._session.executor
-        self._pc = new_peer_connection(config.ice_servers)
+        # The config's own servers first, then those the signaling server hands out (--ice-server).
+        servers = await order_ice_servers([*config.ice_servers, *self._session.ice_servers])
+        self._turn = next((e["urls"][0] for e in servers if e["urls"][0].startswith(("turn:", "turns:"))), None)
+        self._pc = new_peer_connection(servers)
         channel = self._pc.createDataChannel(RPC_LABEL)
         # Every slot's tracks are in the first offer: no frame waits for a renegotiation.
         self._slots = add_slots(self._pc, self.media_tracks)
-        await make_offer(self._pc, self._session, limit)
+        await make_offer(self._pc, self._session, left())
         listen_slots(self._pc, self._slots)
-        await wait_open(channel, limit, f"connecting to executor {self.executor!r}")
+        await wait_open(channel, left(), f"connecting to executor {self.executor!r}", self._pc)
         self._generation += 1
         generation = self._generation
         self._lost = None
@@ -259,7 +281,7 @@ class RemoteProxyClient:
         body = await self._request(Kind.HELLO, 0, hello, "the handshake", limit, "connect_timeout")
         self._rpc.protocol.peer_limit(body["max_message_size"])
         self._welcomed = True
-        logger.info("connected to executor %r (session %s)", self.executor, self._session.id)
+        logger.info("connected to executor %r (session %s, route %s)", self.executor, self._session.id, self.route)
 
     async def _request(
         self, kind: Kind, id: int, body: Any, what: str, timeout: float, setting: str = "timeout", *, pickled: bool = False

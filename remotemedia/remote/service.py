@@ -84,17 +84,19 @@ class RemoteServiceNode(Node):
         from ..signaling import SignalingClient
         from ..transport import make_offer, new_peer_connection, wait_open
         from ..transport.live import LiveAudioTrack, LiveVideoTrack
+        from ..transport.ice import order_ice_servers
         from ..transport.peer import SERVICE_LABEL
 
         config = self.remote_config
         limit = config.connect_timeout
         signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
-        pc = new_peer_connection(config.ice_servers)
+        pc = None
         video, audio = LiveVideoTrack(), LiveAudioTrack()
         out: asyncio.Queue = asyncio.Queue()
         tasks: list[asyncio.Task] = []
         try:
             session = await signaling.pair({**config.requirements, "service": self.service}, timeout=limit)
+            pc = new_peer_connection(await order_ice_servers([*config.ice_servers, *session.ice_servers]))
             pc.addTransceiver(audio, direction="sendrecv")
             pc.addTransceiver(video, direction="sendrecv")
             channel = pc.createDataChannel(SERVICE_LABEL)
@@ -112,7 +114,7 @@ class RemoteServiceNode(Node):
 
             pc.on("track", lambda track: tasks.append(asyncio.create_task(read(track))))
             await make_offer(pc, session, limit)
-            await wait_open(channel, limit, f"service {self.service!r}")
+            await wait_open(channel, limit, f"service {self.service!r}", pc)
             channel.send(json.dumps({"type": "hello", "ticket": session.ticket, "options": self.options}))
             first = await _next(out, limit, "its welcome")
             if isinstance(first, BaseException):
@@ -161,7 +163,8 @@ class RemoteServiceNode(Node):
             await asyncio.gather(*tasks, return_exceptions=True)
             video.stop()
             audio.stop()
-            await pc.close()
+            if pc is not None:
+                await pc.close()
             await signaling.close()
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "TO_PEER",
     "TO_SERVER",
     "RELAYED",
+    "ICE_SERVER",
     "parse",
     "validate",
     "dump",
@@ -243,6 +244,19 @@ CANDIDATE = _Nullable(
     )
 )
 
+#: One STUN or TURN server, as a browser's ``RTCIceServer`` takes it. The
+#: signaling server hands these out (``--ice-server``); a TURN server's
+#: ``username`` and ``credential`` are time-limited (coturn's REST API scheme:
+#: ``signaling_server/turn.py``).
+ICE_SERVER = _Object(
+    {
+        "urls": Field(_List(_Str(1024), 8)),
+        "username": Field(_Str(512), required=False),
+        "credential": Field(_Str(512), required=False),
+    }
+)
+_ICE_SERVERS = Field(_List(ICE_SERVER, 16), required=False)
+
 _SESSION = Field(_ID)
 _REQUEST = Field(_Str(128, empty=True), required=False)
 
@@ -294,6 +308,7 @@ TO_PEER: dict[str, _Object] = {
             "ticket": Field(_TOKEN),
             "capabilities": Field(CAPABILITIES, required=False),
             "request": _REQUEST,
+            "ice_servers": _ICE_SERVERS,
         }
     ),
     "session": _Object(
@@ -302,6 +317,7 @@ TO_PEER: dict[str, _Object] = {
             "client": Field(_ID),
             "ticket": Field(_TOKEN),
             "requirements": Field(REQUIREMENTS, required=False),
+            "ice_servers": _ICE_SERVERS,
         }
     ),
     "error": _Object(

@@ -85,6 +85,9 @@ class SignalingSession:
         self.capabilities: dict = message.get("capabilities", {})
         #: What the client asked for (executor side only, else empty).
         self.requirements: dict = message.get("requirements", {})
+        #: STUN/TURN servers the signaling server handed out for this session
+        #: (``{urls, username, credential}`` dicts; empty when it has none).
+        self.ice_servers: list[dict] = message.get("ice_servers", [])
         #: Why the session ended, once it has (``None`` while open).
         self.ended: str | None = None
 

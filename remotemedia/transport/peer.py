@@ -18,6 +18,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
+from .ice import candidates_tried
 
 __all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL", "SERVICE_LABEL"]
 
@@ -93,19 +94,52 @@ async def make_answer(
     await session.send_answer(pc.localDescription.sdp)
 
 
-async def wait_open(channel: Any, timeout: float, what: str) -> None:
-    """Wait until ``channel`` is open; :exc:`RemoteTimeoutError` naming ``what`` otherwise."""
+async def wait_open(channel: Any, timeout: float, what: str, pc: RTCPeerConnection | None = None) -> None:
+    """
+    Wait until ``channel`` is open; :exc:`RemoteTimeoutError` naming ``what`` otherwise.
+
+    With ``pc``, ICE failing ends the wait at once, and the error names the
+    candidates each end offered: what a user needs to tell a missing TURN
+    server from a firewall.
+    """
     if channel.readyState == "open":
         return
     opened = asyncio.get_running_loop().create_future()
     channel.once("open", lambda: opened.done() or opened.set_result(None))
+    if pc is not None:
+
+        @pc.on("iceconnectionstatechange")
+        def on_state() -> None:
+            if pc.iceConnectionState == "failed" and not opened.done():
+                opened.set_exception(RemoteTimeoutError(_no_path(pc, what, "ICE found no working candidate pair")))
+
     try:
         await asyncio.wait_for(opened, timeout)
     except asyncio.TimeoutError:
+        if pc is not None:
+            raise RemoteTimeoutError(_no_path(pc, what, f"not connected within {timeout:g} s")) from None
         raise RemoteTimeoutError(
             f"{what}: the WebRTC data channel did not open within {timeout:g} s (is a firewall "
             f"blocking UDP between the two hosts? across NATs, configure ice_servers with STUN/TURN)"
         ) from None
+
+
+def _no_path(pc: RTCPeerConnection, what: str, why: str) -> str:
+    local, remote = candidates_tried(pc)
+    relayed = any(c.startswith("relay") for c in local + remote)
+    advice = (
+        "a TURN server was offered, yet no pair worked: is the TURN server reachable from both ends, "
+        "and over TCP (turn:HOST:PORT?transport=tcp) where UDP is blocked?"
+        if relayed
+        else "no relay candidate at either end: across NATs or firewalls, configure ice_servers with a "
+        "TURN server (RemoteExecutorConfig(ice_servers=[...]) or the signaling server's --ice-server), "
+        "and a turn:...?transport=tcp URL where UDP is blocked"
+    )
+    return (
+        f"{what}: no network path between the two ends ({why}; ICE {pc.iceConnectionState}); "
+        f"candidates tried: this end {', '.join(local) or 'none'}; the other end {', '.join(remote) or 'none'}; "
+        f"{advice}"
+    )
 
 
 async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) -> None:
