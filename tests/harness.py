@@ -48,14 +48,22 @@ class ManagedProcess:
     """A ``python -m MODULE ARGS`` process that prints a line starting with ``prefix`` when ready."""
 
     def __init__(
-        self, module: str, args: list[str], prefix: str, *, env: dict | None = None, start_timeout: float = 20.0
+        self,
+        module: str,
+        args: list[str],
+        prefix: str,
+        *,
+        env: dict | None = None,
+        start_timeout: float = 20.0,
+        command_prefix: tuple[str, ...] = (),
     ) -> None:
+        """``command_prefix`` runs the interpreter through another command (``ip netns exec NS``, tests/netlab.py)."""
         self.args = args
         self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{module}-", suffix=".log", delete=False)
         full_env = {k: v for k, v in os.environ.items() if k not in _CREDENTIALS}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*command_prefix, sys.executable, "-m", module, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,

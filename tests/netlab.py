@@ -118,6 +118,16 @@ class Lab:
         # The public address lives on pub's loopback: both NATs route to it.
         self.ip("pub", "addr", "add", f"{PUBLIC_IP}/32", "dev", "lo")
         self.sh("pub", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # The LANs' private addresses lead nowhere from the public side, silently, as on the
+        # internet: without a route, sending there fails at once (ENETUNREACH), and coturn
+        # closes an allocation whose relay socket fails a send.
+        # (A veth pair with a made-up next hop: this kernel may lack the dummy device.)
+        self.ip("pub", "link", "add", "void0", "type", "veth", "peer", "name", "void1")
+        self.ip("pub", "addr", "add", "198.19.9.1/30", "dev", "void0")
+        for end in ("void0", "void1"):
+            self.ip("pub", "link", "set", end, "up")
+        self.ip("pub", "neigh", "add", "198.19.9.2", "lladdr", "02:00:00:00:00:01", "dev", "void0", "nud", "permanent")
+        self.ip("pub", "route", "add", "198.18.0.0/16", "via", "198.19.9.2", "dev", "void0")
         for side, (nat, nat_lan, host, nat_wan, pub_end) in _SIDES.items():
             # Interface names are at most 15 characters, and exist only inside their namespace.
             self._link(side, "lan0", host, nat, "lan0", nat_lan, 24)
@@ -202,7 +212,7 @@ class Turn:
         self.process = lab.popen(
             "pub",
             [
-                "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
+                "turnserver", "-n", "-v", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
                 f"--listening-ip={PUBLIC_IP}", f"--relay-ip={PUBLIC_IP}", f"--listening-port={port}",
                 "--min-port=49152", "--max-port=49999", "--use-auth-secret", f"--static-auth-secret={self.secret}",
                 f"--realm={self.realm}", "--log-file=stdout", "--simple-log", "--allow-loopback-peers",
