@@ -25,7 +25,9 @@ export class ServiceSession extends EventTarget {
     this.options = options;
     this.welcomed = false;
     this.ended = false;
-    this.pc = new RTCPeerConnection({ iceServers });
+    // The page's own servers (?ice=) first, then those the signaling server hands out with
+    // each session (--ice-server; TURN with time-limited credentials: PROTOCOL.md, "ICE servers").
+    this.pc = new RTCPeerConnection({ iceServers: [...iceServers, ...(paired.ice_servers || [])] });
     this.channel = null;
     this._offerSent = false;
     this._outgoing = [];
@@ -135,7 +137,8 @@ export class ServiceSession extends EventTarget {
       const why = this.welcomed
         ? `the connection to ${this.executor} failed`
         : `no media connection could be made to ${this.executor} `
-          + "(a firewall or NAT between you? try ?ice=stun:HOST:PORT)";
+          + "(a firewall or NAT between you? the server's operator can offer a TURN server with "
+          + "--ice-server turn:HOST:PORT?transport=tcp --turn-secret, or try ?ice=stun:HOST:PORT)";
       this._end("lost", "ice_failed", why);
     } else if (state === "disconnected") {
       const silent = `no packets from ${this.executor} for ${DISCONNECTED_GRACE_MS / 1000} s`;
