@@ -41,7 +41,7 @@ from remotemedia.exceptions import RemoteMediaError
 from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
-from remotemedia.transport import new_peer_connection
+from remotemedia.transport import close_peer_connection, new_peer_connection
 from remotemedia.transport.ice import order_ice_servers
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
@@ -207,7 +207,7 @@ class ServiceSession:
                 await self._call(getattr(self._node, "cleanup", None))
             self._video.stop()
             self._audio.stop()
-            await pc.close()
+            await close_peer_connection(pc)
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
 

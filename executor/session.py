@@ -30,7 +30,7 @@ from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.ice import order_ice_servers, selected_route
-from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
+from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
 from .dispatch import Dispatcher, Limits, too_large_error
@@ -168,7 +168,7 @@ class ExecutorSession:
                 await self._worker.close(2 * CLEANUP_TIMEOUT)
             if self._rpc is not None:
                 self._rpc.close()
-            await pc.close()
+            await close_peer_connection(pc)  # bounded: the slot is freed even when TURN is unreachable
             await self.signaling.close(self._why[:200])
             logger.info("session %s ended: %s", self.signaling.id, self._why or "done")
 

@@ -13,7 +13,8 @@ labs (RFC 2544); the namespaces have no link to anything outside the ones the
 lab creates, so no packet leaves this machine. Each NAT masquerades its LAN
 behind its public address with random source ports (``--random-fully``): a
 symmetric NAT, behind which hole punching fails and only a relay connects,
-the case TURN is for. :meth:`Lab.block_udp` adds a rule that drops UDP through
+the case TURN is for (``Lab(symmetric=False)`` keeps source ports where it can:
+a NAT that STUN gets through). :meth:`Lab.block_udp` adds a rule that drops UDP through
 a NAT (a firewall that allows only TCP), :meth:`Lab.cut` one that drops
 everything.
 
@@ -79,7 +80,9 @@ def unavailable(*, turn: bool = True) -> str | None:
 class Lab:
     """The namespaces of one lab; build with :meth:`build` (or ``with Lab() as lab``), always :meth:`close`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, symmetric: bool = True) -> None:
+        """``symmetric=False``: NATs that keep the source port where they can (a "cone"), through which STUN suffices."""
+        self.symmetric = symmetric
         self.tag = secrets.token_hex(3)
         #: Namespace name by role: ``client``, ``executor``, ``natA``, ``natB``, ``pub``.
         self.ns = {role: f"rm{self.tag}-{role}" for role in ("client", "executor", "natA", "natB", "pub")}
@@ -135,10 +138,15 @@ class Lab:
             self.ip(side, "route", "add", "default", "via", nat_lan)
             self.ip(nat, "route", "add", "default", "via", pub_end)
             self.sh(nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            self.sh(nat, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE", "--random-fully")
+            random = ["--random-fully"] if self.symmetric else []
+            self.sh(nat, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE", *random)
             # Only answers come in: nothing from outside opens a connection to the LAN.
             self.sh(nat, "iptables", "-A", "FORWARD", "-i", "wan0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
             self.sh(nat, "iptables", "-A", "FORWARD", "-i", "wan0", "-j", "DROP")
+            # Unsolicited packets to the NAT itself are dropped before conntrack confirms them: a
+            # confirmed entry would take the tuple that an outgoing mapping needs, and the NAT would
+            # then move that mapping to another port (so hole punching would fail even here).
+            self.sh(nat, "iptables", "-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
 
     def _link(self, role_a: str, if_a: str, ip_a: str, role_b: str, if_b: str, ip_b: str, prefix: int) -> None:
         tmp_a, tmp_b = f"v{self.tag}{secrets.token_hex(2)}", f"v{self.tag}{secrets.token_hex(2)}"
@@ -233,6 +241,11 @@ class Turn:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"turnserver did not listen within {timeout} s:\n{self.log()}")
+
+    @property
+    def stun_url(self) -> str:
+        """This server as a STUN server (coturn answers binding requests unauthenticated)."""
+        return f"stun:{PUBLIC_IP}:{self.port}"
 
     def urls(self, *transports: str) -> list[str]:
         """``turn:`` URLs of this server, one per transport (``udp``, ``tcp``)."""

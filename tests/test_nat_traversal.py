@@ -36,14 +36,20 @@ CLIENT = {"auth_token": TOKEN, "timeout": 20.0, "connect_timeout": 15.0, "heartb
 
 
 @contextlib.contextmanager
-def nat_lab(*, turn: bool = True):
-    """A lab, coturn (with ``turn``), a signaling server handing out its URLs, and an executor behind natB."""
+def nat_lab(*, turn: bool = True, stun: bool = False, symmetric: bool = True):
+    """
+    A lab (its NATs ``symmetric`` or not), coturn, a signaling server handing out its
+    TURN URLs (with ``turn``) or its STUN URL (with ``stun``), and an executor behind natB.
+    """
     with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(Lab())
+        lab = stack.enter_context(Lab(symmetric=symmetric))
         server_args = ["--host", PUBLIC_IP, "--port", "0", "--token", TOKEN, "--executor-token", EXECUTOR_TOKEN]
         relay = None
+        if turn or stun:
+            relay = Turn(lab)  # coturn answers STUN too
+        if stun:
+            server_args += ["--ice-server", relay.stun_url]
         if turn:
-            relay = Turn(lab)
             for url in relay.urls("udp", "tcp"):
                 server_args += ["--ice-server", url]
             server_args += ["--turn-secret", relay.secret]
@@ -109,6 +115,12 @@ def test_on_one_network_the_route_is_direct_though_turn_is_offered():
         # The client beside the executor, on its LAN: host candidates meet.
         seen = run_client(lab, "connect", client_settings(port), role="executor")
         assert seen["route"] == "direct", seen
+
+
+def test_behind_nats_that_keep_ports_stun_alone_connects():
+    with nat_lab(turn=False, stun=True, symmetric=False) as (lab, turn, port, executor):
+        seen = run_client(lab, "connect", client_settings(port))
+        assert seen["route"] == "stun", seen
 
 
 def test_without_turn_a_connection_fails_within_connect_timeout_naming_the_candidates():

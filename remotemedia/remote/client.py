@@ -53,7 +53,7 @@ from ..exceptions import (
 from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
-from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
+from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
 from ..transport.ice import Route, order_ice_servers, selected_route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
@@ -309,8 +309,8 @@ class RemoteProxyClient:
         if rpc is not None:
             rpc.close()
         if pc is not None:
-            # Shielded: an RTCPeerConnection whose close() was cancelled never finishes closing.
-            await asyncio.shield(pc.close())
+            # Bounded: releasing a TURN allocation over a broken route takes ~30 s (see close_peer_connection).
+            await close_peer_connection(pc)
         if session is not None:
             await session.close("client closed")
 

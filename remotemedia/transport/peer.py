@@ -20,7 +20,7 @@ from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
 from .ice import candidates_tried
 
-__all__ = ["new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL", "SERVICE_LABEL"]
+__all__ = ["close_peer_connection", "CLOSE_WAIT", "new_peer_connection", "make_offer", "make_answer", "add_candidate", "wait_open", "watch_bye", "RPC_LABEL", "SERVICE_LABEL"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,31 @@ def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnec
     return RTCPeerConnection(
         RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers], bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     )
+
+
+#: Seconds to wait for a peer connection to close before leaving it to finish alone.
+CLOSE_WAIT = 1.0
+# Closings that outlived CLOSE_WAIT, referenced until they end.
+_closing: set[asyncio.Future] = set()
+
+
+async def close_peer_connection(pc: RTCPeerConnection, wait: float = CLOSE_WAIT) -> None:
+    """
+    Close ``pc``, waiting at most ``wait`` seconds; the rest goes on in the background.
+
+    Closing releases each TURN allocation with a request to the TURN server,
+    which aioice retransmits for about 30 s when the route to it is gone (the
+    very case that ends a session on a broken network): a reconnection, and
+    the executor's slot, must not wait for that. The closing is shielded: an
+    ``RTCPeerConnection`` whose ``close()`` was cancelled never finishes closing.
+    """
+    closing = asyncio.ensure_future(pc.close())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    try:
+        await asyncio.wait_for(asyncio.shield(closing), wait)
+    except asyncio.TimeoutError:
+        logger.info("a peer connection is still closing after %g s (an unreachable TURN server?); not waiting", wait)
 
 
 def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
