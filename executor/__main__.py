@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CA certificates that may sign a wss:// server's certificate, for a server whose CA is "
         "your own (default: $REMOTEMEDIA_CA_FILE; without it, the system's CAs)",
     )
+    parser.add_argument(
+        "--ice-server", action="append", default=[], metavar="URL",
+        help="a STUN URL of this executor's own (repeatable), used before the ICE servers the signaling "
+        "server hands out with each session (TURN, which needs credentials, comes best from the server: "
+        "its --ice-server and --turn-secret)",
+    )
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
@@ -144,6 +150,7 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         services.update(load_services(spec))
     return ExecutorConfig(
         ca_file=getattr(args, "ca_file", None),  # only python -m executor has --ca-file
+        ice_servers=list(getattr(args, "ice_server", [])),  # and --ice-server
         signaling=signaling,
         services=services,
         token=token,

@@ -65,6 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls-cert", default=None, metavar="PEM", help="certificate chain: serve only TLS (https:// and wss://)"
     )
     serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    serve.add_argument(
+        "--ice-server", action="append", default=[], metavar="URL",
+        help="a STUN or TURN URL handed to clients and the page with each session (repeatable; "
+        "README: 'Across NATs and firewalls: TURN')",
+    )
+    serve.add_argument(
+        "--turn-secret", default=os.environ.get("REMOTEMEDIA_TURN_SECRET") or None,
+        help="the TURN server's shared secret: sessions get TURN credentials minted from it "
+        "(default: $REMOTEMEDIA_TURN_SECRET)",
+    )
     add_executor_arguments(serve)
     add_token_command(commands)
     return parser.parse_args(argv)
@@ -80,7 +90,10 @@ async def _serve(args: argparse.Namespace) -> int:
         if executor_token is None and (args.token is not None or args.token_secret is not None):
             # Clients need a credential here, so executors do too: one only this process knows.
             executor_token = secrets.token_urlsafe(32)
-        server_config = ServerConfig(token=args.token, executor_token=executor_token, token_secret=args.token_secret)
+        server_config = ServerConfig(
+            token=args.token, executor_token=executor_token, token_secret=args.token_secret,
+            ice_servers=tuple(args.ice_server), turn_secret=args.turn_secret,
+        )
         if args.tls_cert or args.tls_key:
             server_config = dataclasses.replace(server_config, tls_cert=args.tls_cert, tls_key=args.tls_key)
             server_config.ssl_context()  # unreadable files are bad settings

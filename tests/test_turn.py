@@ -170,3 +170,13 @@ async def test_a_connection_with_no_path_names_its_candidates_and_suggests_ice_s
     message = str(caught.value)
     assert "no network path" in message and "candidates tried" in message and "host 127.0.0.1:9" in message
     assert "ice_servers" in message and "TURN" in message
+
+
+def test_the_executor_and_the_embedded_server_take_ice_servers_on_their_command_lines():
+    from executor.__main__ import executor_config, parse_args as executor_args
+    from remotemedia.__main__ import parse_args as remotemedia_args
+
+    args = executor_args(["--signaling", "ws://127.0.0.1:1/ws", "--ice-server", "stun:198.19.0.1:3478"])
+    assert executor_config(args, signaling="ws://127.0.0.1:1/ws", token=None, name="x").ice_servers == ["stun:198.19.0.1:3478"]
+    serve = remotemedia_args(["serve", "--ice-server", URLS[1], "--turn-secret", SECRET])
+    assert serve.ice_server == [URLS[1]] and serve.turn_secret == SECRET
