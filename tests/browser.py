@@ -149,7 +149,7 @@ class DemoPage:
                 return {state: m.state, step: m.step, executor: m.executor, error: m.error, options: m.options,
                         transcripts: m.transcripts, replies: m.replies, stats: m.stats,
                         executorStats: m.executorStats, firstFrameAt: m.firstFrameAt,
-                        framesReceived: m.framesReceived, bench};
+                        framesReceived: m.framesReceived, iceUrls: m.iceUrls, bench};
             }"""
         )
 

@@ -355,3 +355,13 @@ def test_camera_failures_say_what_to_do(bare_server, open_page, name, says):
     assert state["error"]["code"] in ("media_denied", "media_missing")
     banner = page.testid("status-banner").inner_text()
     assert says in banner and "Try again" in banner
+
+
+def test_the_page_uses_the_ice_servers_the_signaling_server_hands_out(open_page):
+    # Local ports where nothing answers: the session goes on over host candidates.
+    urls = ["stun:127.0.0.1:9", "turn:127.0.0.1:9?transport=tcp"]
+    ice = ("--ice-server", urls[0], "--ice-server", urls[1], "--turn-secret", "page-turn-secret")
+    with running_cluster(TOKEN, ("--name", "ice-exec"), server_args=ice) as (server, _):
+        page = open_page(page_url(server, token=TOKEN))
+        state = wait_running(page, frames=3)
+        assert state["iceUrls"] == urls, state

@@ -65,6 +65,8 @@ const model = {
   /** The executor's name, once paired. */
   executor: null,
   session: null,
+  /** The STUN/TURN URLs this session's peer connection was given (the page's ?ice= and the server's). */
+  iceUrls: [],
   gpu: false,
   /** ``{code, message}`` of the last failure, null when there is none. */
   error: null,
@@ -287,6 +289,7 @@ async function connect() {
       signaling: runtime.signaling, paired, stream: runtime.stream, options, iceServers: config.iceServers,
     });
     runtime.session = session;
+    model.iceUrls = session.pc.getConfiguration().iceServers.flatMap((server) => [].concat(server.urls));
     session.addEventListener("track", (event) => showTrack(event.detail));
     session.addEventListener("message", (event) => serviceMessage(event.detail));
     session.addEventListener("end", (event) => sessionEnded(session, event.detail));
