@@ -29,7 +29,7 @@ from typing import Any
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
-from remotemedia.transport.ice import order_ice_servers, selected_route
+from remotemedia.transport.ice import first_turn, order_ice_servers, selected_route
 from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
@@ -109,7 +109,8 @@ class ExecutorSession:
     async def run(self) -> None:
         """Negotiate, serve, and free everything of the session, whatever happens."""
         # The executor's own servers first, then those the signaling server handed out (--ice-server).
-        pc = new_peer_connection(await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers]))
+        servers = await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers])
+        pc = new_peer_connection(servers)
         opened: asyncio.Future = asyncio.get_running_loop().create_future()
 
         @pc.on("datachannel")
@@ -131,6 +132,8 @@ class ExecutorSession:
             # Only now: before, the offer is read by make_answer itself.
             watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
             channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
+            # Operators see how each session goes (a relay costs the TURN server's bandwidth).
+            logger.info("session %s: route %s", self.signaling.id, selected_route(pc, first_turn(servers)))
             self._rpc = RPCChannel(
                 channel,
                 RPCProtocol(self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset()),

@@ -15,8 +15,7 @@ behind its public address with random source ports (``--random-fully``): a
 symmetric NAT, behind which hole punching fails and only a relay connects,
 the case TURN is for (``Lab(symmetric=False)`` keeps source ports where it can:
 a NAT that STUN gets through). :meth:`Lab.block_udp` adds a rule that drops UDP through
-a NAT (a firewall that allows only TCP), :meth:`Lab.cut` one that drops
-everything.
+a NAT (a firewall that allows only TCP), in the middle of a session too.
 
 Namespace names carry a tag unique to the run, so that labs of parallel runs
 never meet; :meth:`Lab.close` removes them all (and with them every interface
@@ -27,11 +26,9 @@ and rule), and ends the processes started in them. Building needs root,
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -164,17 +161,13 @@ class Lab:
         """Drop every UDP packet through the NAT of ``side`` (``client`` or ``executor``): a TCP-only firewall."""
         self._rule(_SIDES[side][0], ["FORWARD", "-p", "udp", "-j", "DROP"])
 
-    def cut(self, side: str) -> None:
-        """Drop everything through the NAT of ``side``: the route is gone."""
-        self._rule(_SIDES[side][0], ["FORWARD", "-j", "DROP"])
-
     def _rule(self, nat: str, rule: list[str]) -> None:
         # Inserted first in FORWARD: it drops the flows already tracked as well.
         self.sh(nat, "iptables", "-I", *rule)
         self._rules.append((nat, rule))
 
     def unblock(self) -> None:
-        """Remove the rules that :meth:`block_udp` and :meth:`cut` added."""
+        """Remove the rules that :meth:`block_udp` added."""
         while self._rules:
             nat, rule = self._rules.pop()
             self.sh(nat, "iptables", "-D", *rule, check=False)
@@ -259,9 +252,3 @@ class Turn:
         """How many relay allocations the log shows were made so far."""
         return self.log().count("ALLOCATE processed, success")
 
-
-def free_port() -> int:
-    """A free TCP port on this host (for processes outside the lab)."""
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -54,7 +54,7 @@ from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
-from ..transport.ice import Route, order_ice_servers, selected_route
+from ..transport.ice import Route, first_turn, order_ice_servers, selected_route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
 from .config import RemoteExecutorConfig
@@ -248,7 +248,7 @@ class RemoteProxyClient:
         self.executor = self._session.executor
         # The config's own servers first, then those the signaling server hands out (--ice-server).
         servers = await order_ice_servers([*config.ice_servers, *self._session.ice_servers])
-        self._turn = next((e["urls"][0] for e in servers if e["urls"][0].startswith(("turn:", "turns:"))), None)
+        self._turn = first_turn(servers)
         self._pc = new_peer_connection(servers)
         channel = self._pc.createDataChannel(RPC_LABEL)
         # Every slot's tracks are in the first offer: no frame waits for a renegotiation.

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Route", "order_ice_servers", "selected_route", "candidates_tried", "PROBE_TIMEOUT", "ROUTES"]
+__all__ = ["Route", "first_turn", "order_ice_servers", "selected_route", "candidates_tried", "PROBE_TIMEOUT", "ROUTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,11 @@ async def order_ice_servers(servers: Iterable[str | dict], timeout: float = PROB
     if chosen is not turns[0]:
         logger.info("TURN over UDP does not answer here; using %s", chosen["urls"][0])
     return [e for e in entries if e not in turns] + [chosen] + [e for e in turns if e is not chosen]
+
+
+def first_turn(servers: list[dict]) -> str | None:
+    """The TURN URL aiortc will allocate on: the first in ``servers`` (as :func:`order_ice_servers` returns them)."""
+    return next((e["urls"][0] for e in servers if e["urls"][0].startswith(("turn:", "turns:"))), None)
 
 
 def _ice_transport(pc: Any) -> Any:
