@@ -354,6 +354,7 @@ class ServiceSession:
                     "dropped": dropped,
                     "process_ms": round(sum(times) / len(times), 1) if times else None,
                     "audio_backlog_s": round(self._input.audio_backlog, 2),
+                    **_speech_stats(self._node),
                 }
             )
 
@@ -392,9 +393,27 @@ class ServiceSession:
             self._audio.play(item)
         elif isinstance(item, Transcript):
             self._send({"type": "transcript", "text": item.text, "start": item.start, "end": item.end})
+        elif isinstance(item, dict) and item.get("type") == "interrupted":
+            # Barge-in: the reply's audio still queued on the track is not played.
+            flushed = self._audio.queued
+            self._audio.clear()
+            self._send({**item, "flushed_s": round(flushed, 3)})
         elif isinstance(item, dict) and isinstance(item.get("type"), str):
             self._send(item)
         elif isinstance(item, str):
             self._send({"type": "text", "text": item})
         else:
             self._send({"type": "event", "data": item})
+
+
+def _speech_stats(node: Any) -> dict:
+    """What a service's speech recognition shed (utterances too short, merged while busy), and its barge-ins."""
+    stats = {}
+    whisper = getattr(node, "whisper", None)
+    for name in ("ignored", "merged"):
+        value = getattr(whisper, name, None)
+        if isinstance(value, int):
+            stats[f"utterances_{name}"] = value
+    if isinstance(getattr(node, "interruptions", None), int):
+        stats["interruptions"] = node.interruptions
+    return stats
