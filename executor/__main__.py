@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from urllib.parse import urlsplit
 
@@ -49,12 +50,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the signaling server to dial (default: %(default)s, the local './run signaling' or './run serve')",
     )
     parser.add_argument(
-        "--token",
-        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="the signaling server's token (default: $REMOTEMEDIA_TOKEN, which other users cannot "
-        "read in the process list, unlike this flag)",
+        "--executor-token",
+        "--token",  # its old name: the credential is now the executor's own, not the clients' token
+        dest="token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="the executor credential the signaling server was given (its --executor-token), or an "
+        "executor token from 'python -m remotemedia token executor' (default: $REMOTEMEDIA_EXECUTOR_TOKEN, "
+        "which other users cannot read in the process list, unlike this flag)",
     )
     parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("REMOTEMEDIA_CA_FILE") or None,
+        metavar="PEM",
+        help="CA certificates that may sign a wss:// server's certificate, for a server whose CA is "
+        "your own (default: $REMOTEMEDIA_CA_FILE; without it, the system's CAs)",
+    )
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
@@ -132,6 +143,7 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
     for spec in args.services:
         services.update(load_services(spec))
     return ExecutorConfig(
+        ca_file=getattr(args, "ca_file", None),  # only python -m executor has --ca-file
         signaling=signaling,
         services=services,
         token=token,
@@ -181,6 +193,13 @@ async def _run(config: ExecutorConfig) -> int:
     return 0
 
 
+def _check_ca_file(path: str) -> None:
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load CA certificates from --ca-file {path}: {exc}; pass a PEM file") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the executor until interrupted; returns the exit status."""
     args = parse_args(argv)
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         config = executor_config(
             args, signaling=signaling_url(args.signaling), token=args.token, name=args.name or default_name()
         )
+        if args.ca_file is not None:
+            _check_ca_file(args.ca_file)
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
@@ -48,7 +49,8 @@ class ExecutorConfig:
 
     #: The signaling server's websocket URL, e.g. ``ws://127.0.0.1:50052/ws``.
     signaling: str
-    #: The signaling server's token (``REMOTEMEDIA_TOKEN``); it also signs the tickets checked here.
+    #: The executor credential presented to the signaling server (``REMOTEMEDIA_EXECUTOR_TOKEN``):
+    #: its ``--executor-token``, or a signed executor token. Never a client's token.
     token: str | None = None
     #: The name to register under; unique per signaling server.
     name: str = field(default_factory=default_name)
@@ -73,6 +75,12 @@ class ExecutorConfig:
     memory_limit: int | None = None
     #: Named services offered to clients that ask for one (browsers): name to node factory.
     services: dict[str, Factory] = field(default_factory=default_services)
+    #: PEM file of the CA certificates that may sign a ``wss://`` server's certificate
+    #: (``--ca-file``, ``$REMOTEMEDIA_CA_FILE``); ``None`` trusts the system's CAs.
+    ca_file: str | None = None
+    #: TLS context for a ``wss://`` server, replacing :attr:`ca_file` (the embedded
+    #: executor of ``python -m remotemedia serve`` dials its own server with one).
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -123,6 +131,8 @@ class Executor:
     # busy, and the old registration stays until the server notices that its
     # connection died ("name_taken").
     _RETRY_CODES = frozenset({"unreachable", "name_taken", "rate_limited", "hello_timeout", "heartbeat_timeout"})
+    # The server's connection limits pass: a full server takes us later.
+    _RETRY_CODES |= {"server_full", "too_many_connections", "idle_timeout"}
     # Set by close(); created by start(), inside the event loop.
     _closing: asyncio.Event | None = None
 
@@ -134,7 +144,6 @@ class Executor:
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
             executor=config.name,
-            token=config.token,
             max_message_size=config.max_message_size,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
@@ -234,7 +243,10 @@ class Executor:
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
-        signaling = await SignalingClient.connect(self.config.signaling, token=self.config.token)
+        signaling = await SignalingClient.connect(
+            self.config.signaling, token=self.config.token, ca_file=self.config.ca_file,
+            ssl_context=self.config.ssl_context,
+        )
         try:
             await signaling.register(
                 self.config.name,

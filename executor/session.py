@@ -3,8 +3,11 @@ One client's session on the executor: a peer connection, the ``rpc`` data
 channel, and the session's objects.
 
 Nothing from the client is unpickled before its ``HELLO`` has shown the
-session's ticket: the one the signaling server gave this executor, signed with
-the token the executor shares with the server. The ticket travels over the
+session's ticket: the one the signaling server sent this executor in
+``session``, over the executor's own connection, authenticated with the
+executor credential. The server signs tickets with a secret it shows no one;
+the executor needs no secret, only the word of the server it registered with,
+and admits exactly the ticket it was told about. The ticket travels over the
 DTLS data channel whose fingerprint came through the same authenticated
 signaling, so a peer that has it is the client that was paired.
 
@@ -26,7 +29,6 @@ from typing import Any
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
-from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
@@ -53,8 +55,6 @@ class SessionSettings:
 
     #: The executor's registered name (the ticket names it).
     executor: str
-    #: The signaling token, which also signs tickets (``None`` for an open server).
-    token: str | None = None
     #: Largest message accepted from a client, in bytes.
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     #: Seconds between data-channel pings.
@@ -73,15 +73,14 @@ class SessionSettings:
 
 
 def ticket_problem(settings: SessionSettings, session: SignalingSession, ticket: Any) -> str | None:
-    """Why ``ticket``, shown by a peer of ``session``, does not let it in (``None`` when it does)."""
+    """
+    Why ``ticket``, shown by a peer of ``session``, does not let it in (``None`` when it does).
+
+    The only ticket accepted is the one the signaling server sent with
+    ``session`` on this executor's authenticated connection.
+    """
     if not isinstance(ticket, str) or not hmac.compare_digest(ticket.encode(), session.ticket.encode()):
         return "wrong session ticket"
-    if not verify_ticket(settings.token, ticket, session.id, session.client, settings.executor):
-        # The server signed it, but not with our secret: a configuration mistake, say so.
-        return (
-            "the executor cannot verify this session's ticket: its token differs from the signaling "
-            "server's (start both with the same --token or REMOTEMEDIA_TOKEN)"
-        )
     return None
 
 

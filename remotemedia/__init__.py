@@ -10,6 +10,7 @@ after their concept (:mod:`remotemedia.codec`, :mod:`remotemedia.nodes`,
 from .exceptions import (
     AuthenticationError,
     CodecError,
+    ConnectionLimitError,
     ConnectionLostError,
     DecodeError,
     EncodeError,
@@ -23,6 +24,7 @@ from .exceptions import (
     ResourceLimitError,
     SerializationError,
     SignalingError,
+    TLSError,
 )
 from .frames import AudioFrame, Transcript, VideoFrame
 from .node import Node
@@ -57,6 +59,7 @@ __all__ = [
     "AudioFrame",
     "AuthenticationError",
     "CodecError",
+    "ConnectionLimitError",
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
@@ -75,6 +78,7 @@ __all__ = [
     "ResourceLimitError",
     "SerializationError",
     "SignalingError",
+    "TLSError",
     "Transcript",
     "VideoFrame",
 ]

@@ -1,5 +1,7 @@
 """
-Command line: ``python -m remotemedia serve [--host H] [--port P]``.
+Command line: ``python -m remotemedia serve [--host H] [--port P]``, and
+``python -m remotemedia token client|executor ...`` to mint signed tokens
+(:mod:`remotemedia.tokens`).
 
 Runs a signaling server and one executor in one process: everything a first
 try needs, in one command. ``RemoteExecutorConfig()`` with its defaults
@@ -13,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import secrets
 import signal
+import ssl
 import sys
 
 from executor.__main__ import add_executor_arguments, setup_logging
 from executor.__main__ import executor_config as make_executor_config
+
+from .tokens import add_token_command, run_token_command
 
 __all__ = ["main", "parse_args"]
 
@@ -43,7 +50,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
         help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
     )
+    serve.add_argument(
+        "--executor-token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="credential more executors present to join (default: $REMOTEMEDIA_EXECUTOR_TOKEN; the embedded "
+        "executor needs none: with a --token or --token-secret and no --executor-token, a random one is made for it)",
+    )
+    serve.add_argument(
+        "--token-secret",
+        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
+        help="secret that signs tokens from 'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
+    )
+    serve.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="certificate chain: serve only TLS (https:// and wss://)"
+    )
+    serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
     add_executor_arguments(serve)
+    add_token_command(commands)
     return parser.parse_args(argv)
 
 
@@ -53,9 +76,16 @@ async def _serve(args: argparse.Namespace) -> int:
     from signaling_server.config import ServerConfig
 
     try:
-        server_config = ServerConfig(token=args.token)
+        executor_token = args.executor_token
+        if executor_token is None and (args.token is not None or args.token_secret is not None):
+            # Clients need a credential here, so executors do too: one only this process knows.
+            executor_token = secrets.token_urlsafe(32)
+        server_config = ServerConfig(token=args.token, executor_token=executor_token, token_secret=args.token_secret)
+        if args.tls_cert or args.tls_key:
+            server_config = dataclasses.replace(server_config, tls_cert=args.tls_cert, tls_key=args.tls_key)
+            server_config.ssl_context()  # unreadable files are bad settings
         executor_config = make_executor_config(
-            args, signaling="", token=args.token, name=f"embedded-{default_name()}"
+            args, signaling="", token=executor_token, name=f"embedded-{default_name()}"
         )  # signaling is set below, once the real port is known
     except ValueError as exc:
         print(f"remotemedia serve: {exc}", file=sys.stderr)
@@ -75,7 +105,12 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     # The executor dials its own server; a wildcard address is reached on loopback.
     dial = "127.0.0.1" if args.host in ("0.0.0.0", "") else ("::1" if args.host == "::" else args.host)
-    executor_config.signaling = f"ws://{f'[{dial}]' if ':' in dial else dial}:{server.port}/ws"
+    scheme = "wss" if server.tls else "ws"
+    executor_config.signaling = f"{scheme}://{f'[{dial}]' if ':' in dial else dial}:{server.port}/ws"
+    if server.tls:
+        # It dials the socket this process listens on, over loopback: the
+        # certificate (made for the public name) proves nothing there.
+        executor_config.ssl_context = _loopback_tls()
     executor = Executor(executor_config)
     try:
         await executor.start()
@@ -93,9 +128,18 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loopback_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m remotemedia``; returns the exit status."""
     args = parse_args(argv)
+    if args.command == "token":
+        return run_token_command(args)
     setup_logging(args.log_level)
     return asyncio.run(_serve(args))
 

@@ -9,9 +9,15 @@ The tree, as it stands::
     │   ├── EncodeError         local: the caller passed an unsupported value (also a TypeError)
     │   └── DecodeError         remote: the bytes received are not a valid message
     ├── SerializationError      an object could not be cloudpickled (or unpickled)
+    │   └── PickleRefusedError  local: a result needs unpickling, and the client refuses pickles
     ├── SignalingError          the signaling server refused a request (``code`` says why)
     │   ├── AuthenticationError a token or ticket is missing or wrong (code ``unauthorized``)
-    │   └── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
+    │   │   ├── TokenExpiredError     the token's expiry has passed (code ``token_expired``)
+    │   │   └── PermissionDeniedError the token may not do this (``forbidden``, ``wrong_role``)
+    │   ├── QuotaExceededError  the token's session quota is used up (code ``quota_exceeded``)
+    │   ├── NoExecutorAvailable no registered executor matches the request (code ``no_executor``)
+    │   ├── ConnectionLimitError the server closed the connection at one of its limits (``code`` says which)
+    │   └── TLSError            TLS with the server failed: an untrusted certificate, or ws:// to a TLS-only server
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
     ├── ResourceLimitError      the executor stopped work at one of its limits (memory, objects)
@@ -36,8 +42,12 @@ __all__ = [
     "EncodeError",
     "DecodeError",
     "SerializationError",
+    "PickleRefusedError",
     "SignalingError",
     "AuthenticationError",
+    "TokenExpiredError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
     "NoExecutorAvailable",
     "RemoteExecutionError",
     "MessageTooLargeError",
@@ -45,6 +55,8 @@ __all__ = [
     "ModelError",
     "ConnectionLostError",
     "RemoteTimeoutError",
+    "ConnectionLimitError",
+    "TLSError",
 ]
 
 
@@ -110,6 +122,18 @@ class SerializationError(RemoteMediaError):
         self.type_name = type_name
 
 
+class PickleRefusedError(SerializationError):
+    """
+    The executor sent a value that only unpickling could restore, and this
+    client refuses to unpickle (``RemoteExecutorConfig(allow_pickled_results=False)``).
+
+    Unpickling runs code chosen by the sender, so a client that does not
+    trust its executors that far refuses it. Return values the codec carries
+    (numbers, strings, bytes, lists, dicts, numpy arrays, frames) from the
+    remote method, or set ``allow_pickled_results=True`` for executors you trust.
+    """
+
+
 class SignalingError(RemoteMediaError):
     """
     The signaling server answered a request with an error.
@@ -134,6 +158,43 @@ class AuthenticationError(SignalingError):
     """
 
     def __init__(self, message: str, *, code: str = "unauthorized") -> None:
+        super().__init__(message, code=code)
+
+
+class TokenExpiredError(AuthenticationError):
+    """
+    The token's expiry has passed (code ``token_expired``); the server closes
+    the connection. Ask whoever issued it for a new one
+    (``python -m remotemedia token`` mints them).
+    """
+
+    def __init__(self, message: str, *, code: str = "token_expired") -> None:
+        super().__init__(message, code=code)
+
+
+class PermissionDeniedError(AuthenticationError):
+    """
+    The credential is valid but may not do this.
+
+    Code ``forbidden``: the request is outside the token's scope (a service,
+    object sessions, a GPU or an executor it does not allow, or an executor
+    name its credential was not issued for); the connection stays usable.
+    Code ``wrong_role``: a client credential tried to register an executor,
+    or an executor credential tried to pair; the server closes the connection.
+    """
+
+    def __init__(self, message: str, *, code: str = "forbidden") -> None:
+        super().__init__(message, code=code)
+
+
+class QuotaExceededError(SignalingError):
+    """
+    The token already holds as many open sessions as its quota allows (code
+    ``quota_exceeded``). Close one of them, or ask for a token with a larger
+    ``max_sessions``; the connection stays usable.
+    """
+
+    def __init__(self, message: str, *, code: str = "quota_exceeded") -> None:
         super().__init__(message, code=code)
 
 
@@ -248,4 +309,29 @@ class RemoteTimeoutError(RemoteMediaError, TimeoutError):
 
     Every wait on the network in RemoteMedia has one; the message names the
     operation and the limit, and says which setting raises it.
+    """
+
+
+class ConnectionLimitError(SignalingError):
+    """
+    The signaling server closed the connection at one of its connection limits.
+
+    :attr:`code` says which: ``server_full`` (it holds ``--max-connections``
+    connections: try again later), ``too_many_connections`` (this address
+    holds ``--max-connections-per-address``: close some, or raise the limit)
+    or ``idle_timeout`` (the connection neither registered nor held a session
+    for ``--idle-timeout`` seconds: connect again when there is work).
+    """
+
+
+class TLSError(SignalingError):
+    """
+    TLS with the signaling server failed.
+
+    :attr:`code` is ``untrusted_certificate`` when the server's certificate is
+    not signed by a CA this side trusts, or is not for the host name dialled
+    (pass the CA's certificate: ``RemoteExecutorConfig(ca_file=...)``,
+    ``$REMOTEMEDIA_CA_FILE`` or the executor's ``--ca-file``), and
+    ``tls_required`` when a ``ws://`` URL reached a server that speaks only
+    TLS (use ``wss://``: ``RemoteExecutorConfig(ssl_enabled=True)``).
     """

@@ -10,7 +10,8 @@ is described in ``PROTOCOL.md`` beside this file.
 Modules: :mod:`~signaling_server.hub` (the sans-I/O state machine),
 :mod:`~signaling_server.registry` (executors and sessions),
 :mod:`~signaling_server.app` (aiohttp), :mod:`~signaling_server.metrics`,
-:mod:`~signaling_server.config`, :mod:`~signaling_server.ratelimit`.
+:mod:`~signaling_server.config`, :mod:`~signaling_server.ratelimit`,
+:mod:`~signaling_server.limits` (connection caps), :mod:`~signaling_server.web` (the page).
 """
 
 from .app import RunningServer, create_app, start_server

@@ -1,7 +1,8 @@
 """
 Command line: ``python -m signaling_server`` (also ``remotemedia-signaling``).
 
-Prints one line, ``remotemedia-signaling listening on ws://HOST:PORT/ws``, once
+Prints one line, ``remotemedia-signaling listening on ws://HOST:PORT/ws``
+(``wss://`` with ``--tls-cert``), once
 it accepts connections (with the real port when ``--port 0`` asked for a free
 one), and stops cleanly on SIGINT or SIGTERM.
 """
@@ -34,9 +35,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--token",
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="shared secret that executors and clients must present (default: $REMOTEMEDIA_TOKEN, "
+        help="client credential: the secret clients present to pair (default: $REMOTEMEDIA_TOKEN, "
         "which other users cannot read in the process list, unlike this flag; "
-        "without a token the server is open to anyone who can reach it)",
+        "it can never register an executor)",
+    )
+    parser.add_argument(
+        "--executor-token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help="executor credential: the secret executors present to register, which clients never hold "
+        "(default: $REMOTEMEDIA_EXECUTOR_TOKEN; with no credential at all the server is open to anyone "
+        "who can reach it, for localhost development)",
+    )
+    parser.add_argument(
+        "--token-secret",
+        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
+        help="secret of at least 32 bytes that signs scoped, expiring tokens for both roles, minted with "
+        "'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
     )
     parser.add_argument(
         "--heartbeat-timeout",
@@ -86,6 +100,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="folder of the browser demo page served at / ('' serves none; default: the project's web_demo)",
     )
+    # -- transport: connection limits and TLS --
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=_DEFAULTS.max_connections,
+        help="websocket connections open at once; more are closed with code 4503 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=_DEFAULTS.max_connections_per_address,
+        help="connections open at once from one address (IPv6: one /64); more are closed with code 4429; "
+        "raise it behind a reverse proxy, where all come from one address (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=_DEFAULTS.idle_timeout,
+        help="close authenticated connections that are neither a registered executor nor in a session "
+        "for this many seconds, with code 4408 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="certificate chain: serve only TLS (https:// and wss://) with it (default: plain text)",
+    )
+    parser.add_argument(
+        "--tls-key", default=None, metavar="PEM", help="private key of --tls-cert (default: in the --tls-cert file)"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -96,6 +140,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         interval = min(_DEFAULTS.heartbeat_interval, args.heartbeat_timeout / 3)
     return ServerConfig(
         token=args.token,
+        executor_token=args.executor_token,
+        token_secret=args.token_secret,
         heartbeat_interval=interval,
         heartbeat_timeout=args.heartbeat_timeout,
         hello_timeout=args.hello_timeout,
@@ -104,6 +150,11 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_message_size=args.max_message_size,
         max_sessions_per_client=args.max_sessions_per_client,
         web_root=args.web_root or None,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        idle_timeout=args.idle_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -130,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = _config(args)
+        config.ssl_context()  # an unreadable certificate or key is a bad setting, said before listening
     except ValueError as exc:
         print(f"remotemedia-signaling: {exc}", file=sys.stderr)
         return 2

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry
 
-from remotemedia.signaling.messages import dump
+from remotemedia.signaling.messages import LIMIT_CLOSES, dump
 
 from .config import ServerConfig
 from .hub import Close, Hub, Send
+from .limits import ConnectionLimits, ensure_file_descriptors
 from .metrics import CONTENT_TYPE_LATEST, HubCollector, render
 from .web import add_web_demo
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: Websocket-level ping interval; a peer that stops answering pings is closed.
 PING_INTERVAL = 20.0
 _GOING_AWAY = 1001
+#: Seconds between two warnings about connections refused at a limit.
+REFUSAL_WARNING_PERIOD = 60.0
 
 
 @dataclass(eq=False)
@@ -56,18 +59,27 @@ class SignalingServer:
         self.config = config or ServerConfig()
         self.hub = Hub(self.config)
         self.metrics_registry = CollectorRegistry(auto_describe=True)
-        self.metrics_registry.register(HubCollector(self.hub))
+        self.limits = ConnectionLimits(self.config.max_connections, self.config.max_connections_per_address)
+        self.metrics_registry.register(HubCollector(self.hub, self.limits))
         self._peers: dict[str, _Peer] = {}
+        self._refusals_warned: dict[str, float] = {}
         self._ticker: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def on_startup(self, app: web.Application) -> None:
-        if self.config.token is None:
+        if self.config.open_to_executors:
             logger.warning(
-                "no token configured: anyone who can reach this server can register executors "
-                "and pair with them; pass --token or set REMOTEMEDIA_TOKEN off a trusted network"
+                "no credentials configured: anyone who can reach this server can register executors "
+                "(and so receive clients' objects and send them results) and pair with them; off localhost, "
+                "pass --executor-token and --token (or --token-secret)"
             )
+        elif self.config.executor_token is None and self.config.token_secret is None:
+            logger.warning(
+                "no executor credential configured (--executor-token or --token-secret): no executor can "
+                "register, since the client token (--token) never may"
+            )
+        ensure_file_descriptors(self.config.max_connections)
         self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
 
     async def on_shutdown(self, app: web.Application) -> None:
@@ -80,7 +92,8 @@ class SignalingServer:
                 await peer.ws.close(code=_GOING_AWAY, message=b"server shutting down")
 
     async def _tick_forever(self) -> None:
-        period = min(1.0, self.config.heartbeat_timeout / 4, self.config.hello_timeout / 4)
+        config = self.config
+        period = min(1.0, config.heartbeat_timeout / 4, config.hello_timeout / 4, config.idle_timeout / 4)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
@@ -89,7 +102,36 @@ class SignalingServer:
     # -- handlers --------------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        """``GET /ws``: one signaling connection."""
+        """``GET /ws``: one signaling connection (closed at once beyond the connection limits)."""
+        address = request.remote
+        refused = self.limits.admit(address)
+        if refused is not None:
+            # Accepted only to be closed with a code that says why: a client
+            # can tell "full" from "down", and a browser sees the code too.
+            self._log_refusal(address, LIMIT_CLOSES[refused])
+            # A flooder need not answer the close: wait for it only briefly.
+            ws = web.WebSocketResponse(compress=False, timeout=1.0)
+            await ws.prepare(request)
+            await ws.close(code=refused, message=LIMIT_CLOSES[refused].encode())
+            return ws
+        try:
+            return await self._serve_websocket(request)
+        finally:
+            self.limits.release(address)
+
+    def _log_refusal(self, address: str | None, reason: str) -> None:
+        # A flood is thousands of refusals: one warning a minute per reason, the rest at debug.
+        now = asyncio.get_running_loop().time()
+        if now - self._refusals_warned.get(reason, -REFUSAL_WARNING_PERIOD) >= REFUSAL_WARNING_PERIOD:
+            self._refusals_warned[reason] = now
+            logger.warning(
+                "connection from %s refused: %s (%d refused so far; open: %d in all, %d from that address)",
+                address, reason, self.limits.refused[reason], self.limits.open, self.limits.count(address),
+            )
+        else:
+            logger.debug("connection from %s refused: %s", address, reason)
+
+    async def _serve_websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
             compress=False,  # JSON signaling gains nothing from deflate, and it costs CPU
             heartbeat=PING_INTERVAL,
@@ -234,12 +276,14 @@ class RunningServer:
     #: Port it listens on (the real one when 0 was asked for).
     port: int
     _runner: web.AppRunner = field(repr=False)
+    #: Whether it speaks TLS (then only TLS): ``wss://`` and ``https://``.
+    tls: bool = False
 
     @property
     def url(self) -> str:
         """The websocket URL clients and executors dial."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}/ws"
 
     @property
     def page_url(self) -> str:
@@ -247,7 +291,7 @@ class RunningServer:
         # A wildcard address is opened on this host as localhost, where browsers allow the camera.
         host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
 
     async def close(self) -> None:
         """Close every connection and stop listening."""
@@ -257,7 +301,13 @@ class RunningServer:
 async def start_server(
     config: ServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 50052
 ) -> RunningServer:
-    """Start a signaling server in the running event loop (``port=0`` picks a free port)."""
+    """
+    Start a signaling server in the running event loop (``port=0`` picks a free
+    port). With ``config.tls_cert`` it speaks only TLS; a certificate or key
+    that cannot be loaded raises ``ValueError`` before anything listens.
+    """
+    config = config or ServerConfig()
+    ssl_context = config.ssl_context()
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -267,6 +317,6 @@ async def start_server(
     except OSError:
         await runner.cleanup()
         raise
-    site = web.SockSite(runner, sock)
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
     await site.start()
-    return RunningServer(app=app, host=host, port=sock.getsockname()[1], _runner=runner)
+    return RunningServer(app=app, host=host, port=sock.getsockname()[1], _runner=runner, tls=ssl_context is not None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
+from remotemedia.tokens import check_secret
 
 from .web import DEFAULT_ROOT
 
@@ -20,9 +22,17 @@ class ServerConfig:
     fields.
     """
 
-    #: Shared secret that executors and clients must present in ``register`` or
-    #: ``pair``; it also signs session tickets. ``None`` runs an open server.
+    #: Client credential: a shared secret that clients present in ``pair``. It
+    #: can never register an executor. ``None`` (with no ``token_secret``):
+    #: clients need no credential.
     token: str | None = None
+    #: Executor credential: a shared secret that executors present in
+    #: ``register``, which clients never hold. ``None`` (with no ``token_secret``):
+    #: executors can register only on a server with no credentials at all.
+    executor_token: str | None = None
+    #: Secret (at least 32 bytes) that signs scoped, expiring tokens for both
+    #: roles (:mod:`remotemedia.tokens`; ``python -m remotemedia token``).
+    token_secret: str | None = None
     #: How often executors are asked to send ``heartbeat``, in seconds.
     heartbeat_interval: float = 5.0
     #: An executor silent for this long is dropped and its sessions get ``bye``.
@@ -43,9 +53,65 @@ class ServerConfig:
     #: Folder of the browser demo page served at ``/``; ``None`` serves no page.
     web_root: str | None = str(DEFAULT_ROOT)
 
+    @property
+    def open_to_clients(self) -> bool:
+        """Whether clients pair with no credential (no ``token`` and no ``token_secret``)."""
+        return self.token is None and self.token_secret is None
+
+    @property
+    def open_to_executors(self) -> bool:
+        """Whether executors register with no credential: only on a server with none at all."""
+        return self.open_to_clients and self.executor_token is None
+
+    # -- transport: connection limits and TLS (see README, "Deploying on a public network") --
+    #: Most websocket connections open at once; more are closed with code 4503 (``server_full``).
+    max_connections: int = 1000
+    #: Most open at once from one address (an IPv6 /64); more are closed with code 4429.
+    max_connections_per_address: int = 100
+    #: An authenticated connection that is neither a registered executor nor
+    #: in a session for this many seconds is closed (``idle_timeout``, code 4408).
+    idle_timeout: float = 30.0
+    #: PEM certificate chain: with :attr:`tls_key`, the server speaks only TLS
+    #: (``https://`` and ``wss://``); ``None`` serves plain text.
+    tls_cert: str | None = None
+    #: PEM private key of :attr:`tls_cert` (``None``: the key is in the ``tls_cert`` file).
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self.tls_cert is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """
+        The server's TLS context (``None`` without :attr:`tls_cert`); raises
+        ``ValueError`` naming the file when the certificate or key cannot be loaded.
+        """
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            files = self.tls_cert if self.tls_key is None else f"{self.tls_cert} and {self.tls_key}"
+            raise ValueError(
+                f"cannot load the TLS certificate and key from {files}: {exc}; pass a PEM certificate "
+                "chain (--tls-cert) and its private key (--tls-key)"
+            ) from exc
+        return context
+
     def __post_init__(self) -> None:
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise ValueError("token must be a non-empty string, or None for an open server")
+        if self.executor_token is not None and (not isinstance(self.executor_token, str) or not self.executor_token):
+            raise ValueError("executor_token must be a non-empty string, or None")
+        if self.executor_token is not None and self.executor_token == self.token:
+            raise ValueError(
+                "executor_token must differ from token: clients hold the token, and a client "
+                "credential must never register an executor"
+            )
+        if self.token_secret is not None:
+            check_secret(self.token_secret)
         for name in ("heartbeat_interval", "heartbeat_timeout", "hello_timeout", "rate_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -55,6 +121,14 @@ class ServerConfig:
                 f"heartbeat_timeout ({self.heartbeat_timeout} s) must be longer than "
                 f"heartbeat_interval ({self.heartbeat_interval} s)"
             )
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key needs tls_cert: pass the certificate chain too (--tls-cert)")
+        if not isinstance(self.idle_timeout, (int, float)) or isinstance(self.idle_timeout, bool) or not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be a positive number of seconds, not {self.idle_timeout!r}")
+        for name in ("max_connections", "max_connections_per_address"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         for name in ("max_message_size", "rate_burst", "max_sessions_per_client", "outbox_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -10,23 +10,38 @@ messages in and out and carries the actions out, so every rule here
 tested by calling methods, with no network and no sleeps.
 
 Roles: a connection starts anonymous. A valid ``register`` makes it an
-executor; a valid ``pair`` makes it a client. With a token configured, that
-first message must carry it, or the connection is told ``unauthorized`` and
-closed.
+executor; a valid ``pair`` makes it a client. Unless the server is open, that
+first message must carry a credential of its role (:mod:`signaling_server.auth`
+decides), or the connection is told why (``unauthorized``, ``wrong_role``,
+``token_expired``) and closed.
+
+Tickets: each pairing's ticket is an HMAC signed with a secret this hub draws
+at random and shows no one. The executor receives it in ``session`` over its
+own authenticated connection and admits only the peer that shows that same
+ticket; it never needs, and never gets, the secret. So no credential anyone
+else holds can mint a ticket, and a client credential cannot obtain the
+executor's side of a session.
+
+Executor names are bound to credentials: the first executor credential to
+register a name owns it for the server's lifetime (until it unregisters), so
+no other credential can take the name, in a reconnection window included; a
+token minted for a name owns it outright, across restarts of the server too.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 from remotemedia.exceptions import SignalingError
 from remotemedia.signaling import messages
 from remotemedia.signaling.ticket import make_ticket
 
+from .auth import OPEN, Credential, Refusal, authenticate, name_refusal, role_refusal, scope_refusal
 from .config import ServerConfig
 from .ratelimit import TokenBucket
 from .registry import ExecutorRecord, Registry, SessionRecord
@@ -36,7 +51,7 @@ __all__ = ["Send", "Close", "Hub", "Stats", "POLICY_VIOLATION"]
 logger = logging.getLogger(__name__)
 
 #: Websocket close code for a connection that broke the rules (RFC 6455).
-POLICY_VIOLATION = 1008
+POLICY_VIOLATION = messages.CLOSE_POLICY_VIOLATION
 
 
 @dataclass(frozen=True)
@@ -75,22 +90,30 @@ class _Connection:
     id: str
     opened_at: float
     bucket: TokenBucket
-    authenticated: bool
+    #: What it authenticated as (with its first ``register`` or ``pair``), or ``None`` yet.
+    credential: Credential | None
     role: str | None = None  # None, "executor" or "client"
     identified: bool = False  # ever sent a valid register or pair
     closing: bool = False
     executor: str | None = None  # executor name, for role "executor"
     sessions: set[str] = field(default_factory=set)  # for role "client"
+    idle_since: float | None = None  # identified, yet neither registered nor in a session: since when
 
 
 class Hub:
     """Signaling state: connections, the executor registry, sessions and statistics."""
 
-    def __init__(self, config: ServerConfig | None = None) -> None:
+    def __init__(self, config: ServerConfig | None = None, *, wall_clock: Callable[[], float] = time.time) -> None:
+        """``wall_clock``: Unix time, for token expiry (the other events carry a monotonic ``now``)."""
         self.config = config or ServerConfig()
         self.registry = Registry()
         self.stats = Stats()
         self._conns: dict[str, _Connection] = {}
+        self._wall_clock = wall_clock
+        # Signs tickets; never leaves this object (see the module docstring).
+        self._ticket_secret = secrets.token_urlsafe(32)
+        # Executor name -> id of the credential that owns it.
+        self._owners: dict[str, str] = {}
 
     # -- events ------------------------------------------------------------------
 
@@ -101,7 +124,7 @@ class Hub:
             id=conn_id,
             opened_at=now,
             bucket=TokenBucket(self.config.rate_limit, self.config.rate_burst, now),
-            authenticated=self.config.token is None,
+            credential=OPEN if self.config.open_to_executors else None,
         )
         self.stats.connections_total += 1
         return conn_id
@@ -121,29 +144,23 @@ class Hub:
         try:
             message = messages.parse(data, max_size=self.config.max_message_size)
         except SignalingError as exc:
-            if not conn.authenticated:
+            if conn.credential is None:
                 return self._refuse(
-                    conn, "unauthorized", f"{exc}; the first message must be 'register' or 'pair' with the server's token"
+                    conn, "unauthorized", f"{exc}; the first message must be 'register' or 'pair' with a credential"
                 )
             return [self._error(conn, exc.code, str(exc))]
         kind = message["type"]
-        if not conn.authenticated:
+        if conn.credential is None:
             if kind not in ("register", "pair"):
                 return self._refuse(
                     conn,
                     "unauthorized",
-                    f"the first message must be 'register' or 'pair' with the server's token, not {kind!r}",
+                    f"the first message must be 'register' or 'pair' with a credential, not {kind!r}",
                 )
-            token = message.get("token")
-            if token is None or not hmac.compare_digest(token.encode(), self.config.token.encode()):
-                what = "no token" if token is None else "a wrong token"
-                return self._refuse(
-                    conn,
-                    "unauthorized",
-                    f"{kind!r} carried {what}; pass the server's token (REMOTEMEDIA_TOKEN)",
-                    **({"request": message["request"]} if "request" in message else {}),
-                )
-            conn.authenticated = True
+            credential = authenticate(self.config, kind, message.get("token"), self._wall_clock())
+            if isinstance(credential, Refusal):
+                return self._refusal(conn, credential, message)
+            conn.credential = credential
         if conn.role == "executor":
             record = self.registry.executors.get(conn.executor)
             if record is not None:
@@ -162,7 +179,10 @@ class Hub:
         return []
 
     def tick(self, now: float) -> list:
-        """Drop executors whose heartbeats stopped and anonymous connections that never said hello."""
+        """
+        Drop executors whose heartbeats stopped, anonymous connections that
+        never said hello, and authenticated ones idle past ``idle_timeout``.
+        """
         actions: list = []
         for conn in list(self._conns.values()):
             if conn.closing:
@@ -187,7 +207,31 @@ class Hub:
                     "hello_timeout",
                     f"no 'register' or 'pair' within {self.config.hello_timeout:g} s",
                 )
+            elif conn.identified:
+                actions += self._check_idle(conn, now)
         return actions
+
+    def _check_idle(self, conn: _Connection, now: float) -> list:
+        # An authenticated connection that holds nothing (a client whose pair
+        # found no executor, or whose sessions ended; an executor that
+        # unregistered) costs a socket and buys nothing: it may wait a while
+        # (a client retrying a pair), not for ever. Measured from the first
+        # tick that sees it idle, so up to one tick (at most 1 s) late.
+        if conn.role == "executor" or conn.sessions:
+            conn.idle_since = None
+            return []
+        if conn.idle_since is None:
+            conn.idle_since = now
+            return []
+        if now - conn.idle_since <= self.config.idle_timeout:
+            return []
+        return self._refuse(
+            conn,
+            "idle_timeout",
+            f"neither registered as an executor nor in a session for {self.config.idle_timeout:g} s; "
+            "connect again when there is work",
+            close_code=messages.CLOSE_IDLE_TIMEOUT,
+        )
 
     # -- queries -----------------------------------------------------------------
 
@@ -211,6 +255,12 @@ class Hub:
         if conn.role is not None:
             already = f"as executor {conn.executor!r}" if conn.role == "executor" else "as a client"
             return [self._error(conn, "not_allowed", f"this connection is already registered {already}")]
+        credential = conn.credential
+        refusal = role_refusal(self.config, credential, "executor") or name_refusal(
+            credential, name, self._owners.get(name)
+        )
+        if refusal is not None:
+            return self._refusal(conn, refusal, message)
         if name in self.registry.executors:
             return [
                 self._error(
@@ -230,8 +280,13 @@ class Hub:
             last_seen=now,
         )
         self.registry.add_executor(record)
+        if credential.role is not None:
+            self._owners[name] = credential.id
         conn.role, conn.executor, conn.identified = "executor", name, True
-        logger.info("executor %r registered (capacity %d, %s)", name, record.capacity, record.capabilities())
+        logger.info(
+            "executor %r registered (capacity %d, %s; credential %s)",
+            name, record.capacity, record.capabilities(), credential.label,
+        )
         return [
             Send(
                 conn.id,
@@ -255,6 +310,8 @@ class Hub:
     def _on_unregister(self, conn: _Connection, message: dict, now: float) -> list:
         if conn.role != "executor":
             return [self._error(conn, "not_allowed", "'unregister' is for registered executors")]
+        if self._owners.get(conn.executor) == conn.credential.id:
+            del self._owners[conn.executor]  # given up on purpose: another credential may take it
         actions = self._drop_executor(conn, f"executor {conn.executor!r} unregistered")
         return actions + [Send(conn.id, {"type": "unregistered"})]
 
@@ -262,6 +319,13 @@ class Hub:
         request = {"request": message["request"]} if "request" in message else {}
         if conn.role == "executor":
             return [self._error(conn, "not_allowed", "an executor connection cannot pair", **request)]
+        requirements = message.get("requirements", {})
+        credential = conn.credential
+        refusal = role_refusal(self.config, credential, "client") or scope_refusal(
+            credential, requirements, self._wall_clock()
+        )
+        if refusal is not None:
+            return self._refusal(conn, refusal, message)
         conn.role, conn.identified = "client", True
         limit = self.config.max_sessions_per_client
         if len(conn.sessions) >= limit:
@@ -273,16 +337,30 @@ class Hub:
                     **request,
                 )
             ]
-        requirements = message.get("requirements", {})
-        record = self.registry.choose(requirements)
+        quota = credential.claims.max_sessions if credential.claims is not None else None
+        if quota is not None and self.registry.sessions_of(credential.id) >= quota:
+            return [
+                self._error(
+                    conn,
+                    "quota_exceeded",
+                    f"this token may hold {quota} open sessions at once, over all its connections, and "
+                    "holds them; close one first, or ask for a token with a larger quota",
+                    **request,
+                )
+            ]
+        only = credential.claims.executors if credential.claims is not None else None
+        record = self.registry.choose(requirements, only=only)
         if record is None:
-            return [self._error(conn, "no_executor", self.registry.why_none(requirements), **request)]
+            return [self._error(conn, "no_executor", self.registry.why_none(requirements, only=only), **request)]
         session_id = secrets.token_urlsafe(16)
-        ticket = make_ticket(self.config.token, session_id, conn.id, record.name)
-        self.registry.open_session(session_id, conn.id, record)
+        ticket = make_ticket(self._ticket_secret, session_id, conn.id, record.name)
+        self.registry.open_session(session_id, conn.id, record, credential=credential.id)
         conn.sessions.add(session_id)
         self.stats.pairings_total += 1
-        logger.info("session %s: client %s paired with executor %r", session_id, conn.id, record.name)
+        logger.info(
+            "session %s: client %s (credential %s) paired with executor %r",
+            session_id, conn.id, credential.label, record.name,
+        )
         to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
         if requirements:
             to_executor["requirements"] = requirements
@@ -327,11 +405,20 @@ class Hub:
         logger.debug("connection %s: error %s: %s", conn.id, code, text)
         return Send(conn.id, {"type": "error", "code": code, "message": text, **extra})
 
-    def _refuse(self, conn: _Connection, code: str, text: str, **extra) -> list:
+    def _refusal(self, conn: _Connection, refusal: Refusal, message: dict) -> list:
+        """Answer ``message`` with ``refusal``: an error, and a close when the refusal asks for one."""
+        request = {"request": message["request"]} if "request" in message else {}
+        if refusal.close:
+            return self._refuse(conn, refusal.code, refusal.message, **request)
+        return [self._error(conn, refusal.code, refusal.message, **request)]
+
+    def _refuse(
+        self, conn: _Connection, code: str, text: str, *, close_code: int = POLICY_VIOLATION, **extra
+    ) -> list:
         """Send an error and close the connection: it must end."""
         conn.closing = True
         logger.info("closing connection %s: %s: %s", conn.id, code, text)
-        return [self._error(conn, code, text, **extra), Close(conn.id, POLICY_VIOLATION, code)]
+        return [self._error(conn, code, text, **extra), Close(conn.id, close_code, code)]
 
     def _forget_session(self, session: SessionRecord) -> None:
         self.registry.close_session(session.id)

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .hub import Hub
+from .limits import ConnectionLimits
 
 __all__ = ["CONTENT_TYPE_LATEST", "HubCollector", "render"]
 
@@ -22,8 +23,9 @@ _PREFIX = "remotemedia_signaling"
 class HubCollector:
     """Prometheus collector over one :class:`~signaling_server.hub.Hub`."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, limits: ConnectionLimits | None = None) -> None:
         self.hub = hub
+        self.limits = limits
 
     def collect(self):
         hub = self.hub
@@ -57,6 +59,20 @@ class HubCollector:
         for code, count in sorted(hub.stats.errors_total.items()):
             errors.add_metric([code], count)
         yield errors
+        if self.limits is not None:
+            refused = CounterMetricFamily(
+                f"{_PREFIX}_connections_refused",
+                "Websocket connections closed at once at a connection limit, by reason.",
+                labels=["reason"],
+            )
+            for reason in ("server_full", "too_many_connections"):
+                refused.add_metric([reason], self.limits.refused[reason])
+            yield refused
+            yield GaugeMetricFamily(
+                f"{_PREFIX}_connection_addresses",
+                "Addresses (IPv6: /64 blocks) with open websocket connections.",
+                value=self.limits.addresses,
+            )
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -81,6 +81,8 @@ class SessionRecord:
     executor_conn: str
     #: Name of the executor.
     executor: str
+    #: Id of the client's credential, whose session quota the session counts against.
+    credential: str = ""
 
     def other_end(self, conn: str) -> str | None:
         """The connection at the other end from ``conn``, or ``None`` if ``conn`` is not an end."""
@@ -110,9 +112,10 @@ class Registry:
         record = self.executors.pop(name)
         return [self.sessions.pop(sid) for sid in sorted(record.sessions)]
 
-    def choose(self, requirements: dict) -> ExecutorRecord | None:
+    def choose(self, requirements: dict, *, only: tuple[str, ...] | None = None) -> ExecutorRecord | None:
         """
-        The matching executor with the most free capacity, or ``None``.
+        The matching executor with the most free capacity, or ``None``;
+        ``only``: the executor names the client's token allows (``None``: any).
 
         Ties go to the lower reported load, then to the earlier registration.
         Executors named in ``requirements["avoid"]`` come last, whatever
@@ -124,21 +127,28 @@ class Registry:
         best = None
         best_key = None
         for record in self.executors.values():
-            if record.free <= 0 or not record.matches(requirements):
+            if record.free <= 0 or not record.matches(requirements) or (only is not None and record.name not in only):
                 continue
             key = (record.name in avoid, -record.free, record.load, record.order)
             if best_key is None or key < best_key:
                 best, best_key = record, key
         return best
 
-    def why_none(self, requirements: dict) -> str:
+    def why_none(self, requirements: dict, *, only: tuple[str, ...] | None = None) -> str:
         """Explain, for the ``no_executor`` error, why :meth:`choose` found nothing."""
+        if only is not None and not any(name in self.executors for name in only):
+            return (
+                f"none of the executors this token allows ({', '.join(only) or 'none'}) is registered; "
+                "retry later or ask for a token that allows others"
+            )
         if not self.executors:
             return (
                 "no executor is registered with this signaling server; start one with "
                 "'./run executor --signaling ws://HOST:PORT' (or 'python -m executor ...') and retry"
             )
-        matching = [r for r in self.executors.values() if r.matches(requirements)]
+        matching = [
+            r for r in self.executors.values() if r.matches(requirements) and (only is None or r.name in only)
+        ]
         if not matching:
             wanted = ", ".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
             return (
@@ -150,12 +160,21 @@ class Registry:
             "retry later or start more executors"
         )
 
-    def open_session(self, session_id: str, client: str, record: ExecutorRecord) -> SessionRecord:
-        """Open a session between a client connection and an executor."""
-        session = SessionRecord(session_id, client, record.conn, record.name)
+    def open_session(
+        self, session_id: str, client: str, record: ExecutorRecord, *, credential: str = ""
+    ) -> SessionRecord:
+        """Open a session between a client connection (authenticated as ``credential``) and an executor."""
+        session = SessionRecord(session_id, client, record.conn, record.name, credential)
         self.sessions[session_id] = session
         record.sessions.add(session_id)
         return session
+
+    def sessions_of(self, credential: str) -> int:
+        """
+        Open sessions of clients authenticated as ``credential``: a count,
+        not a counter, so it cannot drift from the sessions really open.
+        """
+        return sum(1 for session in self.sessions.values() if session.credential == credential)
 
     def close_session(self, session_id: str) -> SessionRecord:
         """Free a session (and its executor's slot)."""

@@ -34,9 +34,14 @@ __all__ = [
     "mode_config",
     "client_config",
     "wait_until",
+    "EXECUTOR_TOKEN",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The executor credential of the servers that tests start with a client token (clients never hold it).
+EXECUTOR_TOKEN = "harness-executor-credential"
+# Credentials in the test runner's environment must not leak into the processes.
+_CREDENTIALS = ("REMOTEMEDIA_TOKEN", "REMOTEMEDIA_EXECUTOR_TOKEN", "REMOTEMEDIA_TOKEN_SECRET")
 
 
 class ManagedProcess:
@@ -47,8 +52,7 @@ class ManagedProcess:
     ) -> None:
         self.args = args
         self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{module}-", suffix=".log", delete=False)
-        # A token in the test runner's environment must not leak into the server.
-        full_env = {k: v for k, v in os.environ.items() if k != "REMOTEMEDIA_TOKEN"}
+        full_env = {k: v for k, v in os.environ.items() if k not in _CREDENTIALS}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -63,11 +67,13 @@ class ManagedProcess:
         try:
             line = lines.get(timeout=start_timeout)
         except queue.Empty:
+            log = self.log()  # before stop(), which removes it
             self.stop()
-            raise RuntimeError(f"{module} did not start within {start_timeout} s:\n{self.log()}")
+            raise RuntimeError(f"{module} did not start within {start_timeout} s:\n{log}")
         if line is None or not line.startswith(prefix):
+            log = self.log()
             self.stop()
-            raise RuntimeError(f"{module} failed to start ({line!r}):\n{self.log()}")
+            raise RuntimeError(f"{module} failed to start ({line!r}):\n{log}")
         #: What followed the prefix on the ready line.
         self.ready = line[len(prefix):].strip()
 
@@ -112,8 +118,9 @@ class _HTTPEndpoints:
 
     @property
     def http_url(self) -> str:
-        """Base of the server's HTTP endpoints."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base of the server's HTTP endpoints (``https://`` for a server with TLS)."""
+        scheme = "https" if getattr(self, "url", "").startswith("wss:") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str, str]:
         """GET an HTTP path: (status, content type, body)."""
@@ -194,15 +201,20 @@ def running_executor(url: str, *args: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def running_cluster(token: str, *executors: tuple[str, ...]):
+def running_cluster(token: str, *executors: tuple[str, ...], server_args: tuple[str, ...] = ()):
     """
-    Context manager: a server that requires ``token`` and one executor per
-    entry of ``executors`` (its arguments after ``--signaling URL --token
-    TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    Context manager: a server that requires ``token`` of clients and
+    :data:`EXECUTOR_TOKEN` of executors, and one executor per entry of
+    ``executors`` (its arguments after ``--signaling URL --executor-token
+    EXECUTOR_TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
+    ``server_args`` go to the server's command line.
     """
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running_server("--token", token))
-        started = [stack.enter_context(running_executor(server.url, "--token", token, *args)) for args in executors]
+        server = stack.enter_context(running_server("--token", token, "--executor-token", EXECUTOR_TOKEN, *server_args))
+        started = [
+            stack.enter_context(running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, *args))
+            for args in executors
+        ]
         yield server, started
 
 

@@ -21,8 +21,8 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 
 
 async def test_an_executor_registers_and_unregisters_on_sigterm():
-    with running_server("--token", "t") as server:
-        executor = ExecutorProcess(server.url, "--token", "t", "--name", "gpu-box", "--max-sessions", "3")
+    with running_server("--token", "t", "--executor-token", "e") as server:
+        executor = ExecutorProcess(server.url, "--executor-token", "e", "--name", "gpu-box", "--max-sessions", "3")
         try:
             assert executor.name == "gpu-box"
             assert server.health()["executors"] == 1
@@ -40,18 +40,27 @@ def test_the_signaling_url_may_omit_the_path():
             signaling_url(bad)
 
 
-async def test_the_token_comes_from_the_environment():
-    with running_server("--token", "from-env") as server, running_executor(
-        server.url, env={"REMOTEMEDIA_TOKEN": "from-env"}
+async def test_the_credentials_come_from_the_environment():
+    with running_server(env={"REMOTEMEDIA_TOKEN": "c", "REMOTEMEDIA_EXECUTOR_TOKEN": "from-env"}) as server, running_executor(
+        server.url, env={"REMOTEMEDIA_EXECUTOR_TOKEN": "from-env"}
     ):
         assert server.health()["executors"] == 1
 
 
 def test_a_wrong_token_exits_1_with_the_reason():
-    with running_server("--token", "right") as server:
-        result = run("-m", "executor", "--signaling", server.url, "--token", "wrong")
+    with running_server("--token", "right", "--executor-token", "exec") as server:
+        result = run("-m", "executor", "--signaling", server.url, "--executor-token", "wrong")
     assert result.returncode == 1
     assert "token" in result.stderr
+
+
+def test_the_client_token_cannot_register_an_executor():
+    # An old single-token setup: the server runs, its executors are told what to add.
+    with running_server("--token", "shared") as server:
+        result = run("-m", "executor", "--signaling", server.url, "--token", "shared")
+        assert server.health()["executors"] == 0
+    assert result.returncode == 1
+    assert "client credential cannot register" in result.stderr and "--executor-token" in result.stderr
 
 
 def test_an_unreachable_signaling_server_exits_1():

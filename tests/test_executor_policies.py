@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import harness
-from harness import ROOT, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, ROOT, running_executor, running_server, wait_until
 
 from remotemedia import (
     ConnectionLostError,
@@ -106,7 +106,7 @@ EXECUTORS = {
 @pytest.fixture(scope="module")
 def server():
     """The signaling server shared by the module's executors."""
-    with running_server("--token", TOKEN) as server:
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as server:
         yield server
 
 
@@ -119,7 +119,7 @@ def executors(server):
         def get(name: str):
             if name not in started:
                 started[name] = stack.enter_context(
-                    running_executor(server.url, "--token", TOKEN, "--name", name, "--max-sessions", "8", *EXECUTORS[name])
+                    running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", name, "--max-sessions", "8", *EXECUTORS[name])
                 )
             return started[name]
 

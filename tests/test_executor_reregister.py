@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from harness import running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, running_executor, running_server, wait_until
 
 from remotemedia import RemoteExecutorConfig, RemoteProxyClient
 from signaling_server import ServerConfig, start_server
@@ -41,13 +41,13 @@ def config_for(server, **overrides) -> RemoteExecutorConfig:
 
 @pytest.mark.timeout(120)
 async def test_an_executor_registers_again_with_a_restarted_server():
-    with running_server("--token", TOKEN) as first, running_executor(
-        first.url, "--token", TOKEN, "--name", "exec-a"
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as first, running_executor(
+        first.url, "--executor-token", EXECUTOR_TOKEN, "--name", "exec-a"
     ) as executor:
         first.kill()
         # Down long enough for at least one refused attempt: the backoff path runs.
         await wait_until(lambda: RETRYING in executor.log(), timeout=30)
-        with running_server("--token", TOKEN, port=first.port) as second:
+        with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN, port=first.port) as second:
             await wait_until(lambda: second.health()["executors"] == 1, timeout=30)
             assert executor.alive
             async with RemoteProxyClient(config_for(second)) as client:
@@ -60,8 +60,8 @@ async def test_an_executor_registers_again_with_a_restarted_server():
 @pytest.mark.timeout(120)
 async def test_a_session_outlives_its_signaling_server_and_the_new_one_learns_of_it(caplog):
     caplog.set_level(logging.WARNING, logger="remotemedia.transport.peer")
-    with running_server("--token", TOKEN) as first, running_executor(
-        first.url, "--token", TOKEN, "--name", "exec-b", "--max-sessions", "4"
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as first, running_executor(
+        first.url, "--executor-token", EXECUTOR_TOKEN, "--name", "exec-b", "--max-sessions", "4"
     ) as executor:
         async with RemoteProxyClient(config_for(first)) as client:
             counter = await client.create_proxy(Counter())
@@ -75,7 +75,7 @@ async def test_a_session_outlives_its_signaling_server_and_the_new_one_learns_of
                 assert await counter.add(1) == expected
 
             # In this process, to read what the new server knows of the executor.
-            config = ServerConfig(token=TOKEN, heartbeat_interval=0.5, heartbeat_timeout=5.0)
+            config = ServerConfig(token=TOKEN, executor_token=EXECUTOR_TOKEN, heartbeat_interval=0.5, heartbeat_timeout=5.0)
             second = await start_server(config, host="127.0.0.1", port=first.port)
             try:
                 executors = second.app[SERVER_KEY].hub.registry.executors
@@ -100,10 +100,10 @@ async def test_a_session_outlives_its_signaling_server_and_the_new_one_learns_of
 
 @pytest.mark.timeout(120)
 def test_an_executor_refused_by_a_restarted_server_exits_1_with_the_reason():
-    with running_server("--token", TOKEN) as first, running_executor(first.url, "--token", TOKEN) as executor:
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as first, running_executor(first.url, "--executor-token", EXECUTOR_TOKEN) as executor:
         first.kill()
         # Back with another token: retrying cannot help, so the executor gives up.
-        with running_server("--token", "another-token", port=first.port):
+        with running_server("--token", TOKEN, "--executor-token", "another-token", port=first.port):
             assert executor.proc.wait(60) == 1
         log = executor.log()
     assert "remotemedia-executor: " in log and "token" in log

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 import pytest
-from harness import ExecutorProcess, ServerProcess
+from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess
 
 from remotemedia import ConnectionLostError, Node, Pipeline, PipelineError, RemoteExecutorConfig, RemoteObjectExecutionNode
 from remotemedia.nodes import ToneNode
@@ -108,8 +108,8 @@ class Ticks:
 
 
 async def test_a_run_whose_executor_is_lost_for_good_says_reconnecting_failed(caplog):
-    server = ServerProcess("--token", TOKEN)
-    executor = ExecutorProcess(server.url, "--token", TOKEN)
+    server = ServerProcess("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
+    executor = ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN)
     try:
         config = RemoteExecutorConfig(
             host="127.0.0.1", port=server.port, auth_token=TOKEN, timeout=20.0,

@@ -13,6 +13,7 @@ PUBLIC = {
     "AudioFrame",
     "AuthenticationError",
     "CodecError",
+    "ConnectionLimitError",
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
@@ -31,6 +32,7 @@ PUBLIC = {
     "ResourceLimitError",
     "SerializationError",
     "SignalingError",
+    "TLSError",
     "Transcript",
     "VideoFrame",
 }
@@ -98,6 +100,8 @@ def test_errors_form_one_tree():
     assert issubclass(remotemedia.DecodeError, ValueError)
     assert issubclass(remotemedia.AuthenticationError, remotemedia.SignalingError)
     assert issubclass(remotemedia.NoExecutorAvailable, remotemedia.SignalingError)
+    assert issubclass(remotemedia.ConnectionLimitError, remotemedia.SignalingError)
+    assert issubclass(remotemedia.TLSError, remotemedia.SignalingError)
     assert issubclass(remotemedia.ConnectionLostError, ConnectionError)
     assert issubclass(remotemedia.RemoteTimeoutError, TimeoutError)
     assert issubclass(remotemedia.MessageTooLargeError, ValueError)

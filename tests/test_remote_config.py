@@ -298,3 +298,34 @@ def test_remote_proxy_client_refuses_something_that_is_not_a_config():
 def test_remote_proxy_client_refuses_a_dict_config():
     with pytest.raises(TypeError):
         RemoteProxyClient({"host": "localhost"})
+
+
+# -- TLS: the CA to verify the server with ----------------------------------------------
+
+
+def test_ca_file_needs_ssl_and_round_trips(tmp_path):
+    with pytest.raises(ValueError, match="ssl_enabled=True"):
+        RemoteExecutorConfig(ca_file="ca.pem")
+    with pytest.raises(ValueError, match="ca_file"):
+        RemoteExecutorConfig(ssl_enabled=True, ca_file="")
+    config = RemoteExecutorConfig(ssl_enabled=True, ca_file="ca.pem")
+    assert RemoteExecutorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_the_ca_file_falls_back_to_the_environment_and_builds_a_verifying_context(monkeypatch, tmp_path):
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    monkeypatch.delenv("REMOTEMEDIA_CA_FILE", raising=False)
+    assert RemoteExecutorConfig().ssl_context() is None  # plain text: no context
+    assert RemoteExecutorConfig(ssl_enabled=True).tls_ca_file is None
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("REMOTEMEDIA_CA_FILE", str(tmp_path / "ca.pem"))
+    config = RemoteExecutorConfig(ssl_enabled=True)
+    assert config.tls_ca_file == str(tmp_path / "ca.pem")
+    context = config.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # that CA alone
+    monkeypatch.setenv("REMOTEMEDIA_CA_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="REMOTEMEDIA_CA_FILE"):
+        config.ssl_context()

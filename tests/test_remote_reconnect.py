@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from harness import ExecutorProcess, ServerProcess, wait_until
+from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess, wait_until
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient
 
@@ -70,11 +70,11 @@ async def paced(n: int, pause: float):
 @contextlib.contextmanager
 def processes(executors: int, *server_args: str, executor_args: tuple = ()):
     """A signaling server and ``executors`` executors registered with it in order, all stopped at the end."""
-    server = ServerProcess("--token", TOKEN, *server_args)
+    server = ServerProcess("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN, *server_args)
     started: list[ExecutorProcess] = []
     try:
         for i in range(executors):
-            started.append(ExecutorProcess(server.url, "--token", TOKEN, "--name", f"exec-{i}", *executor_args))
+            started.append(ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", f"exec-{i}", *executor_args))
         yield server, started
     finally:
         for executor in started:
@@ -294,7 +294,7 @@ async def test_a_frozen_executor_is_replaced_by_the_healthy_one_the_server_offer
             remote = await client.create_proxy(Counter(start=1))
             assert client.executor == frozen.name
             # More free capacity than the frozen one: the server's choice for the reconnection.
-            healthy = ExecutorProcess(server.url, "--token", TOKEN, "--name", "healthy", "--max-sessions", "8")
+            healthy = ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "healthy", "--max-sessions", "8")
             try:
                 frozen.proc.send_signal(signal.SIGSTOP)
                 assert await asyncio.wait_for(eventually_served(remote), 60) == 2

@@ -15,12 +15,22 @@ import pickle
 
 import pytest
 import harness
-from harness import running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, running_executor, running_server, wait_until
 
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message
 from remotemedia.signaling import SignalingClient
 
 TOKEN = "s3cret"
+
+
+def guarded_server():
+    """A server that wants :data:`TOKEN` of clients and the harness's executor credential of executors."""
+    return running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
+
+
+def guarded_executor(url: str, *args: str):
+    """An executor of :func:`guarded_server`."""
+    return running_executor(url, "--executor-token", EXECUTOR_TOKEN, *args)
 
 
 class _Trap:
@@ -41,7 +51,7 @@ async def raw_session(url: str):
 @pytest.mark.parametrize("hello", [None, {"ticket": "v1.forged", "version": PROTOCOL_VERSION}], ids=["no-hello", "forged"])
 async def test_a_wrong_or_missing_ticket_gets_nothing_unpickled(tmp_path, hello):
     trap = tmp_path / "unpickled.txt"
-    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN) as executor:
+    with guarded_server() as server, guarded_executor(server.url) as executor:
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             if hello is not None:
@@ -63,7 +73,7 @@ async def test_a_wrong_or_missing_ticket_gets_nothing_unpickled(tmp_path, hello)
 
 
 async def test_the_right_ticket_is_accepted(tmp_path):
-    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN):
+    with guarded_server() as server, guarded_executor(server.url):
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket, "version": PROTOCOL_VERSION, "max_message_size": 1 << 20})
@@ -77,7 +87,7 @@ async def test_the_right_ticket_is_accepted(tmp_path):
 
 
 async def test_another_protocol_version_is_refused():
-    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN):
+    with guarded_server() as server, guarded_executor(server.url):
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket, "version": PROTOCOL_VERSION + 1})
@@ -91,9 +101,7 @@ async def test_another_protocol_version_is_refused():
 
 
 async def test_a_client_that_never_says_hello_is_dropped():
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--connect-timeout", "1"
-    ) as executor:
+    with guarded_server() as server, guarded_executor(server.url, "--connect-timeout", "1") as executor:
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             await asyncio.wait_for(lost, 15)  # the executor closed the channel
@@ -106,7 +114,7 @@ async def test_a_client_that_never_says_hello_is_dropped():
 
 
 async def test_garbage_on_the_channel_ends_only_that_session(tmp_path):
-    with running_server("--token", TOKEN) as server, running_executor(server.url, "--token", TOKEN) as executor:
+    with guarded_server() as server, guarded_executor(server.url) as executor:
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             rpc.channel.send(b"\x07" + os.urandom(64))  # not our framing
@@ -121,9 +129,7 @@ async def test_garbage_on_the_channel_ends_only_that_session(tmp_path):
 
 @pytest.mark.parametrize("sdp", ["v=0\r\n", "not sdp at all", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"])
 async def test_a_malformed_offer_ends_only_that_session(sdp):
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--connect-timeout", "2"
-    ) as executor:
+    with guarded_server() as server, guarded_executor(server.url, "--connect-timeout", "2") as executor:
         signaling = await SignalingClient.connect(server.url, token=TOKEN)
         try:
             session = await signaling.pair(timeout=10)
@@ -139,9 +145,7 @@ async def test_a_malformed_offer_ends_only_that_session(sdp):
 async def test_a_forged_ticket_gets_nothing_unpickled_in_either_execution_mode(tmp_path, mode):
     # The ticket is checked by the executor itself in both modes, before any worker process sees a byte.
     trap = tmp_path / "unpickled.txt"
-    with running_server("--token", TOKEN) as server, running_executor(
-        server.url, "--token", TOKEN, "--mode", mode
-    ) as executor:
+    with guarded_server() as server, guarded_executor(server.url, "--mode", mode) as executor:
         signaling, session, pc, rpc, events, lost = await raw_session(server.url)
         try:
             await rpc.send(Kind.HELLO, 0, {"ticket": session.ticket + "x", "version": PROTOCOL_VERSION})

@@ -128,3 +128,34 @@ async def test_the_demo_page_is_served_at_the_root_unless_turned_off(tmp_path):
                 assert response.status == 404
     finally:
         await server.close()
+
+
+async def test_the_page_route_serves_only_regular_files_and_survives_long_names(tmp_path, caplog):
+    import logging
+    import os
+
+    import aiohttp
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret outside the folder")
+    root = tmp_path / "page"
+    root.mkdir()
+    (root / "index.html").write_text("<p>own page</p>")
+    (root / "app.js").write_text("// fine")
+    os.symlink(outside, root / "escape.txt")  # out of the folder
+    os.symlink(root / "app.js", root / "alias.js")  # inside it, yet a link all the same
+    (root / "sub").mkdir()
+    os.mkfifo(root / "fifo")  # not a regular file: opening it would block
+    server = await start_server(ServerConfig(web_root=str(root)), port=0)
+    caplog.set_level(logging.ERROR)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.page_url + "app.js") as response:
+                assert response.status == 200
+            for name in ("escape.txt", "alias.js", "sub", "fifo", "a" * 5000, "b" * 256):
+                async with http.get(server.page_url + name) as response:
+                    assert response.status == 404, name[:20]
+                    assert "secret" not in await response.text()
+    finally:
+        await server.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -18,6 +18,7 @@ from remotemedia import (
     RemoteTimeoutError,
     SignalingError,
 )
+from remotemedia.exceptions import PermissionDeniedError
 from remotemedia.signaling import SignalingClient
 from remotemedia.signaling.ticket import verify_ticket
 
@@ -26,14 +27,14 @@ TIMEOUT = 5.0
 
 @pytest.fixture
 def server():
-    with running_server("--token", "s3cret") as srv:
+    with running_server("--token", "s3cret", "--executor-token", "exec-s3cret") as srv:
         yield srv
 
 
 @pytest.fixture
 async def peers(server):
     """An executor and a client connection with the right token, closed after the test."""
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor:
+    async with await SignalingClient.connect(server.url, token="exec-s3cret") as executor:
         async with await SignalingClient.connect(server.url, token="s3cret") as client:
             yield executor, client
 
@@ -48,7 +49,9 @@ async def test_pair_accept_and_negotiate(peers):
     assert session.executor == accepted.executor == "gpu-1"
     assert session.client == accepted.client
     assert session.ticket == accepted.ticket
-    assert verify_ticket("s3cret", accepted.ticket, accepted.id, accepted.client, "gpu-1")
+    # Signed with the server's own secret: no token either end holds verifies it.
+    assert not verify_ticket("s3cret", accepted.ticket, accepted.id, accepted.client, "gpu-1")
+    assert not verify_ticket("exec-s3cret", accepted.ticket, accepted.id, accepted.client, "gpu-1")
     assert session.capabilities["gpu"] is True
     assert accepted.requirements == {"gpu": True}
 
@@ -93,7 +96,7 @@ async def test_expect_raises_when_the_other_end_says_bye(peers):
 
 
 async def test_closing_the_client_connection_ends_its_sessions(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as executor:
+    async with await SignalingClient.connect(server.url, token="exec-s3cret") as executor:
         await executor.register("e", capacity=1)
         client = await SignalingClient.connect(server.url, token="s3cret")
         await client.pair()
@@ -164,7 +167,7 @@ async def test_no_executor_leaves_the_connection_usable(server):
             await client.pair(timeout=TIMEOUT)
         assert info.value.code == "no_executor"
         assert "python -m executor" in str(info.value)
-        async with await SignalingClient.connect(server.url, token="s3cret") as executor:
+        async with await SignalingClient.connect(server.url, token="exec-s3cret") as executor:
             await executor.register("late", capacity=1, capabilities={"services": ["edges"]})
             with pytest.raises(NoExecutorAvailable):
                 await client.pair({"service": "blur"})
@@ -188,9 +191,18 @@ async def test_missing_or_wrong_token_raises_authentication_error(server, token,
             await peer.pair(timeout=TIMEOUT)
 
 
+async def test_a_client_token_cannot_register(server):
+    async with await SignalingClient.connect(server.url, token="s3cret") as peer:
+        with pytest.raises(PermissionDeniedError) as info:
+            await peer.register("gpu-1", capacity=100_000, capabilities={"gpu": True}, timeout=TIMEOUT)
+        assert info.value.code == "wrong_role"
+        with pytest.raises(PermissionDeniedError):  # and the server closed the connection
+            await peer.pair(timeout=TIMEOUT)
+
+
 async def test_name_taken(server):
-    async with await SignalingClient.connect(server.url, token="s3cret") as first, await SignalingClient.connect(
-        server.url, token="s3cret"
+    async with await SignalingClient.connect(server.url, token="exec-s3cret") as first, await SignalingClient.connect(
+        server.url, token="exec-s3cret"
     ) as second:
         await first.register("same", capacity=1)
         with pytest.raises(SignalingError) as info:

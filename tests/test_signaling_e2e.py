@@ -114,16 +114,17 @@ async def still_served(server) -> None:
 
 
 async def test_pairing_tells_both_ends_with_the_same_signed_ticket():
-    with running_server("--token", "s3cret") as server:
+    with running_server("--token", "s3cret", "--executor-token", "exec-s3cret") as server:
         async with ws_connect(server) as executor, ws_connect(server) as client:
-            await register(executor, "gpu-1", capacity=2, token="s3cret", gpu=True)
+            await register(executor, "gpu-1", capacity=2, token="exec-s3cret", gpu=True)
             paired, session = await pair(client, executor, token="s3cret")
             assert paired["executor"] == "gpu-1"
             assert paired["capabilities"] == {"gpu": True, "models": [], "services": []}
             assert session["client"] == paired["client"]
             assert session["ticket"] == paired["ticket"]
-            assert verify_ticket("s3cret", paired["ticket"], paired["session"], paired["client"], "gpu-1")
-            assert not verify_ticket("other", paired["ticket"], paired["session"], paired["client"], "gpu-1")
+            # Signed with the server's own secret, not with a token either end holds.
+            for secret in ("s3cret", "exec-s3cret", None):
+                assert not verify_ticket(secret, paired["ticket"], paired["session"], paired["client"], "gpu-1")
             assert server.health() == {"status": "ok", "executors": 1, "sessions": 1}
 
 
@@ -315,9 +316,9 @@ async def test_connection_that_never_says_hello_is_closed():
 @pytest.fixture(params=["flag", "env"])
 def token_server(request):
     if request.param == "flag":
-        ctx = running_server("--token", "s3cret")
+        ctx = running_server("--token", "s3cret", "--executor-token", "exec-s3cret")
     else:
-        ctx = running_server(env={"REMOTEMEDIA_TOKEN": "s3cret"})
+        ctx = running_server(env={"REMOTEMEDIA_TOKEN": "s3cret", "REMOTEMEDIA_EXECUTOR_TOKEN": "exec-s3cret"})
     with ctx as srv:
         yield srv
 
@@ -344,7 +345,7 @@ async def test_token_server_refuses_anything_but_a_right_token_first(token_serve
 
 async def test_token_server_accepts_the_right_token(token_server):
     async with ws_connect(token_server) as executor, ws_connect(token_server) as client:
-        await register(executor, "e", capacity=1, token="s3cret")
+        await register(executor, "e", capacity=1, token="exec-s3cret")
         await send(executor, {"type": "heartbeat", "load": 0.5, "sessions": 0})  # no token needed now
         await pair(client, executor, token="s3cret")
 

@@ -35,9 +35,14 @@ class World:
     """A hub and helpers that speak to it like peers do."""
 
     def __init__(self, **config) -> None:
-        self.hub = Hub(ServerConfig(**config))
+        if config.get("token") and "executor_token" not in config:
+            config["executor_token"] = "exec-" + config["token"]  # executors hold their own credential
+        #: Unix time the hub reads for token expiry.
+        self.wall = 1_000_000.0
+        self.hub = Hub(ServerConfig(**config), wall_clock=lambda: self.wall)
         self.now = 0.0
         self.token = config.get("token")
+        self.executor_token = config.get("executor_token")
 
     def connect(self) -> str:
         return self.hub.open(self.now)
@@ -51,8 +56,8 @@ class World:
         message = {"type": "register", "name": name, "capacity": capacity}
         if caps:
             message["capabilities"] = caps
-        if self.token:
-            message["token"] = self.token
+        if self.executor_token:
+            message["token"] = self.executor_token
         assert only(self.send(conn, message), conn)["type"] == "registered"
         return conn
 
@@ -145,7 +150,9 @@ def test_pair_tells_the_executor_first_and_both_get_the_same_ticket():
     assert paired["request"] == "abc"
     assert paired["capabilities"]["gpu"] is True
     assert session["ticket"] == paired["ticket"]
-    assert verify_ticket("s3cret", paired["ticket"], paired["session"], client, "gpu-1")
+    # Signed with the hub's own secret, derived from no token anyone holds.
+    for secret in ("s3cret", "exec-s3cret", None):
+        assert not verify_ticket(secret, paired["ticket"], paired["session"], client, "gpu-1")
     assert "requirements" not in session
     assert world.hub.stats.pairings_total == 1
 
@@ -377,7 +384,7 @@ def test_anonymous_connection_is_closed_after_the_hello_timeout():
     actions = world.hub.tick(world.now)
     assert only(actions, idle)["code"] == "hello_timeout"
     assert closes(actions, idle) and not sent(actions, client)
-    assert world.hub.tick(world.now + 100) == []  # once
+    assert not sent(world.hub.tick(world.now + 100), idle)  # once
 
 
 # -- tokens ------------------------------------------------------------------------
@@ -852,7 +859,7 @@ def test_every_message_of_a_full_exchange_is_valid_for_peers():
     world = World(token="s", heartbeat_interval=1.0, heartbeat_timeout=2.0, hello_timeout=1.0)
     out = []
     executor = world.connect()
-    out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "s",
+    out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "exec-s",
                                  "capabilities": {"gpu": True, "models": ["m"], "services": ["x"]}})
     client = world.connect()
     out += world.send(client, {"type": "pair", "token": "s", "request": "r", "requirements": {"gpu": True}})
@@ -894,3 +901,50 @@ def test_heartbeat_with_an_integer_load_too_big_for_a_float_is_a_bad_message():
     executor = world.executor("e")
     actions = world.send(executor, '{"type": "heartbeat", "load": 1' + "0" * 400 + ', "sessions": 0}')
     assert world.error_code(actions, executor) == "bad_message"
+
+
+# -- idle timeout ------------------------------------------------------------------
+
+
+def test_an_authenticated_connection_holding_nothing_is_closed_after_the_idle_timeout():
+    from remotemedia.signaling.messages import CLOSE_IDLE_TIMEOUT
+
+    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    executor = world.executor("e", capacity=1)
+    unlucky = world.connect()
+    world.pair(world.connect())  # takes the only slot...
+    assert world.pair(unlucky)[0]["code"] == "no_executor"  # ...so this one holds nothing
+    world.now = 1.0
+    assert world.hub.tick(world.now) == []  # first seen idle here
+    world.now = 11.0
+    assert world.hub.tick(world.now) == []
+    world.now = 11.5
+    actions = world.hub.tick(world.now)
+    assert only(actions, unlucky)["code"] == "idle_timeout"
+    assert [c.code for c in closes(actions, unlucky)] == [CLOSE_IDLE_TIMEOUT]
+    assert not sent(actions, executor)  # a registered executor is never idle
+    assert world.hub.stats.errors_total["idle_timeout"] == 1
+
+
+def test_a_session_keeps_a_client_busy_and_its_end_starts_the_idle_clock():
+    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    world.executor("e")
+    client = world.connect()
+    paired, _ = world.pair(client)
+    for world.now in (5.0, 20.0, 40.0):
+        assert world.hub.tick(world.now) == []  # in a session: never idle
+    world.send(client, {"type": "bye", "session": paired["session"]})
+    assert world.hub.tick(world.now) == []  # idle from here
+    world.now = 45.0
+    world.pair(client)  # busy again before the limit
+    world.now = 100.0
+    assert world.hub.tick(world.now) == []
+
+
+def test_an_executor_that_unregisters_and_stays_is_closed_when_idle():
+    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    executor = world.executor("e")
+    world.send(executor, {"type": "unregister"})
+    world.hub.tick(world.now)
+    world.now = 10.5
+    assert only(world.hub.tick(world.now), executor)["code"] == "idle_timeout"

@@ -11,7 +11,6 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from harness import running_server
 
 from remotemedia.signaling import SignalingClient
-from remotemedia.signaling.ticket import verify_ticket
 
 TIMEOUT = 15.0
 
@@ -21,9 +20,9 @@ def peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
-async def executor_side(signaling: SignalingClient, secret: str) -> str:
+async def executor_side(signaling: SignalingClient, ticket: asyncio.Future) -> str:
     session = await signaling.accept(timeout=TIMEOUT)
-    assert verify_ticket(secret, session.ticket, session.id, session.client, signaling.name)
+    ticket.set_result(session.ticket)
     pc = peer_connection()
     echoed = asyncio.get_running_loop().create_future()
 
@@ -46,13 +45,15 @@ async def executor_side(signaling: SignalingClient, secret: str) -> str:
 
 
 async def test_aiortc_peers_connect_through_the_signaling_server():
-    with running_server("--token", "s3cret") as server:
-        async with await SignalingClient.connect(server.url, token="s3cret") as executor, await SignalingClient.connect(
+    with running_server("--token", "s3cret", "--executor-token", "exec-s3cret") as server:
+        async with await SignalingClient.connect(server.url, token="exec-s3cret") as executor, await SignalingClient.connect(
             server.url, token="s3cret"
         ) as client:
             await executor.register("webrtc-executor", capacity=1)
-            serving = asyncio.create_task(executor_side(executor, "s3cret"))
+            ticket = asyncio.get_running_loop().create_future()
+            serving = asyncio.create_task(executor_side(executor, ticket))
             session = await client.pair(timeout=TIMEOUT)
+            assert await asyncio.wait_for(ticket, TIMEOUT) == session.ticket  # the server told both ends the same
             pc = peer_connection()
             try:
                 channel = pc.createDataChannel("rpc")

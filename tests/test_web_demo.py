@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -26,9 +27,13 @@ from browser import DemoPage, launch, require_browser, write_microphone_wav
 from harness import ROOT, running_cluster, running_executor, running_server
 from speech_samples import FIRST, resample, say, word_error_rate
 
+from remotemedia.tokens import mint_client_token
+
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = "web-demo-token"
+#: The cluster's --token-secret: it also takes signed client tokens.
+TOKEN_SECRET = "web-demo-token-secret-" + "x" * 16
 EXECUTOR = "web-demo-exec"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -111,7 +116,9 @@ def browser(microphone):
 @pytest.fixture(scope="module")
 def cluster():
     """A server that wants :data:`TOKEN`, and one executor named :data:`EXECUTOR`."""
-    with running_cluster(TOKEN, ("--name", EXECUTOR, "--max-sessions", "8")) as (server, _):
+    with running_cluster(
+        TOKEN, ("--name", EXECUTOR, "--max-sessions", "8"), server_args=("--token-secret", TOKEN_SECRET)
+    ) as (server, _):
         yield server
 
 
@@ -290,6 +297,18 @@ def test_a_wrong_token_asks_for_the_token(cluster, open_page):
     assert state["error"]["code"] == "unauthorized"
     assert "token" in page.testid("status-banner").inner_text().lower()
     page.testid("token-input").fill(TOKEN)
+    page.testid("token-submit").click()
+    assert wait_running(page)["executor"] == EXECUTOR
+
+
+def test_an_expired_signed_token_asks_for_another_and_a_scoped_one_goes_through(cluster, open_page):
+    expired = mint_client_token(TOKEN_SECRET, expires_in=5, now=time.time() - 60)
+    page = open_page(page_url(cluster, token=expired, transcribe=0))
+    state = page.wait_for_state("error")
+    assert state["error"]["code"] == "token_expired"
+    assert "expired" in page.testid("status-banner").inner_text().lower()
+    scoped = mint_client_token(TOKEN_SECRET, services=["demo"], objects=False, max_sessions=1)
+    page.testid("token-input").fill(scoped)
     page.testid("token-submit").click()
     assert wait_running(page)["executor"] == EXECUTOR
 

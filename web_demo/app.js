@@ -150,8 +150,20 @@ function failSignaling(error) {
       break;
     case "unauthorized":
       fail("unauthorized", config.token ? "That access token was refused" : "This server needs an access token",
-        "Enter the token the server was started with (its --token or REMOTEMEDIA_TOKEN).", [],
+        "Enter the token the server was started with (its --token or REMOTEMEDIA_TOKEN), " +
+        "or a client token minted for it (python -m remotemedia token client).", [],
         (token) => { config.token = token; connect(); });
+      break;
+    case "token_expired":
+    case "wrong_role":
+      // The server says what is wrong with this token; another one may do.
+      fail(error.code, error.code === "token_expired" ? "That access token has expired" : "That is not a client token",
+        `${error.message}.`, [], (token) => { config.token = token; connect(); });
+      break;
+    case "forbidden":
+    case "quota_exceeded":
+      fail(error.code, error.code === "forbidden" ? "Your access token does not allow this"
+        : "Your access token's sessions are all in use", error.message);
       break;
     case "no_executor":
       // The server says why (none registered, none offers the service, all busy) and what to do.

@@ -14,7 +14,15 @@ export class SignalingError extends Error {
 }
 
 // Errors after which the server closes the connection: every pending request fails with them.
-const FATAL = new Set(["unauthorized", "rate_limited", "hello_timeout"]);
+const FATAL = new Set(["unauthorized", "wrong_role", "token_expired", "rate_limited", "hello_timeout", "idle_timeout"]);
+
+// The server's connection-limit close codes (LIMIT_CLOSES in remotemedia/signaling/messages.py; a test
+// checks the two agree), each with what the person can do.
+const LIMIT_CLOSES = {
+  4503: ["server_full", "The server holds as many connections as it allows. Try again in a while."],
+  4429: ["too_many_connections", "Too many connections come from this address. Close other tabs of this page, then try again."],
+  4408: ["idle_timeout", "The connection sat idle and the server closed it. Try again."],
+};
 
 /**
  * One websocket to the signaling server. Events: ``message`` (``detail``: a
@@ -131,7 +139,9 @@ export class Signaling extends EventTarget {
 
   _closed(event) {
     this.open = false;
+    const limit = LIMIT_CLOSES[event.code];
     const error = this._fatal
+      || (limit && new SignalingError(limit[0], limit[1]))
       || new SignalingError("closed", `the signaling server closed the connection (code ${event.code})`);
     this._failPending(error);
     this.dispatchEvent(new CustomEvent("close", { detail: error }));

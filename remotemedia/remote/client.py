@@ -42,11 +42,13 @@ from ..exceptions import (
     AuthenticationError,
     ConnectionLostError,
     MessageTooLargeError,
+    PickleRefusedError,
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
     ResourceLimitError,
     SerializationError,
+    TLSError,
 )
 from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
@@ -217,7 +219,9 @@ class RemoteProxyClient:
         """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
         config, limit = self.config, self.config.connect_timeout
         if self._signaling is None or self._signaling.closed:
-            self._signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
+            self._signaling = await SignalingClient.connect(
+                config.url, token=config.token, timeout=limit, ssl_context=config.ssl_context()
+            )
         requirements = dict(config.requirements)
         if avoid:
             requirements["avoid"] = avoid[-16:]
@@ -308,7 +312,7 @@ class RemoteProxyClient:
                 return
             except asyncio.CancelledError:
                 raise
-            except AuthenticationError as exc:
+            except (AuthenticationError, TLSError) as exc:  # retrying would meet the same refusal
                 self._lost = f"{lost}; reconnecting was refused: {exc}"
                 return
             except (RemoteMediaError, OSError) as exc:
@@ -629,6 +633,18 @@ class RemoteProxyClient:
         kind = event.kind
         if event.pickled and not self._welcomed:
             logger.warning("executor %r sent a pickled %s before the handshake; ignored", self.executor, kind.name)
+            return
+        if event.pickled and not self.config.allow_pickled_results:
+            # Refused before any byte of it is looked at: unpickling would run the executor's code here.
+            self._settle(
+                event.id,
+                error=PickleRefusedError(
+                    f"executor {self.executor!r} sent a {kind.name.lower()} that only unpickling can restore, and "
+                    "this client refuses pickles (RemoteExecutorConfig(allow_pickled_results=False)); return values "
+                    "the codec carries (numbers, strings, bytes, lists, dicts, numpy arrays, frames), or allow "
+                    "pickled results from executors you trust"
+                ),
+            )
             return
         try:
             body = loads_object(event.body) if event.pickled else event.body

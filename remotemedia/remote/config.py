@@ -6,10 +6,14 @@ import dataclasses
 import json
 import math
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RemoteExecutorConfig"]
+__all__ = ["RemoteExecutorConfig", "CA_FILE_ENV"]
+
+#: Environment variable naming the CA file that clients and executors verify the server with.
+CA_FILE_ENV = "REMOTEMEDIA_CA_FILE"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class RemoteExecutorConfig:
     host: str = "localhost"
     #: Signaling server port (``python -m remotemedia serve`` listens on 50052).
     port: int = 50052
-    #: Use ``wss://`` (TLS) to reach the signaling server.
+    #: Use ``wss://`` (TLS) to reach the signaling server; its certificate is verified.
     ssl_enabled: bool = False
     #: Largest message sent or accepted, in bytes (10 MiB); larger ones raise ``MessageTooLargeError``.
     max_message_size: int = 10 * 1024 * 1024
@@ -52,13 +56,24 @@ class RemoteExecutorConfig:
     #: Seconds between data-channel pings, and of silence before the executor counts as lost.
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
+    #: Whether results the codec cannot carry may come back as pickles, which this
+    #: client then unpickles: unpickling runs code the executor chooses. ``True``
+    #: (the default) keeps remote objects transparent (any return value works) and
+    #: trusts the executors that the signaling server's executor credential admits;
+    #: ``False`` unpickles nothing an executor sends, and such a result raises
+    #: ``PickleRefusedError``: use it with executors you do not trust that far.
+    allow_pickled_results: bool = True
+    #: PEM file of the CA certificates that may sign the server's certificate (with
+    #: ``ssl_enabled``), for a server whose CA is your own; ``None`` reads
+    #: ``REMOTEMEDIA_CA_FILE``, and without it the system's CAs are trusted.
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ValueError(f"host must be a non-empty string, not {self.host!r}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
             raise ValueError(f"port must be an integer from 1 to 65535, not {self.port!r}")
-        for name in ("ssl_enabled", "reconnect"):
+        for name in ("ssl_enabled", "reconnect", "allow_pickled_results"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
@@ -69,6 +84,10 @@ class RemoteExecutorConfig:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+        if self.ca_file is not None and (not isinstance(self.ca_file, str) or not self.ca_file):
+            raise ValueError(f"ca_file must be a path (a string) or None, not {self.ca_file!r}")
+        if self.ca_file is not None and not self.ssl_enabled:
+            raise ValueError("ca_file verifies a TLS server: set ssl_enabled=True too")
         if self.auth_token is not None and not isinstance(self.auth_token, str):
             raise ValueError("auth_token must be a string or None")
         if isinstance(self.ice_servers, (str, dict)):
@@ -93,6 +112,21 @@ class RemoteExecutorConfig:
     def token(self) -> str | None:
         """The token to present: :attr:`auth_token`, else ``$REMOTEMEDIA_TOKEN``, else none."""
         return self.auth_token if self.auth_token is not None else (os.environ.get("REMOTEMEDIA_TOKEN") or None)
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The CA file to verify the server with: :attr:`ca_file`, else ``$REMOTEMEDIA_CA_FILE``, else none."""
+        return self.ca_file if self.ca_file is not None else (os.environ.get(CA_FILE_ENV) or None)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context that verifies the server (``None`` without :attr:`ssl_enabled`)."""
+        if not self.ssl_enabled:
+            return None
+        ca_file = self.tls_ca_file
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load CA certificates from {ca_file!r} (ca_file / ${CA_FILE_ENV}): {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (lists, dicts, numbers, strings)."""

@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
+from ..exceptions import ConnectionLimitError, ConnectionLostError, RemoteTimeoutError, SignalingError, TLSError
 from . import messages
 from .session import ENDED, SignalingSession, server_error, wait
 
@@ -44,7 +46,38 @@ __all__ = ["SignalingClient"]
 logger = logging.getLogger(__name__)
 
 # Codes after which the server closes the connection.
-_FATAL = frozenset({"unauthorized", "rate_limited", "hello_timeout", "heartbeat_timeout"})
+_FATAL = frozenset(
+    {"unauthorized", "wrong_role", "token_expired", "rate_limited", "hello_timeout", "heartbeat_timeout", "idle_timeout"}
+)
+
+#: What to do about each connection-limit close (remotemedia.signaling.messages.LIMIT_CLOSES).
+_LIMIT_ADVICE = {
+    "server_full": "it holds as many connections as it allows (--max-connections); try again later, "
+    "or ask its operator to raise the limit",
+    "too_many_connections": "this address holds as many connections as it allows "
+    "(--max-connections-per-address); close connections you do not use (one connection serves "
+    "many sessions), or ask its operator to raise the limit",
+    "idle_timeout": "the connection neither registered nor held a session for the server's "
+    "--idle-timeout; connect again when there is work",
+}
+
+
+async def _speaks_tls(url: str, timeout: float) -> bool:
+    """Whether ``url``'s host and port complete a TLS handshake (certificate unchecked: only asking)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 80, ssl=context), min(timeout, 5.0)
+        )
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True
 
 
 def _settle(future: asyncio.Future | None) -> None:
@@ -82,16 +115,33 @@ class SignalingClient:
 
     @classmethod
     async def connect(
-        cls, url: str, *, token: str | None = None, timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> SignalingClient:
         """
-        Open a connection to the signaling server at ``url`` (``ws://host:port/ws``).
+        Open a connection to the signaling server at ``url`` (``ws://host:port/ws``,
+        or ``wss://`` for TLS).
 
-        Raises :exc:`SignalingError` (code ``unreachable``) when the server
-        cannot be reached and :exc:`RemoteTimeoutError` when it does not
-        answer within ``timeout`` seconds. The token is presented with the
-        first ``register`` or ``pair``.
+        Over ``wss://`` the server's certificate is verified against the
+        system's CAs, or against ``ca_file`` (a PEM file of CA certificates)
+        when given; ``ssl_context`` replaces both. Raises :exc:`TLSError`
+        when the certificate is not trusted, or when a ``ws://`` URL reached
+        a server that speaks only TLS; :exc:`SignalingError` (code
+        ``unreachable``) when the server cannot be reached and
+        :exc:`RemoteTimeoutError` when it does not answer within ``timeout``
+        seconds. The token is presented with the first ``register`` or ``pair``.
         """
+        secure = urlsplit(url).scheme == "wss"
+        if secure and ssl_context is None:
+            try:
+                ssl_context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load CA certificates from {ca_file!r}: {exc}; pass a PEM file") from exc
         try:
             ws = await connect(
                 url,
@@ -100,12 +150,34 @@ class SignalingClient:
                 close_timeout=timeout,
                 max_size=4 * messages.MAX_MESSAGE_SIZE,
                 ping_interval=20,
+                **({"ssl": ssl_context} if secure else {}),
             )
         except (TimeoutError, asyncio.TimeoutError):
             raise RemoteTimeoutError(
                 f"signaling server at {url} did not complete the websocket handshake within {timeout:g} s"
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSError(
+                f"the signaling server at {url} presented a certificate this side does not trust "
+                f"({exc.verify_message}); if it is signed by your own CA, pass that CA's certificate "
+                "(RemoteExecutorConfig(ca_file=...), $REMOTEMEDIA_CA_FILE, or the executor's --ca-file); "
+                "if the host name does not match, dial a name the certificate lists",
+                code="untrusted_certificate",
+            ) from exc
+        except ssl.SSLError as exc:
+            raise TLSError(
+                f"TLS with the signaling server at {url} failed: {exc}; does it speak TLS "
+                "(started with --tls-cert)? Without TLS, use a ws:// URL (ssl_enabled=False)",
+                code="tls_failed",
+            ) from exc
         except (OSError, InvalidHandshake, InvalidURI) as exc:
+            if not secure and not isinstance(exc, (ConnectionRefusedError, InvalidURI)):
+                if await _speaks_tls(url, timeout):
+                    raise TLSError(
+                        f"the signaling server at {url} speaks only TLS and refused plain text; use "
+                        "wss:// (RemoteExecutorConfig(ssl_enabled=True), or --signaling wss://...)",
+                        code="tls_required",
+                    ) from exc
             raise SignalingError(
                 f"cannot reach the signaling server at {url}: {exc}; is it running "
                 "('./run serve', or 'python -m remotemedia serve --port PORT') and is the URL right?",
@@ -284,6 +356,13 @@ class SignalingClient:
             pass
         finally:
             self._closed_reason = self._close_reason()
+            code = self._ws.close_code
+            if self._fatal is None and code in messages.LIMIT_CLOSES:
+                reason = messages.LIMIT_CLOSES[code]
+                self._fatal = ConnectionLimitError(
+                    f"the signaling server at {self.url} closed the connection ({reason}): {_LIMIT_ADVICE[reason]}",
+                    code=reason,
+                )
             self._end_all()
 
     def _close_reason(self) -> str:

@@ -32,10 +32,38 @@ __all__ = [
     "parse",
     "validate",
     "dump",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_SERVER_FULL",
+    "CLOSE_ADDRESS_FULL",
+    "CLOSE_IDLE_TIMEOUT",
+    "LIMIT_CLOSES",
 ]
 
 #: Default limit on one message, in bytes of UTF-8 (a large SDP offer is ~10 KiB).
 MAX_MESSAGE_SIZE = 64 * 1024
+
+# -- websocket close codes ---------------------------------------------------------
+# The server closes with these; clients turn them into named exceptions
+# (remotemedia.signaling.client). 4000-4999 is the range RFC 6455 leaves to
+# applications; the last three digits echo the HTTP status of the same idea.
+
+#: A connection that broke the rules (unauthorized, rate_limited, hello_timeout,
+#: heartbeat_timeout); an ``error`` message saying which came before the close.
+CLOSE_POLICY_VIOLATION = 1008
+#: The server holds its most connections (``--max-connections``); try again later.
+CLOSE_SERVER_FULL = 4503
+#: This address holds its most connections (``--max-connections-per-address``).
+CLOSE_ADDRESS_FULL = 4429
+#: Authenticated, but neither registered as an executor nor in a session for
+#: ``--idle-timeout`` seconds (an ``idle_timeout`` error came first).
+CLOSE_IDLE_TIMEOUT = 4408
+
+#: The connection-limit close codes and the error code each stands for.
+LIMIT_CLOSES = {
+    CLOSE_SERVER_FULL: "server_full",
+    CLOSE_ADDRESS_FULL: "too_many_connections",
+    CLOSE_IDLE_TIMEOUT: "idle_timeout",
+}
 
 #: Message types relayed between the two ends of a session.
 RELAYED = frozenset({"offer", "answer", "candidate", "bye"})
@@ -181,7 +209,7 @@ class _Object(_Type):
 
 _NAME = _Str(128)
 _ID = _Str(128)
-_TOKEN = _Str(1024)
+_TOKEN = _Str(4096)  # a signed token with a scope is a few hundred characters
 _SDP = _Str(MAX_MESSAGE_SIZE, text=True)
 
 CAPABILITIES = _Object(

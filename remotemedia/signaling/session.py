@@ -15,7 +15,17 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import AuthenticationError, ConnectionLostError, NoExecutorAvailable, RemoteTimeoutError, SignalingError
+from ..exceptions import (
+    AuthenticationError,
+    ConnectionLimitError,
+    ConnectionLostError,
+    NoExecutorAvailable,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RemoteTimeoutError,
+    SignalingError,
+    TokenExpiredError,
+)
 
 if TYPE_CHECKING:
     from .client import SignalingClient
@@ -24,7 +34,15 @@ __all__ = ["SignalingSession", "ENDED", "server_error", "wait"]
 
 logger = logging.getLogger(__name__)
 
-_ERRORS = {"unauthorized": AuthenticationError, "no_executor": NoExecutorAvailable}
+_ERRORS = {
+    "unauthorized": AuthenticationError,
+    "token_expired": TokenExpiredError,
+    "wrong_role": PermissionDeniedError,
+    "forbidden": PermissionDeniedError,
+    "quota_exceeded": QuotaExceededError,
+    "no_executor": NoExecutorAvailable,
+}
+_ERRORS.update(dict.fromkeys(("server_full", "too_many_connections", "idle_timeout"), ConnectionLimitError))
 #: Queue marker: the session or the connection is gone.
 ENDED = object()
 

@@ -2,16 +2,16 @@
 Session tickets: an HMAC that binds a session id to its client and executor.
 
 When the signaling server pairs a client with an executor it signs
-``(session, client, executor)`` with the shared secret (the server's token)
-and hands the same ticket to both ends. The executor recomputes it before it
-accepts anything of that session, so a session that the server did not create
-cannot be forged by someone without the secret; the client later shows the
-ticket to the executor over the peer connection, proving that it is the end
-the server paired.
+``(session, client, executor)`` with a secret it draws when it starts and
+shows no one (no token anyone holds derives it), and hands the same ticket to
+both ends: to the executor in ``session``, over the executor's connection
+authenticated with the executor credential, and to the client in
+``paired``. The client later shows the ticket to the executor over the peer
+connection; the executor admits exactly the ticket its server sent it, so it
+needs no secret of its own, and a peer without the ticket gets nothing
+unpickled.
 
-A server run without a token signs with the empty secret: the check still
-binds the three names together, but anyone can mint tickets. That mode is for
-trusted networks only, and the server warns when it starts that way.
+:func:`verify_ticket` is for whoever holds the secret (the server, tests).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _mac(secret: str, session: str, client: str, executor: str) -> str:
 
 
 def make_ticket(secret: str | None, session: str, client: str, executor: str) -> str:
-    """Sign one pairing; ``secret=None`` (an open server) signs with the empty secret."""
+    """Sign one pairing with ``secret`` (``None`` signs with the empty secret)."""
     return f"{_VERSION}.{_mac(secret or '', session, client, executor)}"
 
 
