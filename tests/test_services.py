@@ -19,7 +19,7 @@ from remotemedia import AudioFrame, NoExecutorAvailable, RemoteExecutionError, T
 from remotemedia import Pipeline
 from remotemedia.remote import RemoteServiceNode
 
-from speech_samples import FIRST, say, word_error_rate
+from speech_samples import FIRST, SECOND, say, word_error_rate
 
 TOKEN = "services-token"
 
@@ -128,6 +128,44 @@ async def test_talkback_answers_with_speech(cluster):
     speech = [o for o in out if isinstance(o, AudioFrame)]
     seconds = sum(f.duration for f in speech)
     assert seconds > 1.0, seconds  # "You said: hello there..." is over a second of speech
+
+
+async def test_talkback_is_interrupted_by_speech_over_its_reply(cluster):
+    first, rate = say(FIRST)
+    second, _ = say(SECOND)
+    replying = asyncio.Event()
+
+    async def conversation():
+        async for frame in microphone(first, rate, tail_s=0.5):
+            yield frame
+        # Silence (a live microphone) until the reply is heard, then speak over it.
+        step, i = rate // 50, 0
+        while not replying.is_set():
+            yield AudioFrame(np.zeros((1, step), np.float32), rate, 10 + i * 0.02)
+            i += 1
+            await asyncio.sleep(0.02)
+        async for frame in microphone(second, rate):
+            yield frame
+
+    node = RemoteServiceNode("demo", config(cluster), options={"talkback": True, "transcribe": True, "effect": "none"})
+    out = []
+
+    async def listen():
+        async for item in node.stream(conversation()):
+            out.append(item)
+            if isinstance(item, AudioFrame):
+                replying.set()
+
+    await asyncio.wait_for(listen(), 120)
+    kinds = [o["type"] if isinstance(o, dict) else type(o).__name__ for o in out]
+    assert "interrupted" in kinds, kinds
+    cut = kinds.index("interrupted")
+    interrupted = out[cut]
+    assert interrupted["by"] in ("voice", "words") and interrupted["flushed_s"] >= 0
+    # The interrupting words are heard and answered.
+    heard_after = " ".join(o.text for o in out[cut:] if isinstance(o, Transcript))
+    assert word_error_rate(SECOND, heard_after) < 0.3, heard_after
+    assert any(isinstance(o, dict) and o["type"] == "reply" for o in out[cut:])
 
 
 async def test_a_service_no_executor_offers(cluster):
