@@ -268,6 +268,10 @@ class ServiceSession:
         except ValueError:
             self._error("bad_request", "a message is not valid JSON")
             return None
+        except RecursionError:  # "[[[[..." 20,000 deep fits in a message
+            logger.warning("session %s: a control message nested too deep to parse; refused", self.signaling.id)
+            self._error("bad_request", "a message is nested too deep")
+            return None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._error("bad_request", "a message is a JSON object with a string 'type'")
             return None
@@ -320,12 +324,20 @@ class ServiceSession:
             message = await self._next_message()
             if message is None:
                 continue
-            if message["type"] == "configure":
-                self._configure(message.get("options"))
-            elif message["type"] == "end":
-                self._input.end()
-            elif message["type"] != "hello":
-                self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
+            try:
+                self._control_message(message)
+            except Exception as exc:
+                # One message the service cannot take must not end the loop: later ones still count.
+                logger.warning("session %s: control message %r failed", self.signaling.id, message["type"], exc_info=True)
+                self._error("bad_request", f"the {message['type']!r} message failed: {type(exc).__name__}")
+
+    def _control_message(self, message: dict) -> None:
+        if message["type"] == "configure":
+            self._configure(message.get("options"))
+        elif message["type"] == "end":
+            self._input.end()
+        elif message["type"] != "hello":
+            self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
 
     def _configure(self, options: Any) -> None:
         configure = getattr(self._node, "configure", None)
