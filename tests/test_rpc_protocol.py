@@ -330,3 +330,38 @@ def test_send_raw_refuses_a_message_above_the_peers_limit():
     relay.peer_limit(1000)
     with pytest.raises(MessageTooLargeError):
         relay.send_raw(RPCProtocol(1 << 20).encode(Kind.RESULT, 1, random.Random(0).randbytes(2000)))
+
+
+# -- memory: what a peer's announcement can make us hold ----------------------------------
+
+
+def test_a_partial_message_holds_what_arrived_not_what_was_announced():
+    r = Reassembler(64 << 20)
+    first = b"\x01" + struct.pack("!Q", 64 << 20) + bytes(1000)
+    assert r.feed(first) is None
+    assert r.pending == 1000  # not 64 MiB
+    assert r.feed(b"\x02" + bytes(5000)) is None and r.pending == 6000
+    r.clear()
+    assert r.pending == 0
+    # After clear() the next message starts afresh.
+    assert r.feed(b"\x00abc") == bytearray(b"abc")
+
+
+def test_a_grown_buffer_reassembles_exactly_and_stays_writable():
+    rng = random.Random(7)
+    data = rng.randbytes(5 * CHUNK_SIZE + 123)
+    r = Reassembler(1 << 20)
+    out = [r.feed(p) for p in chunk([data], len(data))]
+    assert out[:-1] == [None] * (len(out) - 1)
+    assert out[-1] == data and isinstance(out[-1], bytearray)
+    with pytest.raises(DecodeError):  # still refuses to run past the announced size
+        r.feed(b"\x01" + struct.pack("!Q", 10) + b"abcd")
+        r.feed(b"\x02" + b"x" * 7)
+
+
+def test_closing_a_protocol_drops_its_partial_message():
+    p = RPCProtocol(64 << 20)
+    p.receive_data(b"\x01" + struct.pack("!Q", 1 << 20) + bytes(CHUNK_SIZE - 9))
+    assert p.pending == CHUNK_SIZE - 9
+    p.close()
+    assert p.pending == 0
