@@ -355,7 +355,7 @@ class RPCProtocol:
         except DecodeError as exc:
             raw_kind, _, id = _HEADER.unpack_from(item)
             kind = Kind(raw_kind) if raw_kind in Kind._value2member_map_ else None
-            return [Rejected(kind, id, ErrorCode.BAD_REQUEST, str(exc))]
+            return [Rejected(kind, id, ErrorCode.BAD_REQUEST, f"a message that does not decode: {exc}")]
 
     def _check_inflate(self, kind: Kind, flags: int, id: int, body: memoryview) -> Rejected | TooLarge | None:
         """Why a compressed body may not be inflated (``None`` when it may, or is not compressed)."""
