@@ -29,7 +29,7 @@ import struct
 import sys
 
 from remotemedia import codec
-from remotemedia.exceptions import DecodeError, EncodeError
+from remotemedia.exceptions import ConnectionLostError, DecodeError, EncodeError
 from remotemedia.rpc import ErrorCode, Kind, Rejected, RPCProtocol, peek
 from remotemedia.serialization import dumps_object
 
@@ -94,8 +94,11 @@ async def _serve(fd: int) -> int:
             data = protocol.encode(kind, id, body)
         except EncodeError:
             data = protocol.encode(kind, id, dumps_object(body), pickled=True)
-        writer.writelines(frame(data))
-        await writer.drain()
+        try:
+            writer.writelines(frame(data))
+            await writer.drain()
+        except ConnectionError as exc:  # the executor is gone: nobody to answer
+            raise ConnectionLostError(f"the executor closed the worker's socket: {exc}") from exc
 
     def on_stuck(why: str) -> None:
         stuck.append(why)

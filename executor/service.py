@@ -26,6 +26,7 @@ from remotemedia.signaling import SignalingClient, SignalingSession
 
 from .dispatch import Limits
 from .live import ServiceSession
+from .memory import return_freed_memory
 from .process import WorkerProcess
 from .services import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
@@ -158,6 +159,7 @@ class Executor:
         so at once instead of waiting.
         """
         self._closing = asyncio.Event()
+        return_freed_memory()  # what an ended session held leaves the executor's resident size
         self.signaling = await self._register()
         await self._prepare_worker()
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)
