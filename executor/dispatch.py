@@ -71,6 +71,23 @@ class Limits:
         )
 
 
+def _forget_frames(exc: BaseException | None) -> None:
+    """
+    Drop the tracebacks of an error that has been answered.
+
+    ``asyncio.wait_for`` keeps the error in a task that its own frame
+    holds, and that frame is in the error's traceback: a cycle, which would
+    keep every frame of the failed call (the whole upload it was loading,
+    say) until a full garbage collection. Without tracebacks it is freed
+    at once.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
 class _Stuck(RemoteCallError):
     """A timed-out call whose sync code still holds the worker thread."""
 
@@ -161,6 +178,7 @@ class Dispatcher:
             if isinstance(exc, _Stuck):
                 # After the reply, so the client learns why its session ends.
                 self._on_stuck(exc.why)
+            _forget_frames(exc)
         finally:
             self._tasks.pop(message.id, None)
             self._credits.pop(message.id, None)

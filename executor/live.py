@@ -44,7 +44,7 @@ from remotemedia.signaling import SignalingSession
 from remotemedia.transport import new_peer_connection
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
-from remotemedia.transport.peer import SERVICE_LABEL, add_candidate
+from remotemedia.transport.peer import SERVICE_LABEL, add_candidate, close_peer_connection
 
 from .services import Factory, build
 from .session import SessionSettings, ticket_problem
@@ -202,11 +202,13 @@ class ServiceSession:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()  # a cancelled task's traceback holds its frame, and so this session
             if self._node is not None:
                 await self._call(getattr(self._node, "cleanup", None))
             self._video.stop()
             self._audio.stop()
-            await pc.close()
+            self.signaling.on_candidate(None)
+            await close_peer_connection(pc)
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import struct
 import time
 import weakref
 
@@ -24,7 +25,7 @@ from harness import running_cluster, wait_until
 
 from remotemedia import RemoteProxyClient
 from remotemedia.exceptions import RemoteMediaError
-from remotemedia.rpc import PROTOCOL_VERSION, Kind
+from remotemedia.rpc import PROTOCOL_VERSION, Kind, compression
 from remotemedia.rpc.framing import CHUNK_SIZE, chunk
 from remotemedia.serialization import dumps_object
 
@@ -134,6 +135,22 @@ async def test_announcing_64_mib_and_vanishing_pins_nothing(mode):
         end = await settle(executor, start)
         print(f"executor RSS {start:.0f} MB -> {peak:.0f} MB with 10 partial 64 MiB messages -> {end:.0f} MB after")
         assert peak - start < 10 * CHUNK_SIZE / 1e6 + SLACK_MB  # what arrived, not what was announced
+        assert end - start < SLACK_MB
+
+
+@pytest.mark.parametrize("mode", ["process", "inprocess"])
+async def test_a_large_upload_that_fails_is_not_kept(mode):
+    # 60 MiB of zeros (240 KB compressed) that do not unpickle: the error's traceback must not pin them.
+    with executor_of(mode) as (server, executor):
+        start = await warm_up(server, mode, executor)
+        data = struct.pack("!BBI", Kind.CREATE, 0x03, 1) + compression.compress(bytes(60 << 20))
+        async with hello(server, mode) as (rpc, events):
+            await rpc.write(chunk([data], len(data)))
+            reply = await asyncio.wait_for(events.get(), 30)
+            assert reply.kind is Kind.ERROR and reply.body["code"] == "serialization"
+        await sessions_ended(executor, 2)
+        end = await settle(executor, start)
+        print(f"executor RSS {start:.0f} MB -> {end:.0f} MB after a failed 60 MiB upload")
         assert end - start < SLACK_MB
 
 
