@@ -81,20 +81,15 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
     """
     await pc.close()
     pc.remove_all_listeners()
-    emitters = [t for t in pc.getTransceivers()]
-    sctp = pc.sctp
-    transports = [t.receiver.transport for t in emitters if t.receiver is not None]
-    transports += [t.sender.transport for t in emitters if t.sender is not None]
-    if sctp is not None:
-        sctp.remove_all_listeners()
-        transports.append(sctp.transport)
-    for dtls in transports:
-        if dtls is None:
-            continue
-        dtls.remove_all_listeners()
-        ice = dtls.transport
-        ice.remove_all_listeners()
-        ice.iceGatherer.remove_all_listeners()
+    dtls = {t.receiver.transport for t in pc.getTransceivers()} | {t.sender.transport for t in pc.getTransceivers()}
+    if pc.sctp is not None:
+        pc.sctp.remove_all_listeners()
+        dtls.add(pc.sctp.transport)
+    for transport in dtls:
+        if transport is not None:
+            transport.remove_all_listeners()
+            transport.transport.remove_all_listeners()  # its ICE transport
+            transport.transport.iceGatherer.remove_all_listeners()
 
 
 def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
