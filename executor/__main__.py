@@ -114,6 +114,14 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="memory each session's worker process may use, in MB (process mode; default: no cap)",
     )
     parser.add_argument(
+        "--inflate-rate",
+        type=int,
+        default=defaults.inflate_rate // (1024 * 1024),
+        metavar="MIB",
+        help="MiB per second of compressed data one session may have decompressed; beyond it, messages are "
+        "refused (rate_limited), so a decompression bomb cannot slow other sessions (default: %(default)s)",
+    )
+    parser.add_argument(
         "--services",
         action="append",
         default=[],
@@ -155,6 +163,7 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         call_timeout=args.call_timeout,
         max_objects=args.max_objects,
         memory_limit=args.memory_limit,
+        inflate_rate=args.inflate_rate * 1024 * 1024,
     )
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
-from remotemedia.rpc import Kind, Message, TooLarge
+from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge
+from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
 
 from .inputs import InputStream
@@ -47,22 +48,51 @@ class Limits:
     max_objects: int = 64
     #: The worker process's memory cap in MB (named in out-of-memory errors); ``None``: no cap.
     memory_limit: int | None = None
+    #: Bytes per second of compressed bodies one session may have inflated (``--inflate-rate``).
+    inflate_rate: int = DEFAULT_INFLATE_RATE
 
     def to_dict(self) -> dict:
         """For the worker process's settings message."""
-        return {"call_timeout": self.call_timeout, "max_objects": self.max_objects, "memory_limit": self.memory_limit}
+        return {
+            "call_timeout": self.call_timeout,
+            "max_objects": self.max_objects,
+            "memory_limit": self.memory_limit,
+            "inflate_rate": self.inflate_rate,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Limits:
         """The inverse of :meth:`to_dict`."""
-        return cls(data.get("call_timeout"), int(data.get("max_objects", 64)), data.get("memory_limit"))
+        return cls(
+            data.get("call_timeout"),
+            int(data.get("max_objects", 64)),
+            data.get("memory_limit"),
+            int(data.get("inflate_rate", DEFAULT_INFLATE_RATE)),
+        )
+
+
+def _forget_frames(exc: BaseException | None) -> None:
+    """
+    Drop the tracebacks of an error that has been answered.
+
+    ``asyncio.wait_for`` keeps the error in a task that its own frame
+    holds, and that frame is in the error's traceback: a cycle, which would
+    keep every frame of the failed call (the whole upload it was loading,
+    say) until a full garbage collection. Without tracebacks it is freed
+    at once.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 class _Stuck(RemoteCallError):
     """A timed-out call whose sync code still holds the worker thread."""
 
     def __init__(self, message: str, why: str) -> None:
-        super().__init__(message, "timeout")
+        super().__init__(message, ErrorCode.TIMEOUT)
         self.why = why
 
 
@@ -71,7 +101,7 @@ def too_large_error(event: TooLarge) -> RemoteCallError:
     return RemoteCallError(
         f"a message of {event.size} bytes is above this executor's limit of {event.limit} bytes "
         f"(the executor's --max-message-size)",
-        "too_large",
+        ErrorCode.TOO_LARGE,
     )
 
 
@@ -87,10 +117,14 @@ class Dispatcher:
         self._credits: dict[int, asyncio.Semaphore] = {}
         self._inputs: dict[int, InputStream] = {}
 
-    def handle(self, event: Message | TooLarge) -> None:
+    def handle(self, event: Message | TooLarge | Rejected) -> None:
         """One request from the client; the answer is sent by a task of its own."""
         if isinstance(event, TooLarge):
             self._later(self._error(event.id or 0, too_large_error(event)))
+            return
+        if isinstance(event, Rejected):
+            logger.warning("refused a message from the client: %s", event.reason)
+            self._later(self._error(event.id, RemoteCallError(event.reason, event.code)))
             return
         kind, id = event.kind, event.id
         if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
@@ -114,6 +148,7 @@ class Dispatcher:
             self._input(event)
         else:
             logger.warning("unexpected %s from the client", kind.name)
+            self._later(self._error(id, RemoteCallError(f"a {kind.name} is not a request", ErrorCode.BAD_REQUEST)))
 
     async def close(self) -> None:
         """Stop every call and release every object (their ``cleanup()`` runs)."""
@@ -143,6 +178,7 @@ class Dispatcher:
             if isinstance(exc, _Stuck):
                 # After the reply, so the client learns why its session ends.
                 self._on_stuck(exc.why)
+            _forget_frames(exc)
         finally:
             self._tasks.pop(message.id, None)
             self._credits.pop(message.id, None)
@@ -158,7 +194,7 @@ class Dispatcher:
             raise RemoteCallError(
                 f"this session already holds {held} objects, the executor's limit (--max-objects "
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
-                "objects",
+                ErrorCode.OBJECTS,
             )
         obj = await self._limited(self.objects.create(message.id, message.body), "creating the object", sync=True)
         await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
@@ -244,7 +280,7 @@ class Dispatcher:
                     message + "; its code cannot be interrupted, so the session is ended",
                     f"{what} ran past the call timeout of {limit:g} s in code that cannot be interrupted",
                 ) from None
-            raise RemoteCallError(message, "timeout") from None
+            raise RemoteCallError(message, ErrorCode.TIMEOUT) from None
 
     async def _body(self, message: Message) -> Any:
         # Only reached once the session is authenticated (the caller's duty).
@@ -256,17 +292,17 @@ class Dispatcher:
         try:
             await self._transport(kind, id, body)
         except MessageTooLargeError as exc:
-            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", "too_large"))
+            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", ErrorCode.TOO_LARGE))
 
     async def _error(self, id: int, exc: BaseException) -> None:
         if isinstance(exc, MemoryError) and self.limits.memory_limit:
             exc = RemoteCallError(
                 f"the session ran out of memory: this executor caps each session's worker at "
                 f"{self.limits.memory_limit} MB (--memory-limit); {type(exc).__name__}: {exc}",
-                "memory",
+                ErrorCode.MEMORY,
             )
         body = error_body(exc)
-        if body["code"] == "exception":
+        if body["code"] == ErrorCode.EXCEPTION:
             logger.info("call %d raised %s: %s", id, body["type"], body["message"])
         try:
             await self._transport(Kind.ERROR, id, body)

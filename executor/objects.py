@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from remotemedia.exceptions import SerializationError
+from remotemedia.rpc import ErrorCode
 from remotemedia.serialization import loads_object
 
 from .worker import Worker
@@ -34,7 +35,7 @@ CLEANUP_TIMEOUT = 5.0
 class RemoteCallError(Exception):
     """A request the executor refuses (unknown object or method, wrong mode); ``code`` goes to the client."""
 
-    def __init__(self, message: str, code: str = "bad_request") -> None:
+    def __init__(self, message: str, code: str = ErrorCode.BAD_REQUEST) -> None:
         super().__init__(message)
         self.code = code
 
@@ -45,7 +46,7 @@ def error_body(exc: BaseException) -> dict:
         return {"code": exc.code, "type": "", "message": str(exc), "traceback": ""}
     cls = type(exc)
     body = {
-        "code": "serialization" if isinstance(exc, SerializationError) else "exception",
+        "code": ErrorCode.SERIALIZATION if isinstance(exc, SerializationError) else ErrorCode.EXCEPTION,
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "traceback": _user_traceback(exc),
@@ -122,12 +123,12 @@ class ObjectTable:
         """The bound method ``name`` of object ``handle``; refuses private names."""
         obj = self._objects.get(handle)
         if obj is None or handle in self._pending:
-            raise RemoteCallError(f"no object with handle {handle} in this session (released?)", "no_object")
+            raise RemoteCallError(f"no object with handle {handle} in this session (released?)", ErrorCode.NO_OBJECT)
         if not isinstance(name, str) or name.startswith("_"):
-            raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", "no_method")
+            raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", ErrorCode.NO_METHOD)
         method = getattr(obj, name, None)
         if not callable(method):
-            raise RemoteCallError(f"{type(obj).__qualname__} has no method {name!r}", "no_method")
+            raise RemoteCallError(f"{type(obj).__qualname__} has no method {name!r}", ErrorCode.NO_METHOD)
         return method
 
     async def call(self, method: Any, args: tuple, kwargs: dict) -> Any:
@@ -180,7 +181,7 @@ class ObjectTable:
         """Run the object's ``cleanup()`` and forget it."""
         obj = self._objects.pop(handle, None)
         if obj is None:
-            raise RemoteCallError(f"no object with handle {handle} in this session", "no_object")
+            raise RemoteCallError(f"no object with handle {handle} in this session", ErrorCode.NO_OBJECT)
         await self._cleanup(handle, obj)
 
     async def close(self, cleanup_timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -270,14 +270,16 @@ class ResourceLimitError(RemoteMediaError):
     The executor stopped or refused work at one of its limits.
 
     :attr:`limit` names it: ``"memory"`` (the session's worker process ran
-    out of the memory ``--memory-limit`` gives it) or ``"objects"`` (the
-    session holds ``--max-objects`` objects already: release some). The
+    out of the memory ``--memory-limit`` gives it), ``"objects"`` (the
+    session holds ``--max-objects`` objects already: release some) or
+    ``"rate_limited"`` (the client sent compressed data faster than
+    ``--inflate-rate``, or more than its worker keeps up with). The
     message says which setting of the executor raises it.
     """
 
     def __init__(self, message: str, *, limit: str = "") -> None:
         super().__init__(message)
-        #: Which limit: ``"memory"`` or ``"objects"``.
+        #: Which limit: ``"memory"``, ``"objects"`` or ``"rate_limited"``.
         self.limit = limit
 
 

@@ -50,7 +50,7 @@ from ..exceptions import (
     SerializationError,
     TLSError,
 )
-from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
+from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
@@ -618,9 +618,13 @@ class RemoteProxyClient:
         except (RemoteMediaError, ConnectionError):
             pass  # the connection went: the executor ends the call with it
 
-    def _on_event(self, event: Message | TooLarge, generation: int) -> None:
+    def _on_event(self, event: Message | TooLarge | Rejected, generation: int) -> None:
         if generation != self._generation:
             return  # from a connection already replaced
+        if isinstance(event, Rejected):
+            logger.warning("executor %r sent a message this client cannot take: %s", self.executor, event.reason)
+            self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent a bad message: {event.reason}"))
+            return
         if isinstance(event, TooLarge):
             error = MessageTooLargeError(
                 f"executor {self.executor!r} sent a message of {event.size} bytes, above this client's "
@@ -653,7 +657,7 @@ class RemoteProxyClient:
             return
         if kind in (Kind.RESULT, Kind.WELCOME):
             self._settle(event.id, value=body)
-        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == "session_ended":
+        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == ErrorCode.SESSION_ENDED:
             # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
             self._on_lost(f"the executor ended the session: {body.get('message', '')}", generation)
         elif kind is Kind.ERROR:
@@ -698,20 +702,20 @@ class RemoteProxyClient:
         if not isinstance(body, dict):
             return RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}")
         code, message = body.get("code"), str(body.get("message", ""))
-        if code == "too_large":
+        if code == ErrorCode.TOO_LARGE:
             return MessageTooLargeError(message)
-        if code == "timeout":
+        if code == ErrorCode.TIMEOUT:
             return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
-        if code in ("memory", "objects"):
+        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED):
             return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
-        if code == "unauthorized":
+        if code == ErrorCode.UNAUTHORIZED:
             return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
-        if code == "serialization":
+        if code == ErrorCode.SERIALIZATION:
             module = body.get("module")
             hint = f" (module {module!r} is not installed on the executor; install it there)" if module else ""
             return SerializationError(f"executor {self.executor!r}: {message}{hint}")
         remote_type = str(body.get("type") or code)
-        summary = f"{remote_type}: {message}" if code == "exception" else message
+        summary = f"{remote_type}: {message}" if code == ErrorCode.EXCEPTION else message
         return RemoteExecutionError(
             f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
             remote_type=remote_type,
