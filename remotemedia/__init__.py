@@ -21,6 +21,7 @@ from .exceptions import (
     RemoteMediaError,
     RemoteTimeoutError,
     ResourceLimitError,
+    WasmError,
     SerializationError,
     SignalingError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "RemoteMediaError",
     "RemoteTimeoutError",
     "ResourceLimitError",
+    "WasmError",
     "SerializationError",
     "SignalingError",
     "Transcript",

@@ -33,6 +33,7 @@ PUBLIC = {
     "SignalingError",
     "Transcript",
     "VideoFrame",
+    "WasmError",
 }
 
 

@@ -1,7 +1,8 @@
 """
 Built-in nodes: audio (resample, gain, chunk), video (transform, effects),
 sources (tone, video pattern, audio file), a WAV writer, speech (VAD,
-Whisper, TTS, Ultravox), and the browser demo's live node.
+Whisper, TTS, Ultravox), WebAssembly (:class:`WasmNode`), and the browser
+demo's live node.
 
 The speech nodes import their model libraries (``remotemedia[ml]``) only
 when they load a model, so they can be built, and sent to an executor, on a
@@ -17,6 +18,7 @@ from .tts import TTSNode
 from .ultravox import UltravoxMinDurationWrapper, UltravoxNode
 from .vad import VADNode
 from .video import VideoTransformNode
+from .wasm import WasmNode
 from .whisper import WhisperNode
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "VideoEffectNode",
     "VideoPatternNode",
     "VideoTransformNode",
+    "WasmNode",
     "WavWriterNode",
     "WhisperNode",
 ]
