@@ -26,15 +26,21 @@ from typing import Any, Awaitable, Callable
 from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import Kind, Message, TooLarge
 from remotemedia.serialization import loads_object
+from remotemedia.wasm.spec import is_create_body, spec_from_body
 
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
 
-__all__ = ["Dispatcher", "Limits", "too_large_error"]
+__all__ = ["Dispatcher", "Limits", "too_large_error", "ACCEPTS"]
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[Kind, int, Any], Awaitable[None]]
+
+#: What an executor takes from clients (``--accept``): ``"python"`` (pickled
+#: Python objects, the default), ``"wasm"`` (WASM nodes only, sent as data:
+#: nothing is ever unpickled) or ``"any"`` (both).
+ACCEPTS = ("python", "wasm", "any")
 
 
 @dataclass(frozen=True)
@@ -47,15 +53,39 @@ class Limits:
     max_objects: int = 64
     #: The worker process's memory cap in MB (named in out-of-memory errors); ``None``: no cap.
     memory_limit: int | None = None
+    #: What the session may create (one of :data:`ACCEPTS`).
+    accept: str = "python"
 
     def to_dict(self) -> dict:
         """For the worker process's settings message."""
-        return {"call_timeout": self.call_timeout, "max_objects": self.max_objects, "memory_limit": self.memory_limit}
+        return {
+            "call_timeout": self.call_timeout,
+            "max_objects": self.max_objects,
+            "memory_limit": self.memory_limit,
+            "accept": self.accept,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Limits:
         """The inverse of :meth:`to_dict`."""
-        return cls(data.get("call_timeout"), int(data.get("max_objects", 64)), data.get("memory_limit"))
+        # A missing "accept" is the strictest, never the most open.
+        return cls(data.get("call_timeout"), int(data.get("max_objects", 64)), data.get("memory_limit"), data.get("accept", "wasm"))
+
+    @property
+    def unpickles(self) -> bool:
+        """Whether pickled bodies may be loaded (``--accept python`` or ``any``)."""
+        return self.accept in ("python", "any")
+
+
+def not_accepted(what: str, accept: str) -> RemoteCallError:
+    """The error that refuses ``what`` (``"a pickled object"``, ``"a WASM node"``) on an executor started with ``--accept accept``."""
+    takes = {"wasm": "only WASM nodes", "python": "only Python objects"}.get(accept, accept)
+    other = "a WASM node (remotemedia.nodes.WasmNode), which travels as data" if accept == "wasm" else "a Python object"
+    return RemoteCallError(
+        f"this executor takes {takes} (started with --accept {accept}): {what} is refused; send {other}, "
+        f"or use an executor started with --accept any",
+        "not_accepted",
+    )
 
 
 class _Stuck(RemoteCallError):
@@ -93,6 +123,10 @@ class Dispatcher:
             self._later(self._error(event.id or 0, too_large_error(event)))
             return
         kind, id = event.kind, event.id
+        if event.pickled and not self.limits.unpickles:
+            # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
+            self._later(self._error(id, not_accepted(f"a pickled {kind.name}", self.limits.accept)))
+            return
         if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
             if id in self._tasks:
                 self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
@@ -151,8 +185,16 @@ class Dispatcher:
                 stream.end()
 
     async def _create(self, message: Message) -> None:
-        if not message.pickled:
-            raise RemoteCallError("CREATE carries the object as cloudpickle bytes")
+        build = loads_object
+        if message.pickled:
+            if not self.limits.unpickles:
+                raise not_accepted("a pickled object", self.limits.accept)
+        elif is_create_body(message.body):
+            if self.limits.accept == "python":
+                raise not_accepted("a WASM node", self.limits.accept)
+            build = _build_wasm
+        else:
+            raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
         if held >= self.limits.max_objects:
             raise RemoteCallError(
@@ -160,7 +202,7 @@ class Dispatcher:
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
                 "objects",
             )
-        obj = await self._limited(self.objects.create(message.id, message.body), "creating the object", sync=True)
+        obj = await self._limited(self.objects.create(message.id, message.body, build), "creating the object", sync=True)
         await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
 
     async def _call(self, message: Message) -> None:
@@ -276,3 +318,13 @@ class Dispatcher:
     def _later(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _build_wasm(body: Any) -> Any:
+    """A WASM node from its ``CREATE`` body (on the worker thread: compiling takes a while)."""
+    from remotemedia.nodes.wasm import WasmNode  # wasmtime loads only where WASM nodes run
+
+    try:
+        return WasmNode.from_spec(spec_from_body(body))
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.signaling import SignalingClient, SignalingSession
 
-from .dispatch import Limits
+from .dispatch import ACCEPTS, Limits
 from .live import ServiceSession
 from .process import WorkerProcess
 from .services import Factory, default_services
@@ -71,12 +71,16 @@ class ExecutorConfig:
     max_objects: int = 64
     #: MB of memory each session's worker process may use (``process`` mode); ``None``: no cap.
     memory_limit: int | None = None
+    #: What clients may send (see :data:`~executor.dispatch.ACCEPTS`): ``"wasm"`` refuses every pickle.
+    accept: str = "python"
     #: Named services offered to clients that ask for one (browsers): name to node factory.
     services: dict[str, Factory] = field(default_factory=default_services)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.accept not in ACCEPTS:
+            raise ValueError(f"accept must be one of {', '.join(ACCEPTS)}, not {self.accept!r}")
         if self.call_timeout is not None and not self.call_timeout > 0:
             raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
         if not isinstance(self.max_objects, int) or self.max_objects < 1:
@@ -141,7 +145,7 @@ class Executor:
             connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
             mode=config.mode,
-            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit),
+            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.accept),
         )
 
     async def start(self) -> None:

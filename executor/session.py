@@ -18,6 +18,7 @@ client is unpickled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
-from .dispatch import Dispatcher, Limits, too_large_error
+from .dispatch import Dispatcher, Limits, not_accepted, too_large_error
 from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
@@ -193,6 +194,9 @@ class ExecutorSession:
         elif not self.authenticated:
             # Nothing, above all nothing pickled, is looked at before HELLO.
             self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
+        elif event.pickled and not self.settings.limits.unpickles:
+            # --accept wasm: refused here, before a relay to the worker (which refuses too).
+            self._reply_later(self._error(event.id, not_accepted(f"a pickled {event.kind.name}", self.settings.limits.accept)))
         elif event.kind is Kind.MEDIA:
             self._media(event)
         elif event.id in self._bridges and event.kind in (Kind.INPUT, Kind.INPUT_END, Kind.CANCEL):
@@ -281,7 +285,7 @@ class ExecutorSession:
         timeout = body.get("timeout")
         if isinstance(timeout, (int, float)) and timeout > 0:
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
-            limits = Limits(shorter, limits.max_objects, limits.memory_limit)
+            limits = dataclasses.replace(limits, call_timeout=shorter)
         if self._worker is not None:
             self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
         else:

@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
         help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
     )
-    add_executor_arguments(serve)
+    # The embedded executor serves the developer's own code on their own
+    # machine: Python objects and WASM nodes alike (python -m executor: python).
+    add_executor_arguments(serve, accept="any")
     return parser.parse_args(argv)
 
 

@@ -131,6 +131,11 @@ class Raw:
     #: The whole message, header included, as :meth:`RPCProtocol.decode` takes it.
     data: bytes
 
+    @property
+    def pickled(self) -> bool:
+        """The body is cloudpickle bytes (read from the header's flags; nothing is decoded)."""
+        return len(self.data) >= HEADER_SIZE and bool(self.data[1] & _PICKLED)
+
 
 Event = Union[Message, TooLarge, Raw]
 
