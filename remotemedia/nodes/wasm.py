@@ -201,7 +201,7 @@ class WasmNode(Node):
             args = (array.shape[1], array.shape[0], array.shape[2] if array.ndim == 3 else 1)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             array = np.frombuffer(data, np.uint8)
-            args = (array.size, 0, 0)
+            args = (array.size, 1, 1)  # a one-row image of 1-byte pixels: video modules take bytes too
         else:
             raise TypeError(f"WASM node {self.name!r} takes AudioFrame, VideoFrame or bytes inputs, not {type(data).__name__}")
         with self._lock:

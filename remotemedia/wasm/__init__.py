@@ -17,7 +17,8 @@ The ABI (version 1). A module imports nothing and exports:
   channel after channel, and ``a, b, c`` = channels, samples per channel,
   sample rate. For a :class:`~remotemedia.VideoFrame`: the image's bytes
   row by row, and ``a, b, c`` = width, rows of the array, bytes per pixel.
-  For ``bytes``: ``a`` = their length, ``b = c = 0``;
+  For ``bytes``: ``a`` = their length, ``b = c = 1`` (a one-row image of
+  1-byte pixels, so that a module written for video takes bytes too);
 - optionally, mutable globals (i32, i64, f32, f64) that
   ``WasmNode(config={name: value})`` sets before the first input.
 
