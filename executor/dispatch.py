@@ -31,7 +31,7 @@ from remotemedia.wasm.spec import is_create_body, spec_from_body
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
 
-__all__ = ["Dispatcher", "Limits", "too_large_error", "ACCEPTS"]
+__all__ = ["Dispatcher", "Limits", "too_large_error", "ACCEPTS", "not_accepted", "pickle_refused"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,16 @@ def not_accepted(what: str, accept: str) -> RemoteCallError:
     )
 
 
+def pickle_refused(kind: Kind, accept: str) -> RemoteCallError:
+    """The error that answers a pickled ``kind`` message on an executor that loads no pickle."""
+    what = {
+        Kind.CREATE: "a pickled Python object",
+        Kind.CALL: "a call with pickled arguments (values the codec cannot carry)",
+        Kind.INPUT: "a pickled stream input",
+    }.get(kind, f"a pickled {kind.name}")
+    return not_accepted(what, accept)
+
+
 class _Stuck(RemoteCallError):
     """A timed-out call whose sync code still holds the worker thread."""
 
@@ -125,7 +135,7 @@ class Dispatcher:
         kind, id = event.kind, event.id
         if event.pickled and not self.limits.unpickles:
             # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
-            self._later(self._error(id, not_accepted(f"a pickled {kind.name}", self.limits.accept)))
+            self._later(self._error(id, pickle_refused(kind, self.limits.accept)))
             return
         if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
             if id in self._tasks:
@@ -188,7 +198,7 @@ class Dispatcher:
         build = loads_object
         if message.pickled:
             if not self.limits.unpickles:
-                raise not_accepted("a pickled object", self.limits.accept)
+                raise pickle_refused(Kind.CREATE, self.limits.accept)
         elif is_create_body(message.body):
             if self.limits.accept == "python":
                 raise not_accepted("a WASM node", self.limits.accept)

@@ -31,7 +31,7 @@ from remotemedia.signaling.ticket import verify_ticket
 from remotemedia.transport import RPC_LABEL, RPCChannel, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
-from .dispatch import Dispatcher, Limits, not_accepted, too_large_error
+from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
 from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
@@ -196,7 +196,7 @@ class ExecutorSession:
             self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
         elif event.pickled and not self.settings.limits.unpickles:
             # --accept wasm: refused here, before a relay to the worker (which refuses too).
-            self._reply_later(self._error(event.id, not_accepted(f"a pickled {event.kind.name}", self.settings.limits.accept)))
+            self._reply_later(self._error(event.id, pickle_refused(event.kind, self.settings.limits.accept)))
         elif event.kind is Kind.MEDIA:
             self._media(event)
         elif event.id in self._bridges and event.kind in (Kind.INPUT, Kind.INPUT_END, Kind.CANCEL):
