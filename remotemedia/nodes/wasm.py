@@ -146,6 +146,7 @@ class WasmNode(Node):
         self._sandbox: Sandbox | None = None
         self._call = self._alloc = None
         self._buffer: np.ndarray | None = None
+        self._views: dict = {}  # (dtype, shape): a view of the buffer
         self._address = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -180,7 +181,8 @@ class WasmNode(Node):
         self._sandbox = sandbox
 
     def _close(self) -> None:
-        self._buffer = None  # a view of the store's memory: dropped before the store
+        self._buffer = None  # views of the store's memory: dropped before the store
+        self._views = {}
         self._call = self._alloc = None
         self._memory = None
         if self._sandbox is not None:
@@ -207,7 +209,7 @@ class WasmNode(Node):
         with self._lock:
             if self._sandbox is None:
                 self._open()
-            slot = self._slot(array.nbytes).view(array.dtype).reshape(array.shape)
+            slot = self._slot(array)
             np.copyto(slot, array)
             status = self._call(self._address, *args)
             if status != 0:
@@ -222,10 +224,16 @@ class WasmNode(Node):
             return VideoFrame(out, data.format, data.timestamp)
         return out.tobytes()
 
-    def _slot(self, size: int) -> np.ndarray:
-        """``size`` bytes of the module's memory (asked of its alloc() when the buffer so far is smaller)."""
+    def _slot(self, array: np.ndarray) -> np.ndarray:
+        """A view of the module's memory shaped like ``array`` (asked of its alloc() when the buffer so far is smaller)."""
+        key = (array.dtype, array.shape)
+        view = self._views.get(key)
+        if view is not None:
+            return view
+        size = array.nbytes
         if self._buffer is None or self._buffer.size < size:
             self._buffer = None
+            self._views = {}
             want = max(size, 64)
             address = self._alloc(want)
             if address == 0:
@@ -236,7 +244,10 @@ class WasmNode(Node):
                 )
             self._buffer = self._sandbox.view(self._memory, address, want)
             self._address = address
-        return self._buffer[:size]
+        if len(self._views) >= 8:  # inputs of ever-changing shapes: keep a few
+            self._views.clear()
+        view = self._views[key] = self._buffer[:size].view(array.dtype).reshape(array.shape)
+        return view
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Each input through :meth:`process`, in order; large ones off the event loop."""

@@ -49,6 +49,8 @@ try:  # the C API's direct call (see the module docstring)
     from wasmtime._trap import Trap as _Trap
 
     _call_unchecked = _capi._wasmtime_func_call_unchecked
+    _set_fuel = _capi._wasmtime_context_set_fuel
+    _set_deadline = _capi._wasmtime_context_set_epoch_deadline
     _RawVal = _capi.wasmtime_val_raw
     _TrapPtr = ctypes.POINTER(_capi.wasm_trap_t)
 except (ImportError, AttributeError):  # pragma: no cover - another wasmtime version
@@ -202,8 +204,12 @@ class Sandbox:
         func_ref = ctypes.byref(func._func)
         context = self.store._context()
 
+        fuel, ticks = self.fuel, self._ticks
+
         def call(*args: int) -> int:
-            self._arm()
+            # _arm(), without the binding's checks: fuel is on (consume_fuel), the deadline a plain number.
+            _set_fuel(context, fuel)
+            _set_deadline(context, ticks)
             for i, value in enumerate(args):
                 raw[i].i32 = value
             error = _call_unchecked(context, func_ref, raw, len(raw), trap_ref)
