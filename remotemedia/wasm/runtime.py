@@ -30,6 +30,8 @@ import ctypes
 import logging
 import math
 import threading
+import time
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -88,7 +90,8 @@ class _Ticker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="wasm-epoch", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif self._open == 1:
+                self._cond.notify()
 
     def closed(self) -> None:
         with self._cond:
@@ -98,10 +101,10 @@ class _Ticker:
         eng = engine()
         while True:
             with self._cond:
-                while self._open == 0:
+                while self._open == 0:  # no sandbox: no wake-ups at all
                     self._cond.wait()
-                # Waiting on the condition, not sleeping: wakes at once for nothing, costs nothing.
-                self._cond.wait(TICK)
+            # A sleep, not a wait on the condition: a notify must not bring a deadline closer.
+            time.sleep(TICK)
             eng.increment_epoch()
 
 
@@ -155,7 +158,8 @@ class Sandbox:
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=memory_bytes, table_elements=100_000, instances=1, tables=4, memories=1)
         _ticker.opened()
-        self._open = True
+        # Closed by close(), or when the sandbox is garbage collected unclosed: the ticker stops with the last one.
+        self._closer = weakref.finalize(self, _ticker.closed)
         try:
             self._arm()
             self.instance = wasmtime.Instance(self.store, module, [])  # a start function runs here, limited
@@ -268,7 +272,6 @@ class Sandbox:
 
     def close(self) -> None:
         """Free the store (views of its memory must be dropped first); safe to call twice."""
-        if self._open:
-            self._open = False
-            _ticker.closed()
+        if self._closer.alive:
+            self._closer()
             self.store = None  # type: ignore[assignment]
