@@ -61,6 +61,7 @@ def test_documented_imports_work():
         UltravoxMinDurationWrapper,
         AudioFileSource,
         WavWriterNode,
+        WasmNode,
     )
 
 

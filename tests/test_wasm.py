@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -53,6 +54,18 @@ def biquad_reference(x: np.ndarray, c: dict, state: list) -> np.ndarray:
 
 
 # -- the examples, bit-exact -------------------------------------------------------------
+
+
+def test_wasmtime_loads_only_for_wasm_nodes():
+    code = (
+        "import sys\n"
+        "import remotemedia.nodes, remotemedia.remote.client, executor.dispatch\n"
+        "print('wasmtime' in sys.modules)\n"
+        "from remotemedia.nodes import WasmNode\n"
+        "print('wasmtime' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stderr
 
 
 def test_every_example_module_loads_and_imports_nothing():
@@ -314,3 +327,14 @@ async def test_stream_runs_large_frames_off_the_loop():
     assert all(np.array_equal(o.image, 255 - f.image) for o, f in zip(outs, frames))
     node.cleanup()
     node.cleanup()  # twice is fine
+
+
+def test_modules_come_as_text_with_comments_as_paths_and_as_bytes(tmp_path):
+    text = ";; a comment first\n" + module("i32.const 0")
+    wat = tmp_path / "m.wat"
+    wat.write_text(text)
+    binary = WasmNode(text).spec.module
+    wasm = tmp_path / "m.wasm"
+    wasm.write_bytes(binary)
+    for given in (wat, str(wat), wasm, str(wasm), binary, bytearray(binary)):
+        assert WasmNode(given).spec.module == binary

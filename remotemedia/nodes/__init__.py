@@ -18,7 +18,6 @@ from .tts import TTSNode
 from .ultravox import UltravoxMinDurationWrapper, UltravoxNode
 from .vad import VADNode
 from .video import VideoTransformNode
-from .wasm import WasmNode
 from .whisper import WhisperNode
 
 __all__ = [
@@ -41,3 +40,12 @@ __all__ = [
     "WavWriterNode",
     "WhisperNode",
 ]
+
+
+def __getattr__(name: str):
+    # WasmNode loads wasmtime (30-90 ms): only for those who use it.
+    if name == "WasmNode":
+        from .wasm import WasmNode
+
+        return WasmNode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,8 @@ _MB = 1 << 20
 
 
 def _read_module(module: Any) -> bytes:
-    if isinstance(module, Path) or (isinstance(module, str) and not module.lstrip().startswith("(")):
+    # Text always has a parenthesis ("(module ...", or a comment first); a path has none, usually.
+    if isinstance(module, Path) or (isinstance(module, str) and "(" not in module):
         path = Path(module)
         if not path.is_file():
             raise ValueError(f"module {str(module)[:80]!r} is neither WebAssembly text (WAT) nor an existing file")
