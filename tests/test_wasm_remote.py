@@ -50,7 +50,8 @@ class Touch:
 
 @pytest.fixture(scope="module")
 def cluster():
-    wasm_only = ("--name", "wasm-only", "--accept", "wasm", "--mode", "process", "--max-sessions", "8")
+    # With a memory cap: wasmtime's address-space reservations must not count against it.
+    wasm_only = ("--name", "wasm-only", "--accept", "wasm", "--mode", "process", "--max-sessions", "8", "--memory-limit", "400")
     python_only = ("--name", "python-only", "--mode", "process", "--max-sessions", "8")
     with running_cluster(TOKEN, wasm_only, python_only) as (server, _):
         yield server

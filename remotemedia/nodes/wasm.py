@@ -210,7 +210,9 @@ class WasmNode(Node):
         with self._lock:
             if self._sandbox is None:
                 self._open()
-            slot = self._slot(array)
+            slot = self._views.get((array.dtype, array.shape))
+            if slot is None:
+                slot = self._slot(array)
             np.copyto(slot, array)
             status = self._call(self._address, *args)
             if status != 0:
@@ -226,11 +228,8 @@ class WasmNode(Node):
         return out.tobytes()
 
     def _slot(self, array: np.ndarray) -> np.ndarray:
-        """A view of the module's memory shaped like ``array`` (asked of its alloc() when the buffer so far is smaller)."""
+        """A new view of the module's memory shaped like ``array`` (asked of its alloc() when the buffer so far is smaller)."""
         key = (array.dtype, array.shape)
-        view = self._views.get(key)
-        if view is not None:
-            return view
         size = array.nbytes
         if self._buffer is None or self._buffer.size < size:
             self._buffer = None
