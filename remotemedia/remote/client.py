@@ -369,7 +369,10 @@ class RemoteProxyClient:
         The executor runs ``obj.initialize()`` if it has one. An object that
         cannot be pickled raises :exc:`SerializationError` here, before
         anything is sent; one the executor cannot unpickle (a module missing
-        there) raises it naming the module.
+        there) raises it naming the module. A
+        :class:`~remotemedia.nodes.WasmNode` travels as data instead (its
+        module's bytes and settings), never pickled, so executors started
+        with ``--accept wasm`` take it.
         """
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
