@@ -19,6 +19,8 @@ takes down its own session and nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -202,7 +204,7 @@ class Dispatcher:
         elif is_create_body(message.body):
             if self.limits.accept == "python":
                 raise not_accepted("a WASM node", self.limits.accept)
-            build = _build_wasm
+            build = functools.partial(_build_wasm, call_timeout=self.limits.call_timeout)
         else:
             raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
@@ -330,11 +332,19 @@ class Dispatcher:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-def _build_wasm(body: Any) -> Any:
+def _build_wasm(body: Any, call_timeout: float | None) -> Any:
     """A WASM node from its ``CREATE`` body (on the worker thread: compiling takes a while)."""
     from remotemedia.nodes.wasm import WasmNode  # wasmtime loads only where WASM nodes run
 
     try:
-        return WasmNode.from_spec(spec_from_body(body))
+        spec = spec_from_body(body)
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None
+    if call_timeout is not None and spec.time_limit > 0.9 * call_timeout:
+        # Interrupted by its own deadline (a ResourceLimitError, the session goes on)
+        # before the call timeout, which would end a session stuck in sync code.
+        spec = dataclasses.replace(spec, time_limit=0.9 * call_timeout)
+    try:
+        return WasmNode.from_spec(spec)
     except ValueError as exc:
         raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None

@@ -338,3 +338,15 @@ def test_modules_come_as_text_with_comments_as_paths_and_as_bytes(tmp_path):
     wasm.write_bytes(binary)
     for given in (wat, str(wat), wasm, str(wasm), binary, bytearray(binary)):
         assert WasmNode(given).spec.module == binary
+
+
+def test_endless_recursion_is_a_stack_overflow_trap():
+    node = WasmNode(module("call $self i32.const 0", "(func $self call $self)"))
+    with pytest.raises(WasmError) as info:
+        node.process(b"x")
+    assert info.value.trap == "stack_overflow"
+
+
+def test_a_64_bit_memory_is_refused():
+    with pytest.raises(ValueError, match="64-bit"):
+        WasmNode(f'(module (memory (export "memory") i64 1) {ALLOC})')

@@ -167,3 +167,29 @@ async def test_the_dispatcher_of_a_wasm_only_session_loads_no_pickle(tmp_path):
         assert not created.exists()
     finally:
         await dispatcher.close()
+
+
+async def test_the_executor_keeps_a_wasm_calls_time_limit_under_its_call_timeout():
+    sent: list = []
+    done = asyncio.Event()
+
+    async def send(kind, id, body=None):
+        sent.append((kind, id, body))
+        done.set()
+
+    from remotemedia.wasm.spec import create_body
+
+    table = ObjectTable("t")
+    dispatcher = Dispatcher(table, send, Limits(call_timeout=2.0, accept="wasm"), lambda why: None)
+    try:
+        spin = WasmNode('(module (memory (export "memory") 1) (func (export "alloc") (param i32) (result i32) i32.const 64) (func (export "process") (param i32 i32 i32 i32) (result i32) (loop (br 0)) i32.const 0))', fuel=10**18, time_limit=60)
+        dispatcher.handle(Message(Kind.CREATE, 1, create_body(spin.spec)))
+        await asyncio.wait_for(done.wait(), 10)
+        assert sent[-1][0] is Kind.RESULT, sent[-1]
+        done.clear()
+        dispatcher.handle(Message(Kind.CALL, 2, [1, "process", [b"x"], {}, 0, None]))
+        await asyncio.wait_for(done.wait(), 10)
+        kind, _, body = sent[-1]
+        assert kind is Kind.ERROR and body["code"] == "time" and "1.8 s" in body["message"]
+    finally:
+        await dispatcher.close()

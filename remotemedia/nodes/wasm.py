@@ -59,8 +59,11 @@ def _check_exports(module: wasmtime.Module, export: str, config: dict) -> None:
         if list(ty.params) != [i32] * params or list(ty.results) != [i32]:
             raise ValueError(f"the module's {name!r} takes {ty.params} and returns {ty.results}; the ABI needs {params} i32 -> i32")
 
-    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+    memory = exports.get("memory")
+    if not isinstance(memory, wasmtime.MemoryType):
         raise ValueError("the module exports no memory named 'memory', which the WASM node ABI needs")
+    if memory.is_64:
+        raise ValueError("the module's memory is a 64-bit memory; the WASM node ABI's addresses are i32 (use a 32-bit memory)")
     function("alloc", 1)
     function(export, 4)
     globals_ = sorted(n for n, t in exports.items() if isinstance(t, wasmtime.GlobalType) and t.mutable)
