@@ -14,6 +14,11 @@ stops there; sync code cannot be interrupted, so when the worker thread is
 still busy with it the session is declared stuck (``on_stuck``), which ends
 it: in ``process`` mode that stops the worker process, so a runaway loop
 takes down its own session and nothing else.
+
+It also enforces what the executor accepts (:data:`ACCEPTS`, ``--accept``):
+with ``wasm`` every pickled message is answered with a ``not_accepted``
+error before anything loads it, and a ``CREATE`` may only carry a WASM
+node as data (:mod:`remotemedia.wasm.spec`), which it builds here.
 """
 
 from __future__ import annotations
