@@ -149,6 +149,7 @@ class WasmNode(Node):
         self._lock = threading.Lock()
         self._sandbox: Sandbox | None = None
         self._call = self._alloc = None
+        self._memory: wasmtime.Memory | None = None
         self._buffer: np.ndarray | None = None
         self._views: dict = {}  # (dtype, shape): a view of the buffer
         self._address = 0
