@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -350,3 +351,14 @@ def test_endless_recursion_is_a_stack_overflow_trap():
 def test_a_64_bit_memory_is_refused():
     with pytest.raises(ValueError, match="64-bit"):
         WasmNode(f'(module (memory (export "memory") i64 1) {ALLOC})')
+
+
+@pytest.mark.skipif(not (shutil.which("clang") and shutil.which("wasm-ld")), reason="needs Debian's clang and lld")
+def test_the_c_example_builds_with_the_documented_command(tmp_path):
+    source = example("grayscale").with_suffix(".c")
+    built = tmp_path / "grayscale.wasm"
+    command = f"clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -o {built} {source}"
+    assert command.replace(str(built), "grayscale.wasm").replace(str(source), "grayscale.c") in source.read_text()
+    subprocess.run(command.split(), check=True, timeout=60)
+    frame = image(3)
+    assert np.array_equal(WasmNode(built).process(frame).image, WasmNode(example("grayscale")).process(frame).image)
