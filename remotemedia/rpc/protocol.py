@@ -17,6 +17,7 @@ The conversation, client (C) and executor (E)::
 
     C: HELLO   {ticket, max_message_size, version}     E: WELCOME {executor, max_message_size}
     C: CREATE  id, {object: cloudpickle bytes}         E: RESULT  id, {type: qualified name}
+    C: CREATE  id, {"wasm": {...}}  (a WASM node as data: remotemedia.wasm.spec)
     C: CALL    id, [handle, method, args, kwargs]      E: RESULT  id, value
                                                        E: ERROR   id, {code, type, message, traceback}
     C: CALL    id, ... (a generator method)            E: YIELD   id, item ... END id
