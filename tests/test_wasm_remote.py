@@ -190,3 +190,17 @@ async def test_the_executor_keeps_a_wasm_calls_time_limit_under_its_call_timeout
         assert table.method(1, "process").__self__.spec.time_limit == pytest.approx(1.8)
     finally:
         await dispatcher.close()
+
+
+def test_a_relayed_message_says_whether_it_is_pickled_without_being_decoded():
+    # What the executor's session looks at before it relays a request to the worker process.
+    from remotemedia.rpc import Raw, RPCProtocol
+
+    sender, relay = RPCProtocol(1 << 20), RPCProtocol(1 << 20, relay=frozenset({Kind.CREATE}))
+    events = []
+    for payload in sender.send_pickled(Kind.CREATE, 1, cloudpickle.dumps(Touch(pathlib.Path("never")))):
+        events += relay.receive_data(payload)
+    for payload in sender.send(Kind.CREATE, 2, {"wasm": {}}):
+        events += relay.receive_data(payload)
+    assert [type(e) for e in events] == [Raw, Raw]
+    assert [e.pickled for e in events] == [True, False]
