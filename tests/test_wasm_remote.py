@@ -204,3 +204,15 @@ def test_a_relayed_message_says_whether_it_is_pickled_without_being_decoded():
         events += relay.receive_data(payload)
     assert [type(e) for e in events] == [Raw, Raw]
     assert [e.pickled for e in events] == [True, False]
+
+
+def test_accept_takes_three_values_and_the_embedded_server_takes_both():
+    from executor.__main__ import parse_args
+    from executor.service import ExecutorConfig
+    from remotemedia.__main__ import parse_args as parse_serve
+
+    assert parse_args([]).accept == "python"
+    assert parse_args(["--accept", "wasm"]).accept == "wasm"
+    assert parse_serve(["serve"]).accept == "any"
+    with pytest.raises(ValueError, match="accept must be one of python, wasm, any"):
+        ExecutorConfig(signaling="ws://x/ws", accept="everything")
