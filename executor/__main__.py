@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 from remotemedia.exceptions import RemoteMediaError
 
+from .dispatch import ACCEPTS
 from .service import Executor, ExecutorConfig, default_name
 from .services import default_services, load_services
-from .dispatch import ACCEPTS
 from .session import MODES
 
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]

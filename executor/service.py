@@ -145,7 +145,7 @@ class Executor:
             connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
             mode=config.mode,
-            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.accept),
+            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, accept=config.accept),
         )
 
     async def start(self) -> None:

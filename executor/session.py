@@ -18,10 +18,9 @@ client is unpickled.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from remotemedia.exceptions import DecodeError, RemoteMediaError
@@ -285,7 +284,7 @@ class ExecutorSession:
         timeout = body.get("timeout")
         if isinstance(timeout, (int, float)) and timeout > 0:
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
-            limits = dataclasses.replace(limits, call_timeout=shorter)
+            limits = replace(limits, call_timeout=shorter)
         if self._worker is not None:
             self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
         else:
