@@ -14,11 +14,18 @@ stops there; sync code cannot be interrupted, so when the worker thread is
 still busy with it the session is declared stuck (``on_stuck``), which ends
 it: in ``process`` mode that stops the worker process, so a runaway loop
 takes down its own session and nothing else.
+
+It also enforces what the executor accepts (:data:`ACCEPTS`, ``--accept``):
+with ``wasm`` every pickled message is answered with a ``not_accepted``
+error before anything loads it, and a ``CREATE`` may only carry a WASM
+node as data (:mod:`remotemedia.wasm.spec`), which it builds here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -27,15 +34,21 @@ from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
+from remotemedia.wasm.spec import is_create_body, spec_from_body
 
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
 
-__all__ = ["Dispatcher", "Limits", "too_large_error"]
+__all__ = ["Dispatcher", "Limits", "too_large_error", "ACCEPTS", "not_accepted", "pickle_refused"]
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[Kind, int, Any], Awaitable[None]]
+
+#: What an executor takes from clients (``--accept``): ``"python"`` (pickled
+#: Python objects, the default), ``"wasm"`` (WASM nodes only, sent as data:
+#: nothing is ever unpickled) or ``"any"`` (both).
+ACCEPTS = ("python", "wasm", "any")
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,8 @@ class Limits:
     memory_limit: int | None = None
     #: Bytes per second of compressed bodies one session may have inflated (``--inflate-rate``).
     inflate_rate: int = DEFAULT_INFLATE_RATE
+    #: What the session may create (one of :data:`ACCEPTS`).
+    accept: str = "python"
 
     def to_dict(self) -> dict:
         """For the worker process's settings message."""
@@ -58,6 +73,7 @@ class Limits:
             "max_objects": self.max_objects,
             "memory_limit": self.memory_limit,
             "inflate_rate": self.inflate_rate,
+            "accept": self.accept,
         }
 
     @classmethod
@@ -68,7 +84,35 @@ class Limits:
             int(data.get("max_objects", 64)),
             data.get("memory_limit"),
             int(data.get("inflate_rate", DEFAULT_INFLATE_RATE)),
+            # A missing "accept" is the strictest, never the most open.
+            data.get("accept", "wasm"),
         )
+
+    @property
+    def unpickles(self) -> bool:
+        """Whether pickled bodies may be loaded (``--accept python`` or ``any``)."""
+        return self.accept in ("python", "any")
+
+
+def not_accepted(what: str, accept: str) -> RemoteCallError:
+    """The error that refuses ``what`` (``"a pickled object"``, ``"a WASM node"``) on an executor started with ``--accept accept``."""
+    takes = {"wasm": "only WASM nodes", "python": "only Python objects"}.get(accept, accept)
+    other = "a WASM node (remotemedia.nodes.WasmNode), which travels as data" if accept == "wasm" else "a Python object"
+    return RemoteCallError(
+        f"this executor takes {takes} (started with --accept {accept}): {what} is refused; send {other}, "
+        f"or use an executor started with --accept any",
+        ErrorCode.NOT_ACCEPTED,
+    )
+
+
+def pickle_refused(kind: Kind, accept: str) -> RemoteCallError:
+    """The error that answers a pickled ``kind`` message on an executor that loads no pickle."""
+    what = {
+        Kind.CREATE: "a pickled Python object",
+        Kind.CALL: "a call with pickled arguments (values the codec cannot carry)",
+        Kind.INPUT: "a pickled stream input",
+    }.get(kind, f"a pickled {kind.name}")
+    return not_accepted(what, accept)
 
 
 def _forget_frames(exc: BaseException | None) -> None:
@@ -127,6 +171,10 @@ class Dispatcher:
             self._later(self._error(event.id, RemoteCallError(event.reason, event.code)))
             return
         kind, id = event.kind, event.id
+        if event.pickled and not self.limits.unpickles:
+            # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
+            self._later(self._error(id, pickle_refused(kind, self.limits.accept)))
+            return
         if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
             if id in self._tasks:
                 self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
@@ -187,8 +235,16 @@ class Dispatcher:
                 stream.end()
 
     async def _create(self, message: Message) -> None:
-        if not message.pickled:
-            raise RemoteCallError("CREATE carries the object as cloudpickle bytes")
+        build = loads_object
+        if message.pickled:
+            if not self.limits.unpickles:
+                raise pickle_refused(Kind.CREATE, self.limits.accept)
+        elif is_create_body(message.body):
+            if self.limits.accept == "python":
+                raise not_accepted("a WASM node", self.limits.accept)
+            build = functools.partial(_build_wasm, call_timeout=self.limits.call_timeout)
+        else:
+            raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
         if held >= self.limits.max_objects:
             raise RemoteCallError(
@@ -196,7 +252,7 @@ class Dispatcher:
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
                 ErrorCode.OBJECTS,
             )
-        obj = await self._limited(self.objects.create(message.id, message.body), "creating the object", sync=True)
+        obj = await self._limited(self.objects.create(message.id, message.body, build), "creating the object", sync=True)
         await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
 
     async def _call(self, message: Message) -> None:
@@ -312,3 +368,21 @@ class Dispatcher:
     def _later(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _build_wasm(body: Any, call_timeout: float | None) -> Any:
+    """A WASM node from its ``CREATE`` body (on the worker thread: compiling takes a while)."""
+    from remotemedia.nodes.wasm import WasmNode  # wasmtime loads only where WASM nodes run
+
+    try:
+        spec = spec_from_body(body)
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None
+    if call_timeout is not None and spec.time_limit > 0.9 * call_timeout:
+        # Interrupted by its own deadline (a ResourceLimitError, the session goes on)
+        # before the call timeout, which would end a session stuck in sync code.
+        spec = dataclasses.replace(spec, time_limit=0.9 * call_timeout)
+    try:
+        return WasmNode.from_spec(spec)
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None

@@ -15,9 +15,9 @@ import inspect
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
-from remotemedia.exceptions import SerializationError
+from remotemedia.exceptions import ResourceLimitError, SerializationError
 from remotemedia.rpc import ErrorCode
 from remotemedia.serialization import loads_object
 
@@ -45,6 +45,9 @@ def error_body(exc: BaseException) -> dict:
     if isinstance(exc, RemoteCallError):
         return {"code": exc.code, "type": "", "message": str(exc), "traceback": ""}
     cls = type(exc)
+    if isinstance(exc, ResourceLimitError) and exc.limit in ("cpu", "time", "memory"):
+        # A WASM node's limits: the client raises ResourceLimitError too.
+        return {"code": exc.limit, "type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": ""}
     body = {
         "code": ErrorCode.SERIALIZATION if isinstance(exc, SerializationError) else ErrorCode.EXCEPTION,
         "type": f"{cls.__module__}.{cls.__qualname__}",
@@ -97,13 +100,16 @@ class ObjectTable:
         """Unpickle call arguments on the worker thread (a large pickle would stall the loop)."""
         return await self._run(loads_object, data)
 
-    async def create(self, handle: int, data: bytes) -> Any:
-        """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
+    async def create(self, handle: int, data: Any, build: Callable[[Any], Any] = loads_object) -> Any:
+        """
+        Build an object from ``data`` with ``build`` (by default: unpickle
+        it; off the loop: it may load a model) and run its ``initialize()``.
+        """
         if handle in self._objects or handle in self._pending:
             raise RemoteCallError(f"object handle {handle} is already in use")
         self._pending.add(handle)  # reserved across the awaits below
         try:
-            obj = await self._run(loads_object, data)
+            obj = await self._run(build, data)
             # In the table before initialize(): if the create is cancelled
             # while initialize() runs on the thread, close() still cleans up.
             self._objects[handle] = obj

@@ -25,7 +25,7 @@ from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, Sign
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
 
-from .dispatch import Limits
+from .dispatch import ACCEPTS, Limits
 from .live import ServiceSession
 from .memory import return_freed_memory
 from .process import WorkerProcess
@@ -77,6 +77,8 @@ class ExecutorConfig:
     memory_limit: int | None = None
     #: Bytes per second of compressed bodies one session may have inflated (see :class:`~remotemedia.rpc.InflateBudget`).
     inflate_rate: int = DEFAULT_INFLATE_RATE
+    #: What clients may send (see :data:`~executor.dispatch.ACCEPTS`): ``"wasm"`` refuses every pickle.
+    accept: str = "python"
     #: Named services offered to clients that ask for one (browsers): name to node factory.
     services: dict[str, Factory] = field(default_factory=default_services)
     #: PEM file of the CA certificates that may sign a ``wss://`` server's certificate
@@ -89,6 +91,8 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.accept not in ACCEPTS:
+            raise ValueError(f"accept must be one of {', '.join(ACCEPTS)}, not {self.accept!r}")
         if self.call_timeout is not None and not self.call_timeout > 0:
             raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
         if not isinstance(self.inflate_rate, int) or self.inflate_rate < 1024 * 1024:
@@ -156,7 +160,7 @@ class Executor:
             connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
             mode=config.mode,
-            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.inflate_rate),
+            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.inflate_rate, accept=config.accept),
         )
 
     async def start(self) -> None:

@@ -43,7 +43,7 @@ from remotemedia.signaling import SignalingSession
 from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
-from .dispatch import Dispatcher, Limits, too_large_error
+from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
 from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
@@ -227,6 +227,9 @@ class ExecutorSession:
                 self._strike(event.id, ErrorCode.BAD_REQUEST, "a second HELLO: the session is authenticated already")
             else:
                 self._hello(event)
+        elif event.pickled and not self.settings.limits.unpickles:
+            # --accept wasm: refused here, before a relay to the worker (which refuses too).
+            self._reply_later(self._error(event.id, pickle_refused(event.kind, self.settings.limits.accept)))
         elif event.kind is Kind.MEDIA:
             self._media(event)
         elif event.kind not in _RELAYED:

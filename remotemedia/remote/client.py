@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
@@ -56,6 +57,7 @@ from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, make_offer, new_peer_connection, wait_open, watch_bye
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
+from ..wasm.spec import create_body as wasm_create_body
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 from .tracebacks import SourceMap
@@ -130,6 +132,13 @@ def _split_input(args: tuple, kwargs: dict) -> tuple[list, dict, int | str | Non
     return args, kwargs, where, source
 
 
+def _is_wasm_node(obj: Any) -> bool:
+    """A WasmNode itself (a subclass may carry Python state: it is pickled)."""
+    # Looked up, not imported: a client that never made a WasmNode needs no wasmtime.
+    module = sys.modules.get("remotemedia.nodes.wasm")
+    return module is not None and type(obj) is module.WasmNode
+
+
 def _hint(remote_type: str, message: str) -> str:
     """What to do about a remote error that a common mistake on this side causes."""
     if remote_type.endswith("TypeError") and (
@@ -187,7 +196,7 @@ class RemoteProxyClient:
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
         # What each live proxy's object was uploaded as: re-created from this on reconnection.
-        self._uploads: dict[int, bytes] = {}
+        self._uploads: dict[int, tuple[Any, bool]] = {}  # handle: (CREATE body, pickled)
         self._lost: str | None = None
         self._closed = False
         self._welcomed = False  # the executor has accepted our ticket
@@ -303,9 +312,9 @@ class RemoteProxyClient:
             try:
                 await self._teardown()
                 await self._open(avoid)
-                for handle, data in list(self._uploads.items()):
+                for handle, (data, pickled) in list(self._uploads.items()):
                     await self._request(
-                        Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=True
+                        Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=pickled
                     )
                 self.reconnects += 1
                 logger.info("reconnected: executor %r -> %r, %d objects re-created", before, self.executor, len(self._uploads))
@@ -364,19 +373,26 @@ class RemoteProxyClient:
         The executor runs ``obj.initialize()`` if it has one. An object that
         cannot be pickled raises :exc:`SerializationError` here, before
         anything is sent; one the executor cannot unpickle (a module missing
-        there) raises it naming the module.
+        there) raises it naming the module. A
+        :class:`~remotemedia.nodes.WasmNode` travels as data instead (its
+        module's bytes and settings), never pickled, so executors started
+        with ``--accept wasm`` take it.
         """
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
-        data = dumps_object(obj)
+        # A WASM node travels as data, never as a pickle (executors started with --accept wasm take only that).
+        if _is_wasm_node(obj):
+            data, pickled = wasm_create_body(obj.spec), False
+        else:
+            data, pickled = dumps_object(obj), True
         await self._ready()
         handle = next(self._ids)
-        body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=True)
+        body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=pickled)
         self._sources.add(obj)
         proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
         self._proxies[handle] = proxy
         if self.config.reconnect:
-            self._uploads[handle] = data
+            self._uploads[handle] = (data, pickled)
         return proxy
 
     async def release(self, proxy: RemoteProxy) -> None:
@@ -706,7 +722,7 @@ class RemoteProxyClient:
             return MessageTooLargeError(message)
         if code == ErrorCode.TIMEOUT:
             return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
-        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED):
+        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED, ErrorCode.CPU, ErrorCode.TIME):
             return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
         if code == ErrorCode.UNAUTHORIZED:
             return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")

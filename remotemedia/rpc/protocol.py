@@ -17,6 +17,7 @@ The conversation, client (C) and executor (E)::
 
     C: HELLO   {ticket, max_message_size, version}     E: WELCOME {executor, max_message_size}
     C: CREATE  id, {object: cloudpickle bytes}         E: RESULT  id, {type: qualified name}
+    C: CREATE  id, {"wasm": {...}}  (a WASM node as data: remotemedia.wasm.spec)
     C: CALL    id, [handle, method, args, kwargs]      E: RESULT  id, value
                                                        E: ERROR   id, {code, type, message, traceback}
     C: CALL    id, ... (a generator method)            E: YIELD   id, item ... END id
@@ -150,6 +151,12 @@ class ErrorCode:
     NO_OBJECT = "no_object"
     #: No such (public) method.
     NO_METHOD = "no_method"
+    #: A WASM node's call used its whole fuel.
+    CPU = "cpu"
+    #: A WASM node's call ran past its time limit.
+    TIME = "time"
+    #: The executor does not take this kind of object (``--accept``).
+    NOT_ACCEPTED = "not_accepted"
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,11 @@ class Raw:
     id: int
     #: The whole message, header included, as :meth:`RPCProtocol.decode` takes it.
     data: bytes
+
+    @property
+    def pickled(self) -> bool:
+        """The body is cloudpickle bytes (read from the header's flags; nothing is decoded)."""
+        return len(self.data) >= HEADER_SIZE and bool(self.data[1] & _PICKLED)
 
 
 @dataclass(frozen=True)
