@@ -44,7 +44,7 @@ from remotemedia.signaling import SignalingSession
 from remotemedia.transport import new_peer_connection
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
-from remotemedia.transport.peer import SERVICE_LABEL, add_candidate
+from remotemedia.transport.peer import SERVICE_LABEL, add_candidate, close_peer_connection
 
 from .services import Factory, build
 from .session import SessionSettings, ticket_problem
@@ -202,11 +202,13 @@ class ServiceSession:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()  # a cancelled task's traceback holds its frame, and so this session
             if self._node is not None:
                 await self._call(getattr(self._node, "cleanup", None))
             self._video.stop()
             self._audio.stop()
-            await pc.close()
+            self.signaling.on_candidate(None)
+            await close_peer_connection(pc)
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
 
@@ -268,6 +270,10 @@ class ServiceSession:
         except ValueError:
             self._error("bad_request", "a message is not valid JSON")
             return None
+        except RecursionError:  # "[[[[..." 20,000 deep fits in a message
+            logger.warning("session %s: a control message nested too deep to parse; refused", self.signaling.id)
+            self._error("bad_request", "a message is nested too deep")
+            return None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._error("bad_request", "a message is a JSON object with a string 'type'")
             return None
@@ -320,12 +326,20 @@ class ServiceSession:
             message = await self._next_message()
             if message is None:
                 continue
-            if message["type"] == "configure":
-                self._configure(message.get("options"))
-            elif message["type"] == "end":
-                self._input.end()
-            elif message["type"] != "hello":
-                self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
+            try:
+                self._control_message(message)
+            except Exception as exc:
+                # One message the service cannot take must not end the loop: later ones still count.
+                logger.warning("session %s: control message %r failed", self.signaling.id, message["type"], exc_info=True)
+                self._error("bad_request", f"the {message['type']!r} message failed: {type(exc).__name__}")
+
+    def _control_message(self, message: dict) -> None:
+        if message["type"] == "configure":
+            self._configure(message.get("options"))
+        elif message["type"] == "end":
+            self._input.end()
+        elif message["type"] != "hello":
+            self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
 
     def _configure(self, options: Any) -> None:
         configure = getattr(self._node, "configure", None)

@@ -65,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls-cert", default=None, metavar="PEM", help="certificate chain: serve only TLS (https:// and wss://)"
     )
     serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
-    add_executor_arguments(serve)
+    # The embedded executor serves the developer's own code on their own
+    # machine: Python objects and WASM nodes alike (python -m executor: python).
+    add_executor_arguments(serve, accept="any")
     add_token_command(commands)
     return parser.parse_args(argv)
 

@@ -241,6 +241,18 @@ async def test_messages_before_and_after_hello(cluster):
         assert {"frames_in", "frames_out", "dropped", "process_ms", "audio_backlog_s"} <= set(stats)
 
 
+async def test_absurd_nesting_is_refused_and_the_control_loop_goes_on(cluster):
+    # 20,000 levels fit in a control message; parsing them used to end the control loop silently.
+    async with service_channel(cluster, "effects") as (session, channel, next_of):
+        channel.send(json.dumps({"type": "hello", "ticket": session.ticket, "options": {"effect": "blur"}}))
+        await next_of("welcome")
+        channel.send('{"type": "configure", "options": ' + "[" * 20000 + "]" * 20000 + "}")
+        error = await next_of("error")
+        assert error["code"] == "bad_request" and "nested too deep" in error["message"]
+        channel.send(json.dumps({"type": "configure", "options": {"effect": "cartoon"}}))
+        assert (await next_of("configured"))["options"] == {"effect": "cartoon"}
+
+
 def test_the_server_serves_the_demo_page(cluster):
     status, content_type, body = cluster.get("/")
     assert status == 200 and content_type.startswith("text/html") and "<script" in body
