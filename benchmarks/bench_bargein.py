@@ -106,12 +106,11 @@ async def video_fps(config: RemoteExecutorConfig, seconds: float, transcribe: bo
             await asyncio.sleep(max(0.0, started + (i + 1) / 30 - time.perf_counter()))
 
     node = RemoteServiceNode("demo", config, options={"transcribe": transcribe, "talkback": False, "effect": "invert"})
-    arrivals, stats = [], {}
+    arrivals = []
     async for item in node.stream(live()):
         if isinstance(item, VideoFrame):
             arrivals.append(time.perf_counter())
-        elif isinstance(item, dict) and item.get("type") == "stats":
-            stats = item
+    stats = getattr(node, "stats", {})
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     return {"fps": (len(arrivals) - 1) / span if len(arrivals) > 1 else 0.0, "stats": stats}
 
