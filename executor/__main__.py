@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from remotemedia.exceptions import RemoteMediaError
 
+from .dispatch import ACCEPTS
 from .service import Executor, ExecutorConfig, default_name
 from .services import default_services, load_services
 from .session import MODES
@@ -76,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """The executor's limits and logging, shared with ``python -m remotemedia serve``."""
+def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | None = None) -> None:
+    """The executor's limits and logging, shared with ``python -m remotemedia serve`` (``accept``: its own default)."""
     defaults = ExecutorConfig(signaling="")
     parser.add_argument(
         "--max-sessions", type=int, default=defaults.max_sessions, help="sessions served at once (default: %(default)s)"
@@ -103,6 +104,13 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         "lowest latency and models shared between sessions (default: %(default)s)",
     )
     parser.add_argument(
+        "--accept",
+        choices=ACCEPTS,
+        default=accept or defaults.accept,
+        help="what clients may send: python (pickled Python objects: trusted clients only), wasm (WASM nodes "
+        "only, which travel as data and run sandboxed: nothing is ever unpickled) or any (default: %(default)s)",
+    )
+    parser.add_argument(
         "--call-timeout",
         type=_seconds_or_none,
         default=defaults.call_timeout,
@@ -118,6 +126,14 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MB",
         help="memory each session's worker process may use, in MB (process mode; default: no cap)",
+    )
+    parser.add_argument(
+        "--inflate-rate",
+        type=int,
+        default=defaults.inflate_rate // (1024 * 1024),
+        metavar="MIB",
+        help="MiB per second of compressed data one session may have decompressed; beyond it, messages are "
+        "refused (rate_limited), so a decompression bomb cannot slow other sessions (default: %(default)s)",
     )
     parser.add_argument(
         "--services",
@@ -162,6 +178,8 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         call_timeout=args.call_timeout,
         max_objects=args.max_objects,
         memory_limit=args.memory_limit,
+        inflate_rate=args.inflate_rate * 1024 * 1024,
+        accept=args.accept,
     )
 
 

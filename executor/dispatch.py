@@ -14,27 +14,41 @@ stops there; sync code cannot be interrupted, so when the worker thread is
 still busy with it the session is declared stuck (``on_stuck``), which ends
 it: in ``process`` mode that stops the worker process, so a runaway loop
 takes down its own session and nothing else.
+
+It also enforces what the executor accepts (:data:`ACCEPTS`, ``--accept``):
+with ``wasm`` every pickled message is answered with a ``not_accepted``
+error before anything loads it, and a ``CREATE`` may only carry a WASM
+node as data (:mod:`remotemedia.wasm.spec`), which it builds here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
-from remotemedia.rpc import Kind, Message, TooLarge
+from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge
+from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
+from remotemedia.wasm.spec import is_create_body, spec_from_body
 
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
 
-__all__ = ["Dispatcher", "Limits", "too_large_error"]
+__all__ = ["Dispatcher", "Limits", "too_large_error", "ACCEPTS", "not_accepted", "pickle_refused"]
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[Kind, int, Any], Awaitable[None]]
+
+#: What an executor takes from clients (``--accept``): ``"python"`` (pickled
+#: Python objects, the default), ``"wasm"`` (WASM nodes only, sent as data:
+#: nothing is ever unpickled) or ``"any"`` (both).
+ACCEPTS = ("python", "wasm", "any")
 
 
 @dataclass(frozen=True)
@@ -47,22 +61,82 @@ class Limits:
     max_objects: int = 64
     #: The worker process's memory cap in MB (named in out-of-memory errors); ``None``: no cap.
     memory_limit: int | None = None
+    #: Bytes per second of compressed bodies one session may have inflated (``--inflate-rate``).
+    inflate_rate: int = DEFAULT_INFLATE_RATE
+    #: What the session may create (one of :data:`ACCEPTS`).
+    accept: str = "python"
 
     def to_dict(self) -> dict:
         """For the worker process's settings message."""
-        return {"call_timeout": self.call_timeout, "max_objects": self.max_objects, "memory_limit": self.memory_limit}
+        return {
+            "call_timeout": self.call_timeout,
+            "max_objects": self.max_objects,
+            "memory_limit": self.memory_limit,
+            "inflate_rate": self.inflate_rate,
+            "accept": self.accept,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Limits:
         """The inverse of :meth:`to_dict`."""
-        return cls(data.get("call_timeout"), int(data.get("max_objects", 64)), data.get("memory_limit"))
+        return cls(
+            data.get("call_timeout"),
+            int(data.get("max_objects", 64)),
+            data.get("memory_limit"),
+            int(data.get("inflate_rate", DEFAULT_INFLATE_RATE)),
+            # A missing "accept" is the strictest, never the most open.
+            data.get("accept", "wasm"),
+        )
+
+    @property
+    def unpickles(self) -> bool:
+        """Whether pickled bodies may be loaded (``--accept python`` or ``any``)."""
+        return self.accept in ("python", "any")
+
+
+def not_accepted(what: str, accept: str) -> RemoteCallError:
+    """The error that refuses ``what`` (``"a pickled object"``, ``"a WASM node"``) on an executor started with ``--accept accept``."""
+    takes = {"wasm": "only WASM nodes", "python": "only Python objects"}.get(accept, accept)
+    other = "a WASM node (remotemedia.nodes.WasmNode), which travels as data" if accept == "wasm" else "a Python object"
+    return RemoteCallError(
+        f"this executor takes {takes} (started with --accept {accept}): {what} is refused; send {other}, "
+        f"or use an executor started with --accept any",
+        ErrorCode.NOT_ACCEPTED,
+    )
+
+
+def pickle_refused(kind: Kind, accept: str) -> RemoteCallError:
+    """The error that answers a pickled ``kind`` message on an executor that loads no pickle."""
+    what = {
+        Kind.CREATE: "a pickled Python object",
+        Kind.CALL: "a call with pickled arguments (values the codec cannot carry)",
+        Kind.INPUT: "a pickled stream input",
+    }.get(kind, f"a pickled {kind.name}")
+    return not_accepted(what, accept)
+
+
+def _forget_frames(exc: BaseException | None) -> None:
+    """
+    Drop the tracebacks of an error that has been answered.
+
+    ``asyncio.wait_for`` keeps the error in a task that its own frame
+    holds, and that frame is in the error's traceback: a cycle, which would
+    keep every frame of the failed call (the whole upload it was loading,
+    say) until a full garbage collection. Without tracebacks it is freed
+    at once.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 class _Stuck(RemoteCallError):
     """A timed-out call whose sync code still holds the worker thread."""
 
     def __init__(self, message: str, why: str) -> None:
-        super().__init__(message, "timeout")
+        super().__init__(message, ErrorCode.TIMEOUT)
         self.why = why
 
 
@@ -71,7 +145,7 @@ def too_large_error(event: TooLarge) -> RemoteCallError:
     return RemoteCallError(
         f"a message of {event.size} bytes is above this executor's limit of {event.limit} bytes "
         f"(the executor's --max-message-size)",
-        "too_large",
+        ErrorCode.TOO_LARGE,
     )
 
 
@@ -87,12 +161,20 @@ class Dispatcher:
         self._credits: dict[int, asyncio.Semaphore] = {}
         self._inputs: dict[int, InputStream] = {}
 
-    def handle(self, event: Message | TooLarge) -> None:
+    def handle(self, event: Message | TooLarge | Rejected) -> None:
         """One request from the client; the answer is sent by a task of its own."""
         if isinstance(event, TooLarge):
             self._later(self._error(event.id or 0, too_large_error(event)))
             return
+        if isinstance(event, Rejected):
+            logger.warning("refused a message from the client: %s", event.reason)
+            self._later(self._error(event.id, RemoteCallError(event.reason, event.code)))
+            return
         kind, id = event.kind, event.id
+        if event.pickled and not self.limits.unpickles:
+            # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
+            self._later(self._error(id, pickle_refused(kind, self.limits.accept)))
+            return
         if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
             if id in self._tasks:
                 self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
@@ -114,6 +196,7 @@ class Dispatcher:
             self._input(event)
         else:
             logger.warning("unexpected %s from the client", kind.name)
+            self._later(self._error(id, RemoteCallError(f"a {kind.name} is not a request", ErrorCode.BAD_REQUEST)))
 
     async def close(self) -> None:
         """Stop every call and release every object (their ``cleanup()`` runs)."""
@@ -143,6 +226,7 @@ class Dispatcher:
             if isinstance(exc, _Stuck):
                 # After the reply, so the client learns why its session ends.
                 self._on_stuck(exc.why)
+            _forget_frames(exc)
         finally:
             self._tasks.pop(message.id, None)
             self._credits.pop(message.id, None)
@@ -151,16 +235,24 @@ class Dispatcher:
                 stream.end()
 
     async def _create(self, message: Message) -> None:
-        if not message.pickled:
-            raise RemoteCallError("CREATE carries the object as cloudpickle bytes")
+        build = loads_object
+        if message.pickled:
+            if not self.limits.unpickles:
+                raise pickle_refused(Kind.CREATE, self.limits.accept)
+        elif is_create_body(message.body):
+            if self.limits.accept == "python":
+                raise not_accepted("a WASM node", self.limits.accept)
+            build = functools.partial(_build_wasm, call_timeout=self.limits.call_timeout)
+        else:
+            raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
         if held >= self.limits.max_objects:
             raise RemoteCallError(
                 f"this session already holds {held} objects, the executor's limit (--max-objects "
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
-                "objects",
+                ErrorCode.OBJECTS,
             )
-        obj = await self._limited(self.objects.create(message.id, message.body), "creating the object", sync=True)
+        obj = await self._limited(self.objects.create(message.id, message.body, build), "creating the object", sync=True)
         await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
 
     async def _call(self, message: Message) -> None:
@@ -244,7 +336,7 @@ class Dispatcher:
                     message + "; its code cannot be interrupted, so the session is ended",
                     f"{what} ran past the call timeout of {limit:g} s in code that cannot be interrupted",
                 ) from None
-            raise RemoteCallError(message, "timeout") from None
+            raise RemoteCallError(message, ErrorCode.TIMEOUT) from None
 
     async def _body(self, message: Message) -> Any:
         # Only reached once the session is authenticated (the caller's duty).
@@ -256,17 +348,17 @@ class Dispatcher:
         try:
             await self._transport(kind, id, body)
         except MessageTooLargeError as exc:
-            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", "too_large"))
+            await self._error(id, RemoteCallError(f"the reply is too large for the client: {exc}", ErrorCode.TOO_LARGE))
 
     async def _error(self, id: int, exc: BaseException) -> None:
         if isinstance(exc, MemoryError) and self.limits.memory_limit:
             exc = RemoteCallError(
                 f"the session ran out of memory: this executor caps each session's worker at "
                 f"{self.limits.memory_limit} MB (--memory-limit); {type(exc).__name__}: {exc}",
-                "memory",
+                ErrorCode.MEMORY,
             )
         body = error_body(exc)
-        if body["code"] == "exception":
+        if body["code"] == ErrorCode.EXCEPTION:
             logger.info("call %d raised %s: %s", id, body["type"], body["message"])
         try:
             await self._transport(Kind.ERROR, id, body)
@@ -276,3 +368,21 @@ class Dispatcher:
     def _later(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _build_wasm(body: Any, call_timeout: float | None) -> Any:
+    """A WASM node from its ``CREATE`` body (on the worker thread: compiling takes a while)."""
+    from remotemedia.nodes.wasm import WasmNode  # wasmtime loads only where WASM nodes run
+
+    try:
+        spec = spec_from_body(body)
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None
+    if call_timeout is not None and spec.time_limit > 0.9 * call_timeout:
+        # Interrupted by its own deadline (a ResourceLimitError, the session goes on)
+        # before the call timeout, which would end a session stuck in sync code.
+        spec = dataclasses.replace(spec, time_limit=0.9 * call_timeout)
+    try:
+        return WasmNode.from_spec(spec)
+    except ValueError as exc:
+        raise RemoteCallError(f"the WASM node cannot be built: {exc}") from None

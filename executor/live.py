@@ -41,11 +41,11 @@ from remotemedia.exceptions import RemoteMediaError
 from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
-from remotemedia.transport import close_peer_connection, new_peer_connection
+from remotemedia.transport import new_peer_connection
 from remotemedia.transport.ice import order_ice_servers
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
-from remotemedia.transport.peer import SERVICE_LABEL, add_candidate
+from remotemedia.transport.peer import SERVICE_LABEL, add_candidate, close_peer_connection
 
 from .services import Factory, build
 from .session import SessionSettings, ticket_problem
@@ -203,10 +203,12 @@ class ServiceSession:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()  # a cancelled task's traceback holds its frame, and so this session
             if self._node is not None:
                 await self._call(getattr(self._node, "cleanup", None))
             self._video.stop()
             self._audio.stop()
+            self.signaling.on_candidate(None)
             await close_peer_connection(pc)
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
@@ -269,6 +271,10 @@ class ServiceSession:
         except ValueError:
             self._error("bad_request", "a message is not valid JSON")
             return None
+        except RecursionError:  # "[[[[..." 20,000 deep fits in a message
+            logger.warning("session %s: a control message nested too deep to parse; refused", self.signaling.id)
+            self._error("bad_request", "a message is nested too deep")
+            return None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._error("bad_request", "a message is a JSON object with a string 'type'")
             return None
@@ -321,12 +327,20 @@ class ServiceSession:
             message = await self._next_message()
             if message is None:
                 continue
-            if message["type"] == "configure":
-                self._configure(message.get("options"))
-            elif message["type"] == "end":
-                self._input.end()
-            elif message["type"] != "hello":
-                self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
+            try:
+                self._control_message(message)
+            except Exception as exc:
+                # One message the service cannot take must not end the loop: later ones still count.
+                logger.warning("session %s: control message %r failed", self.signaling.id, message["type"], exc_info=True)
+                self._error("bad_request", f"the {message['type']!r} message failed: {type(exc).__name__}")
+
+    def _control_message(self, message: dict) -> None:
+        if message["type"] == "configure":
+            self._configure(message.get("options"))
+        elif message["type"] == "end":
+            self._input.end()
+        elif message["type"] != "hello":
+            self._error("bad_request", f"unknown message type {message['type']!r} (configure or end)")
 
     def _configure(self, options: Any) -> None:
         configure = getattr(self._node, "configure", None)
@@ -355,6 +369,7 @@ class ServiceSession:
                     "dropped": dropped,
                     "process_ms": round(sum(times) / len(times), 1) if times else None,
                     "audio_backlog_s": round(self._input.audio_backlog, 2),
+                    **_speech_stats(self._node),
                 }
             )
 
@@ -393,9 +408,27 @@ class ServiceSession:
             self._audio.play(item)
         elif isinstance(item, Transcript):
             self._send({"type": "transcript", "text": item.text, "start": item.start, "end": item.end})
+        elif isinstance(item, dict) and item.get("type") == "interrupted":
+            # Barge-in: the reply's audio still queued on the track is not played.
+            flushed = self._audio.queued
+            self._audio.clear()
+            self._send({**item, "flushed_s": round(flushed, 3)})
         elif isinstance(item, dict) and isinstance(item.get("type"), str):
             self._send(item)
         elif isinstance(item, str):
             self._send({"type": "text", "text": item})
         else:
             self._send({"type": "event", "data": item})
+
+
+def _speech_stats(node: Any) -> dict:
+    """What a service's speech recognition shed (utterances too short, merged while busy), and its barge-ins."""
+    stats = {}
+    whisper = getattr(node, "whisper", None)
+    for name in ("ignored", "merged"):
+        value = getattr(whisper, name, None)
+        if isinstance(value, int):
+            stats[f"utterances_{name}"] = value
+    if isinstance(getattr(node, "interruptions", None), int):
+        stats["interruptions"] = node.interruptions
+    return stats

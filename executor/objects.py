@@ -15,9 +15,10 @@ import inspect
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
-from remotemedia.exceptions import SerializationError
+from remotemedia.exceptions import ResourceLimitError, SerializationError
+from remotemedia.rpc import ErrorCode
 from remotemedia.serialization import loads_object
 
 from .worker import Worker
@@ -34,7 +35,7 @@ CLEANUP_TIMEOUT = 5.0
 class RemoteCallError(Exception):
     """A request the executor refuses (unknown object or method, wrong mode); ``code`` goes to the client."""
 
-    def __init__(self, message: str, code: str = "bad_request") -> None:
+    def __init__(self, message: str, code: str = ErrorCode.BAD_REQUEST) -> None:
         super().__init__(message)
         self.code = code
 
@@ -44,8 +45,11 @@ def error_body(exc: BaseException) -> dict:
     if isinstance(exc, RemoteCallError):
         return {"code": exc.code, "type": "", "message": str(exc), "traceback": ""}
     cls = type(exc)
+    if isinstance(exc, ResourceLimitError) and exc.limit in ("cpu", "time", "memory"):
+        # A WASM node's limits: the client raises ResourceLimitError too.
+        return {"code": exc.limit, "type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": ""}
     body = {
-        "code": "serialization" if isinstance(exc, SerializationError) else "exception",
+        "code": ErrorCode.SERIALIZATION if isinstance(exc, SerializationError) else ErrorCode.EXCEPTION,
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "traceback": _user_traceback(exc),
@@ -96,13 +100,16 @@ class ObjectTable:
         """Unpickle call arguments on the worker thread (a large pickle would stall the loop)."""
         return await self._run(loads_object, data)
 
-    async def create(self, handle: int, data: bytes) -> Any:
-        """Unpickle an object (off the loop: it may load a model) and run its ``initialize()``."""
+    async def create(self, handle: int, data: Any, build: Callable[[Any], Any] = loads_object) -> Any:
+        """
+        Build an object from ``data`` with ``build`` (by default: unpickle
+        it; off the loop: it may load a model) and run its ``initialize()``.
+        """
         if handle in self._objects or handle in self._pending:
             raise RemoteCallError(f"object handle {handle} is already in use")
         self._pending.add(handle)  # reserved across the awaits below
         try:
-            obj = await self._run(loads_object, data)
+            obj = await self._run(build, data)
             # In the table before initialize(): if the create is cancelled
             # while initialize() runs on the thread, close() still cleans up.
             self._objects[handle] = obj
@@ -122,12 +129,12 @@ class ObjectTable:
         """The bound method ``name`` of object ``handle``; refuses private names."""
         obj = self._objects.get(handle)
         if obj is None or handle in self._pending:
-            raise RemoteCallError(f"no object with handle {handle} in this session (released?)", "no_object")
+            raise RemoteCallError(f"no object with handle {handle} in this session (released?)", ErrorCode.NO_OBJECT)
         if not isinstance(name, str) or name.startswith("_"):
-            raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", "no_method")
+            raise RemoteCallError(f"method {name!r} cannot be called remotely (private or not a name)", ErrorCode.NO_METHOD)
         method = getattr(obj, name, None)
         if not callable(method):
-            raise RemoteCallError(f"{type(obj).__qualname__} has no method {name!r}", "no_method")
+            raise RemoteCallError(f"{type(obj).__qualname__} has no method {name!r}", ErrorCode.NO_METHOD)
         return method
 
     async def call(self, method: Any, args: tuple, kwargs: dict) -> Any:
@@ -180,7 +187,7 @@ class ObjectTable:
         """Run the object's ``cleanup()`` and forget it."""
         obj = self._objects.pop(handle, None)
         if obj is None:
-            raise RemoteCallError(f"no object with handle {handle} in this session", "no_object")
+            raise RemoteCallError(f"no object with handle {handle} in this session", ErrorCode.NO_OBJECT)
         await self._cleanup(handle, obj)
 
     async def close(self, cleanup_timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -63,6 +63,13 @@ class WorkerProcess:
         """The worker's process id, once started."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def backlog(self) -> int:
+        """Bytes passed to :meth:`send` that the worker has not read yet (beyond the socket's own buffer)."""
+        if self._writer is None or self._writer.is_closing():
+            return 0
+        return self._writer.transport.get_write_buffer_size()
+
     async def start(self) -> None:
         """Start the process (it waits for :meth:`configure`)."""
         ours, theirs = socket.socketpair()

@@ -29,8 +29,8 @@ import struct
 import sys
 
 from remotemedia import codec
-from remotemedia.exceptions import EncodeError
-from remotemedia.rpc import Kind, RPCProtocol
+from remotemedia.exceptions import ConnectionLostError, DecodeError, EncodeError
+from remotemedia.rpc import ErrorCode, Kind, Rejected, RPCProtocol, peek
 from remotemedia.serialization import dumps_object
 
 from .dispatch import Dispatcher, Limits
@@ -94,8 +94,11 @@ async def _serve(fd: int) -> int:
             data = protocol.encode(kind, id, body)
         except EncodeError:
             data = protocol.encode(kind, id, dumps_object(body), pickled=True)
-        writer.writelines(frame(data))
-        await writer.drain()
+        try:
+            writer.writelines(frame(data))
+            await writer.drain()
+        except ConnectionError as exc:  # the executor is gone: nobody to answer
+            raise ConnectionLostError(f"the executor closed the worker's socket: {exc}") from exc
 
     def on_stuck(why: str) -> None:
         stuck.append(why)
@@ -104,7 +107,7 @@ async def _serve(fd: int) -> int:
     dispatcher = Dispatcher(ObjectTable(str(settings["session"])), send, limits, on_stuck)
     try:
         while not stuck and (data := await read_frame(reader)) is not None:
-            dispatcher.handle(protocol.decode(data))
+            dispatcher.handle(_decode(protocol, data))
     except ConnectionError:
         pass
     if stuck:
@@ -113,6 +116,16 @@ async def _serve(fd: int) -> int:
     await dispatcher.close()
     writer.close()
     return 0
+
+
+def _decode(protocol: RPCProtocol, data: bytes):
+    """A relayed message, or :class:`Rejected` for one the client made undecodable (answered, not fatal)."""
+    try:
+        return protocol.decode(data)
+    except DecodeError as exc:
+        kind, id = peek(data)  # the executor relayed it whole: its header is there
+        known = Kind(kind) if kind in Kind._value2member_map_ else None
+        return Rejected(known, id, ErrorCode.BAD_REQUEST, f"a message that does not decode: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

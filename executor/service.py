@@ -22,10 +22,12 @@ import ssl
 from dataclasses import dataclass, field
 
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
+from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
 
-from .dispatch import Limits
+from .dispatch import ACCEPTS, Limits
 from .live import ServiceSession
+from .memory import return_freed_memory
 from .process import WorkerProcess
 from .services import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
@@ -73,6 +75,10 @@ class ExecutorConfig:
     max_objects: int = 64
     #: MB of memory each session's worker process may use (``process`` mode); ``None``: no cap.
     memory_limit: int | None = None
+    #: Bytes per second of compressed bodies one session may have inflated (see :class:`~remotemedia.rpc.InflateBudget`).
+    inflate_rate: int = DEFAULT_INFLATE_RATE
+    #: What clients may send (see :data:`~executor.dispatch.ACCEPTS`): ``"wasm"`` refuses every pickle.
+    accept: str = "python"
     #: Named services offered to clients that ask for one (browsers): name to node factory.
     services: dict[str, Factory] = field(default_factory=default_services)
     #: PEM file of the CA certificates that may sign a ``wss://`` server's certificate
@@ -85,8 +91,12 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.accept not in ACCEPTS:
+            raise ValueError(f"accept must be one of {', '.join(ACCEPTS)}, not {self.accept!r}")
         if self.call_timeout is not None and not self.call_timeout > 0:
             raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
+        if not isinstance(self.inflate_rate, int) or self.inflate_rate < 1024 * 1024:
+            raise ValueError(f"inflate_rate must be at least 1 MiB/s (in bytes per second), not {self.inflate_rate!r}")
         if not isinstance(self.max_objects, int) or self.max_objects < 1:
             raise ValueError(f"max_objects must be a positive integer, not {self.max_objects!r}")
         for name, factory in self.services.items():
@@ -150,7 +160,7 @@ class Executor:
             connect_timeout=config.connect_timeout,
             ice_servers=list(config.ice_servers),
             mode=config.mode,
-            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit),
+            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.inflate_rate, accept=config.accept),
         )
 
     async def start(self) -> None:
@@ -162,6 +172,7 @@ class Executor:
         so at once instead of waiting.
         """
         self._closing = asyncio.Event()
+        return_freed_memory()  # what an ended session held leaves the executor's resident size
         self.signaling = await self._register()
         await self._prepare_worker()
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)

@@ -16,29 +16,41 @@ in the executor itself (``inprocess`` mode), or, still encoded, to the
 session's own worker process (``process`` mode, the default; see
 :mod:`executor.sandbox`), which is then the only place anything from the
 client is unpickled.
+
+A session bounds what its client can make it hold or spend (issue 18):
+compressed bodies are inflated within a per-second budget
+(:class:`~remotemedia.rpc.compression.InflateBudget`), requests relayed to
+the worker obey input credit and a byte bound
+(:class:`~executor.relay.RelayGuard`), and a message it cannot take (an
+unexpected kind, an undecodable body, over a budget) gets an ``ERROR``
+reply and a log line; after :data:`MAX_STRIKES` of those the session ends.
+When it ends, everything it held is let go by reference counting, at once:
+no reference cycle is left for the garbage collector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from remotemedia.exceptions import DecodeError, RemoteMediaError
-from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
+from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.ice import first_turn, order_ice_servers, selected_route
 from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, make_answer, new_peer_connection, watch_bye
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
-from .dispatch import Dispatcher, Limits, too_large_error
+from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
 from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
+from .relay import Refusal, RelayGuard
 
-__all__ = ["SessionSettings", "ExecutorSession", "ticket_problem", "DEFAULT_MAX_MESSAGE_SIZE", "MODES"]
+__all__ = ["SessionSettings", "ExecutorSession", "ticket_problem", "DEFAULT_MAX_MESSAGE_SIZE", "MODES", "MAX_STRIKES"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +60,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 MODES = ("process", "inprocess")
 # What a process-mode session passes to its worker without decoding.
 _RELAYED = frozenset({Kind.CREATE, Kind.CALL, Kind.RELEASE, Kind.CANCEL, Kind.CREDIT, Kind.INPUT, Kind.INPUT_END})
+#: Messages a session refuses (unexpected, undecodable, over a budget) before it ends the session.
+MAX_STRIKES = 16
 
 
 @dataclass
@@ -103,6 +117,9 @@ class ExecutorSession:
         self._ending = False
         self._slots: list[MediaSlot] = []
         self._bridges: dict[int, MediaBridge] = {}
+        self._guard: RelayGuard | None = None  # process mode
+        self._strikes = 0
+        self._hello_timer: asyncio.TimerHandle | None = None
         # Encodes what a bridge passes to the worker (a local socket: no compression), and decodes what it must look into.
         self._worker_codec = RPCProtocol(settings.max_message_size, compress=False)
 
@@ -134,19 +151,21 @@ class ExecutorSession:
             channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
             # Operators see how each session goes (a relay costs the TURN server's bandwidth).
             logger.info("session %s: route %s", self.signaling.id, selected_route(pc, first_turn(servers)))
+            inflate = InflateBudget(self.settings.limits.inflate_rate, largest=self.settings.max_message_size)
+            if self._worker is not None:
+                self._guard = RelayGuard()
             self._rpc = RPCChannel(
                 channel,
-                RPCProtocol(self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset()),
+                RPCProtocol(
+                    self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset(), inflate=inflate
+                ),
                 self._on_event,
                 self._end,
                 heartbeat_interval=self.settings.heartbeat_interval,
                 heartbeat_timeout=self.settings.heartbeat_timeout,
             )
             # A peer that connects but never authenticates must not hold a slot.
-            limit = self.settings.connect_timeout
-            asyncio.get_running_loop().call_later(
-                limit, lambda: self.authenticated or self._end(f"no HELLO within {limit:g} s")
-            )
+            self._hello_timer = asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._no_hello)
             await self._done.wait()
         except (asyncio.TimeoutError, RemoteMediaError) as exc:
             self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
@@ -155,6 +174,9 @@ class ExecutorSession:
             self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
         finally:
             self._ending = True  # requests from now on are not served
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+            self.signaling.on_candidate(None)
             if watcher is not None:
                 watcher.cancel()
             for bridge in list(self._bridges.values()):
@@ -173,7 +195,15 @@ class ExecutorSession:
                 self._rpc.close()
             await close_peer_connection(pc)  # bounded: the slot is freed even when TURN is unreachable
             await self.signaling.close(self._why[:200])
+            # What holds our bound methods goes, so nothing is left for the garbage collector.
+            self._dispatcher = self._worker = self._guard = None
+            self._bridges.clear()
+            self._slots = []
             logger.info("session %s ended: %s", self.signaling.id, self._why or "done")
+
+    def _no_hello(self) -> None:
+        if not self.authenticated:
+            self._end(f"no HELLO within {self.settings.connect_timeout:g} s")
 
     def _add_slots(self, pc: Any) -> None:
         # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
@@ -192,24 +222,56 @@ class ExecutorSession:
         if isinstance(event, TooLarge):
             self._reply_later(self._error(event.id or 0, too_large_error(event)))
             return
-        if event.kind is Kind.HELLO:
-            self._hello(event)
-        elif not self.authenticated:
+        if not self.authenticated and not (isinstance(event, Message) and event.kind is Kind.HELLO):
             # Nothing, above all nothing pickled, is looked at before HELLO.
             self._reply_later(self._refuse(event.id, "a request came before authentication: send HELLO with the session ticket first"))
+        elif isinstance(event, Rejected):
+            self._strike(event.id, event.code, event.reason)
+        elif event.kind is Kind.HELLO:
+            if self.authenticated:
+                self._strike(event.id, ErrorCode.BAD_REQUEST, "a second HELLO: the session is authenticated already")
+            else:
+                self._hello(event)
+        elif event.pickled and not self.settings.limits.unpickles:
+            # --accept wasm: refused here, before a relay to the worker (which refuses too).
+            self._reply_later(self._error(event.id, pickle_refused(event.kind, self.settings.limits.accept)))
         elif event.kind is Kind.MEDIA:
             self._media(event)
+        elif event.kind not in _RELAYED:
+            self._strike(event.id, ErrorCode.BAD_REQUEST, f"a {event.kind.name} is not something a client sends")
         elif event.id in self._bridges and event.kind in (Kind.INPUT, Kind.INPUT_END, Kind.CANCEL):
             bridge = self._bridges[event.id]
             if event.kind is Kind.INPUT:
-                bridge.client_input(event)
+                if self._guarded(event, 0) is None:
+                    bridge.client_input(event)
             elif event.kind is Kind.INPUT_END:
                 bridge.client_end(self._plain_body(event))
             else:
                 self._pass_on(event)
                 bridge.close()
         else:
-            self._pass_on(event)
+            refusal = self._guarded(event, len(event.data) if isinstance(event, Raw) else 0)
+            if refusal is None:
+                self._pass_on(event)
+
+    def _guarded(self, event: Message | Raw, size: int) -> Refusal | None:
+        """Asks the relay guard (process mode) whether ``event`` may go on; answers the client when not."""
+        if self._guard is None:
+            return None
+        refusal = self._guard.request(event.kind, event.id, size, self._worker.backlog)
+        if refusal is not None and not refusal.quiet:
+            if refusal.cancel:
+                self._to_method(Kind.CANCEL, event.id, None)
+            self._strike(event.id, refusal.code, refusal.reason)
+        return refusal
+
+    def _strike(self, id: int, code: str, reason: str) -> None:
+        """Answer a message the session will not take; end the session after :data:`MAX_STRIKES` of them."""
+        self._strikes += 1
+        logger.warning("session %s: refused a message (%d of %d): %s", self.signaling.id, self._strikes, MAX_STRIKES, reason)
+        self._reply_later(self._error(id, RemoteCallError(reason, code)))
+        if self._strikes >= MAX_STRIKES:
+            self._end(f"the client sent {self._strikes} messages the executor refused (the last: {reason})")
 
     def _pass_on(self, event: Message | Raw) -> None:
         """A request to the session's objects: to the worker still encoded, or to the dispatcher."""
@@ -254,11 +316,16 @@ class ExecutorSession:
                 self._slots[index],
                 lambda kind, body: self._to_method(kind, id, body),
                 self._pass_on,
-                lambda kind, body: self._rpc.send(kind, id, body),
+                lambda kind, body: self._bridge_send(kind, id, body),
                 lambda: self._bridges.pop(id, None),
             )
             return
         self._reply_later(self._error(id, RemoteCallError(why)))
+
+    async def _bridge_send(self, kind: Kind, id: int, body: Any) -> None:
+        if kind is Kind.CREDIT and self._guard is not None:
+            self._guard.granted(id, body)  # the bridge lets the client send more
+        await self._rpc.send(kind, id, body)
 
     def _to_method(self, kind: Kind, id: int, body: Any) -> None:
         if self._ending:
@@ -285,7 +352,7 @@ class ExecutorSession:
         timeout = body.get("timeout")
         if isinstance(timeout, (int, float)) and timeout > 0:
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
-            limits = Limits(shorter, limits.max_objects, limits.memory_limit)
+            limits = dataclasses.replace(limits, call_timeout=shorter)
         if self._worker is not None:
             self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
         else:
@@ -304,8 +371,16 @@ class ExecutorSession:
         await self._rpc.send(kind, id, body, pickle_fallback=True)
 
     async def _relay_reply(self, data: bytes) -> None:
-        if self._bridges:
+        try:
             kind, id = peek(data)
+        except DecodeError:
+            logger.warning("session %s: the worker sent %d bytes that are not a message; dropped", self.signaling.id, len(data))
+            return
+        if self._guard is not None:
+            self._guard.reply(kind, id)
+            if kind == Kind.CREDIT and id not in self._bridges:
+                self._guard.granted(id, self._plain_body(Raw(Kind.CREDIT, id, data)))
+        if self._bridges:
             bridge = self._bridges.get(id)
             if bridge is not None and kind in Kind._value2member_map_:
                 bridge.output(Kind(kind), lambda: self._plain_body(Raw(Kind(kind), id, data)), lambda: self._write_reply(data))
@@ -325,7 +400,7 @@ class ExecutorSession:
         if self._rpc is None or self._rpc.lost is not None:
             return
         body = error_body(exc)
-        if body["code"] == "exception":
+        if body["code"] == ErrorCode.EXCEPTION:
             logger.info("session %s: call %d raised %s: %s", self.signaling.id, id, body["type"], body["message"])
         try:
             await self._rpc.send(Kind.ERROR, id, body)
@@ -337,7 +412,7 @@ class ExecutorSession:
         if not self.authenticated or self._refused or self._rpc is None or self._rpc.lost is not None:
             return
         try:
-            await self._rpc.send(Kind.ERROR, 0, {"code": "session_ended", "type": "", "message": why[:1000], "traceback": ""})
+            await self._rpc.send(Kind.ERROR, 0, {"code": ErrorCode.SESSION_ENDED, "type": "", "message": why[:1000], "traceback": ""})
             await self._rpc.drain(0.5)
         except RemoteMediaError:
             pass
@@ -348,7 +423,7 @@ class ExecutorSession:
             return
         self._refused = True  # answer once; whatever else the peer sends is ignored
         logger.warning("session %s: refused: %s", self.signaling.id, why)
-        await self._error(id, RemoteCallError(why, "unauthorized"))
+        await self._error(id, RemoteCallError(why, ErrorCode.UNAUTHORIZED))
         await self._rpc.drain()
         self._end(f"refused: {why}")
 

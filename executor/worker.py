@@ -61,6 +61,10 @@ class Worker:
                 _settle(loop, future, result, None)
             finally:
                 self.busy = False
+                # A raised exception's traceback holds this frame, and the future holds the
+                # exception: the frame must not hold the future (a cycle that would keep the
+                # call's arguments, a whole upload perhaps, until a garbage collection).
+                item = loop = future = fn = args = result = None
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, error: BaseException | None) -> None:

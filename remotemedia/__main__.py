@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the TURN server's shared secret: sessions get TURN credentials minted from it "
         "(default: $REMOTEMEDIA_TURN_SECRET)",
     )
-    add_executor_arguments(serve)
+    # The embedded executor serves the developer's own code on their own
+    # machine: Python objects and WASM nodes alike (python -m executor: python).
+    add_executor_arguments(serve, accept="any")
     add_token_command(commands)
     return parser.parse_args(argv)
 

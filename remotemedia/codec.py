@@ -29,6 +29,14 @@ when the input is writable (a ``bytearray``): decoded arrays are views of it.
 Arrays decoded from read-only input (``bytes``) are copied, so that a node
 that modifies the frames it receives works remotely as it does locally.
 
+Nesting is bounded: a value may hold at most :data:`MAX_NESTING` levels of
+tuples, arrays and frames inside one another (each is a msgpack extension
+decoded by a nested ``unpackb``, and msgpack puts a large context on the C
+stack for each: about 200 levels crash the interpreter with a segmentation
+fault). Lists and dicts nest up to msgpack's own limit inside each level.
+Deeper values are refused both ways, with :exc:`EncodeError` or
+:exc:`DecodeError`, before the stack is at risk.
+
 This module is sans-I/O: it only turns values into bytes and back.
 """
 
@@ -44,10 +52,12 @@ import numpy as np
 from .exceptions import DecodeError, EncodeError
 from .frames import AudioFrame, Transcript, VideoFrame
 
-__all__ = ["encode", "encode_parts", "decode", "FORMAT_VERSION"]
+__all__ = ["encode", "encode_parts", "decode", "FORMAT_VERSION", "MAX_NESTING"]
 
 #: Version byte at the start of every encoded message.
 FORMAT_VERSION = 1
+#: Most tuples, arrays and frames nested inside one another in one value (see the module docstring).
+MAX_NESTING = 32
 
 _HEADER = struct.Struct("!BI")
 _ALIGN = 8
@@ -76,8 +86,22 @@ class _Encoder:
     def __init__(self) -> None:
         self.buffers: list[memoryview] = []
         self.size = 0  # bytes in the buffer area so far, padding included
+        self.depth = 0  # nested pack() calls: extension values inside one another
 
     def pack(self, obj: Any) -> bytes:
+        if self.depth >= MAX_NESTING:
+            raise EncodeError(
+                f"cannot encode a value with more than {MAX_NESTING} tuples, arrays or frames nested "
+                f"inside one another; flatten it (lists nest deeper)",
+                type_name=type(obj).__qualname__,
+            )
+        self.depth += 1
+        try:
+            return self._pack(obj)
+        finally:
+            self.depth -= 1
+
+    def _pack(self, obj: Any) -> bytes:
         try:
             # strict_types sends subclasses of the built-in types (np.float64 is a
             # float, IntEnum an int, tuple is not a list) through default(), so
@@ -174,8 +198,18 @@ class _Decoder:
 
     def __init__(self, area: memoryview) -> None:
         self.area = area
+        self.depth = 0
 
     def unpack(self, data: bytes | memoryview) -> Any:
+        if self.depth >= MAX_NESTING:
+            raise DecodeError(f"a value nests more than {MAX_NESTING} tuples, arrays or frames inside one another")
+        self.depth += 1
+        try:
+            return self._unpack(data)
+        finally:
+            self.depth -= 1
+
+    def _unpack(self, data: bytes | memoryview) -> Any:
         return msgpack.unpackb(
             data,
             ext_hook=self.ext_hook,

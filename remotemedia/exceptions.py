@@ -20,7 +20,8 @@ The tree, as it stands::
     │   └── TLSError            TLS with the server failed: an untrusted certificate, or ws:// to a TLS-only server
     ├── RemoteExecutionError    the remote object's method raised (remote type, message, traceback)
     ├── MessageTooLargeError    a message is above ``max_message_size`` (also a ValueError)
-    ├── ResourceLimitError      the executor stopped work at one of its limits (memory, objects)
+    ├── ResourceLimitError      work stopped at one of its limits (memory, objects; a WASM node's cpu, time)
+    ├── WasmError               a WASM node's module trapped, or breaks the node ABI (also a RuntimeError)
     ├── ModelError              a model, or the package that runs it, is missing or failed to load
     ├── ConnectionLostError     a connection closed under a pending operation (also a ConnectionError)
     └── RemoteTimeoutError      a network wait or a remote call ran past its timeout (also a TimeoutError)
@@ -52,6 +53,7 @@ __all__ = [
     "RemoteExecutionError",
     "MessageTooLargeError",
     "ResourceLimitError",
+    "WasmError",
     "ModelError",
     "ConnectionLostError",
     "RemoteTimeoutError",
@@ -270,15 +272,41 @@ class ResourceLimitError(RemoteMediaError):
     The executor stopped or refused work at one of its limits.
 
     :attr:`limit` names it: ``"memory"`` (the session's worker process ran
-    out of the memory ``--memory-limit`` gives it) or ``"objects"`` (the
-    session holds ``--max-objects`` objects already: release some). The
-    message says which setting of the executor raises it.
+    out of the memory ``--memory-limit`` gives it, or a WASM node's module
+    needs more than its ``memory_mb``), ``"objects"`` (the session holds
+    ``--max-objects`` objects already: release some), ``"rate_limited"`` (the
+    client sent compressed data faster than ``--inflate-rate``, or more than
+    its worker keeps up with), ``"cpu"`` (a WASM node's call used its whole
+    ``fuel``) or ``"time"`` (a WASM node's call ran past its ``time_limit``).
+    The message says which setting raises it.
     """
 
     def __init__(self, message: str, *, limit: str = "") -> None:
         super().__init__(message)
-        #: Which limit: ``"memory"`` or ``"objects"``.
+        #: Which limit: ``"memory"``, ``"objects"``, ``"rate_limited"``, ``"cpu"`` or ``"time"``.
         self.limit = limit
+
+
+class WasmError(RemoteMediaError, RuntimeError):
+    """
+    A WASM node's module trapped (``unreachable``, an out-of-bounds access,
+    a division by zero...), returned an error status, or does not follow
+    the node ABI (a missing export, a wrong signature).
+
+    :attr:`trap` names the trap (``"unreachable"``,
+    ``"memory_out_of_bounds"``...; empty when it was not a trap) and
+    :attr:`export` the export that was running. Running out of fuel or time
+    is a :exc:`ResourceLimitError` instead. On an executor it reaches the
+    client as a :exc:`RemoteExecutionError` whose ``remote_type`` ends in
+    ``WasmError``.
+    """
+
+    def __init__(self, message: str, *, trap: str = "", export: str = "") -> None:
+        super().__init__(message)
+        #: The trap's name, lowercase (``""`` when it was no trap).
+        self.trap = trap
+        #: The export that was running (``""`` when unknown).
+        self.export = export
 
 
 class ModelError(RemoteMediaError):

@@ -12,7 +12,7 @@ import pytest
 
 from media_samples import random_image
 from remotemedia import AudioFrame, DecodeError, EncodeError, Transcript, VideoFrame
-from remotemedia.codec import FORMAT_VERSION, decode, encode, encode_parts
+from remotemedia.codec import FORMAT_VERSION, MAX_NESTING, decode, encode, encode_parts
 from remotemedia.frames import VIDEO_FORMATS
 
 
@@ -654,3 +654,40 @@ def test_invalid_transcript_fields_raise_decode_error(fields):
     body = msgpack.ExtType(6, msgpack.packb(fields, use_bin_type=True))
     with pytest.raises(DecodeError):
         decode(raw_message(body, b""))
+
+
+# -- nesting: msgpack puts a context on the C stack per extension level ---------------------
+
+
+def _nested_tuple(depth: int):
+    value: tuple = ()
+    for _ in range(depth - 1):
+        value = (value,)
+    return value
+
+
+def test_tuples_nest_up_to_the_limit():
+    value = _nested_tuple(MAX_NESTING - 1)
+    assert decode(encode(value)) == value
+
+
+def test_deeper_values_are_refused_when_encoding():
+    with pytest.raises(EncodeError, match="nested"):
+        encode(_nested_tuple(MAX_NESTING + 5))
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 400, 5000])
+def test_absurd_nesting_is_a_decode_error_not_a_crash(depth):
+    # Built by hand, as a hostile peer would (about 200 levels used to crash the interpreter).
+    inner = msgpack.packb([1])
+    for _ in range(depth):
+        inner = msgpack.packb([msgpack.ExtType(5, inner)])
+    data = struct.pack("!BI", FORMAT_VERSION, len(inner)) + inner
+    with pytest.raises(DecodeError, match="nests more than"):
+        decode(data)
+
+
+def test_deep_plain_lists_are_a_decode_error_too():
+    body = b"\x91" * 100_000 + b"\xc0"  # a list holding a list... 100,000 deep
+    with pytest.raises(DecodeError):
+        decode(struct.pack("!BI", FORMAT_VERSION, len(body)) + body)

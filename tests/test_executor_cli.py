@@ -74,12 +74,20 @@ def test_an_unreachable_signaling_server_exits_1():
 
 @pytest.mark.parametrize(
     "args", [["--signaling", "http://x"], ["--signaling", "ws://h:1", "--max-sessions", "0"],
-             ["--signaling", "ws://h:1", "--max-message-size", "10"]]
+             ["--signaling", "ws://h:1", "--max-message-size", "10"], ["--signaling", "ws://h:1", "--inflate-rate", "0"]]
 )
 def test_bad_settings_exit_2(args):
     result = run("-m", "executor", *args)
     assert result.returncode == 2
     assert result.stderr.startswith("remotemedia-executor: ")
+
+
+def test_the_inflate_rate_is_given_in_mib_per_second():
+    from executor.__main__ import executor_config, parse_args
+
+    args = parse_args(["--signaling", "ws://h:1", "--inflate-rate", "8"])
+    config = executor_config(args, signaling="ws://h:1/ws", token=None, name="n")
+    assert config.inflate_rate == 8 * 1024 * 1024
 
 
 async def test_an_executor_outlives_its_signaling_server_and_still_stops_with_0():

@@ -551,3 +551,39 @@ def test_error_body_of_an_exception_never_raised_has_a_bare_traceback():
     body = error_body(KeyError("k"))
     assert body["code"] == "exception" and body["type"] == "builtins.KeyError"
     assert body["traceback"].startswith("Traceback (most recent call last):")
+
+
+class _Upload:
+    """Stands for a large argument (bytes cannot be weakly referenced)."""
+
+
+def _refuse(upload: _Upload) -> None:
+    raise ValueError("refused")
+
+
+async def test_a_failed_calls_arguments_are_freed_without_a_garbage_collection():
+    # The exception's traceback holds the worker thread's frame; if that frame held the
+    # future (which holds the exception), the arguments would wait for the collector.
+    import gc
+    import weakref
+
+    worker = executor.worker.Worker("refcount")
+    gc.collect()
+    gc.disable()
+    try:
+        upload = _Upload()
+        alive = weakref.ref(upload)
+
+        async def serve(upload: _Upload) -> None:  # as the dispatcher does: a task that answers the error
+            try:
+                await worker.run(_refuse, upload)
+            except ValueError:
+                pass
+
+        await asyncio.create_task(serve(upload))
+        del upload
+        worker.stop()  # as at a session's end
+        worker.thread.join(5)
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -147,7 +147,9 @@ async def live(node, frames):
 
 
 async def test_live_demo_routes_video_to_the_effect_and_audio_to_speech():
-    node = LiveDemoNode("invert", transcribe=True, talkback=True, whisper=StandInWhisper(), tts=StandInTTS())
+    node = LiveDemoNode(
+        "invert", transcribe=True, talkback=True, whisper=StandInWhisper(), tts=StandInTTS(), barge_in=None
+    )
     out = await live(node, [scene(), *[audio(i) for i in range(20)]])
     video = [o for o in out if isinstance(o, VideoFrame)]
     assert len(video) == 1 and np.array_equal(video[0].image, 255 - scene().image)

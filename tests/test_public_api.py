@@ -35,6 +35,7 @@ PUBLIC = {
     "TLSError",
     "Transcript",
     "VideoFrame",
+    "WasmError",
 }
 
 
@@ -62,6 +63,7 @@ def test_documented_imports_work():
         UltravoxMinDurationWrapper,
         AudioFileSource,
         WavWriterNode,
+        WasmNode,
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from remotemedia.exceptions import DecodeError, EncodeError, MessageTooLargeError
-from remotemedia.rpc import CHUNK_SIZE, Kind, Message, RPCProtocol, TooLarge
+from remotemedia.rpc import CHUNK_SIZE, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
 from remotemedia.rpc.framing import Reassembler, Refused, chunk
 from remotemedia.rpc.protocol import HEADER_SIZE
 
@@ -103,13 +103,29 @@ def test_unsupported_body_raises_encode_error():
         b"\x02more",  # continuation without a first chunk
         b"\x01" + struct.pack("!Q", 3) + b"abcd",  # first chunk longer than its total
         b"\x00\x01",  # shorter than a header
-        b"\x00" + struct.pack("!BBI", 99, 0, 1) + b"\x01",  # unknown message kind
-        b"\x00" + struct.pack("!BBI", 4, 0, 1) + b"garbage",  # body that does not decode
     ],
 )
 def test_malformed_input_raises_decode_error(payload):
     with pytest.raises(DecodeError):
         RPCProtocol(1 << 20).receive_data(payload)
+
+
+@pytest.mark.parametrize(
+    "payload, kind",
+    [
+        (b"\x00" + struct.pack("!BBI", 99, 0, 7) + b"\x01", None),  # unknown message kind
+        (b"\x00" + struct.pack("!BBI", 4, 0, 7) + b"garbage", Kind.CALL),  # body that does not decode
+    ],
+    ids=["unknown-kind", "undecodable-body"],
+)
+def test_a_bad_message_with_intact_framing_is_rejected_not_fatal(payload, kind):
+    protocol = RPCProtocol(1 << 20)
+    [event] = protocol.receive_data(payload)
+    assert isinstance(event, Rejected) and event.kind is kind and event.id == 7
+    assert event.code == ErrorCode.BAD_REQUEST
+    # The connection goes on: the next message decodes.
+    [ok] = protocol.receive_data(RPCProtocol(1 << 20).send(Kind.PING, 1, 0.5)[0])
+    assert ok == Message(Kind.PING, 1, 0.5)
 
 
 def test_a_chunk_running_past_its_message_is_refused():
@@ -209,12 +225,71 @@ def test_the_limit_applies_to_the_uncompressed_size_on_both_sides():
     assert event.size > 1 << 20
 
 
-def test_a_compressed_body_that_does_not_inflate_is_a_decode_error():
+def test_a_compressed_body_that_does_not_inflate_is_rejected():
     bogus = struct.pack("!BBI", Kind.RESULT, 0x02, 1) + struct.pack("<I", 1000) + b"\xff" * 20
+    for data in (bogus, struct.pack("!BBI", Kind.RESULT, 0x02, 1) + b"\x01"):
+        [event] = RPCProtocol(1 << 20).receive_data(b"\x00" + data)
+        assert isinstance(event, Rejected) and event.code == ErrorCode.BAD_REQUEST and event.id == 1
     with pytest.raises(DecodeError):
-        RPCProtocol(1 << 20).receive_data(b"\x00" + bogus)
-    with pytest.raises(DecodeError):
-        RPCProtocol(1 << 20).receive_data(b"\x00" + struct.pack("!BBI", Kind.RESULT, 0x02, 1) + b"\x01")
+        RPCProtocol(1 << 20).decode(bogus)  # decode() itself raises; receive_data() answers with Rejected
+
+
+def lz4_bomb(kind: Kind, id: int, size: int = 60 << 20) -> bytes:
+    """A whole message whose (pickled) body is ``size`` zero bytes, LZ4-compressed (about 1/250 of that on the wire)."""
+    return struct.pack("!BBI", kind, 0x03, id) + compression.compress(bytes(size))
+
+
+def test_control_kinds_are_never_compressed_and_a_compressed_one_is_rejected_unread():
+    # A sender leaves a control kind's body as it is, however large.
+    assert not RPCProtocol(16 << 20).encode(Kind.PING, 1, b"p" * (64 << 10))[1] & 0x02
+    assert RPCProtocol(16 << 20).encode(Kind.CALL, 1, b"p" * (64 << 10))[1] & 0x02
+    budget = compression.InflateBudget(1 << 30)
+    receiver = RPCProtocol(64 << 20, inflate=budget)
+    [event] = receiver.receive_data(b"\x00" + lz4_bomb(Kind.PING, 5, 1 << 20))
+    assert isinstance(event, Rejected) and (event.kind, event.id, event.code) == (Kind.PING, 5, ErrorCode.BAD_REQUEST)
+    assert budget.refused == 0  # refused for its kind, before the budget was asked
+    # Relayed control kinds too: a worker never gets a compressed CANCEL.
+    relay = RPCProtocol(64 << 20, relay=frozenset({Kind.CANCEL}))
+    [event] = relay.receive_data(b"\x00" + lz4_bomb(Kind.CANCEL, 6, 1 << 20))
+    assert isinstance(event, Rejected) and event.kind is Kind.CANCEL
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_inflate_budget_refills_at_its_rate_and_holds_one_largest_message():
+    clock = Clock()
+    budget = compression.InflateBudget(1000, largest=5000, clock=clock)
+    assert budget.burst == 5000
+    assert budget.take(5000) and not budget.take(1)
+    clock.now += 1.0
+    assert budget.take(1000) and not budget.take(1)
+    clock.now += 100.0  # never more than the burst
+    assert budget.take(5000) and not budget.take(1)
+    assert budget.refused == 3
+    with pytest.raises(ValueError):
+        compression.InflateBudget(0)
+
+
+@pytest.mark.parametrize("relay", [frozenset(), frozenset({Kind.CALL})], ids=["decoded", "relayed"])
+def test_compressed_bodies_beyond_the_budget_are_rejected_before_inflating(relay):
+    clock = Clock()
+    budget = compression.InflateBudget(64 << 20, largest=64 << 20, clock=clock)
+    receiver = RPCProtocol(64 << 20, inflate=budget, relay=relay)
+    bomb = b"\x00" + lz4_bomb(Kind.CALL, 9)
+    [first] = receiver.receive_data(bomb)
+    assert not isinstance(first, Rejected)  # within the first second's budget
+    [second] = receiver.receive_data(bomb)
+    assert isinstance(second, Rejected) and second.code == ErrorCode.RATE_LIMITED and second.id == 9
+    assert "inflate rate" in second.reason
+    clock.now += 1.0
+    [third] = receiver.receive_data(bomb)
+    assert not isinstance(third, Rejected)
 
 
 # -- whole messages and relaying -------------------------------------------------------
@@ -255,3 +330,38 @@ def test_send_raw_refuses_a_message_above_the_peers_limit():
     relay.peer_limit(1000)
     with pytest.raises(MessageTooLargeError):
         relay.send_raw(RPCProtocol(1 << 20).encode(Kind.RESULT, 1, random.Random(0).randbytes(2000)))
+
+
+# -- memory: what a peer's announcement can make us hold ----------------------------------
+
+
+def test_a_partial_message_holds_what_arrived_not_what_was_announced():
+    r = Reassembler(64 << 20)
+    first = b"\x01" + struct.pack("!Q", 64 << 20) + bytes(1000)
+    assert r.feed(first) is None
+    assert r.pending == 1000  # not 64 MiB
+    assert r.feed(b"\x02" + bytes(5000)) is None and r.pending == 6000
+    r.clear()
+    assert r.pending == 0
+    # After clear() the next message starts afresh.
+    assert r.feed(b"\x00abc") == bytearray(b"abc")
+
+
+def test_a_grown_buffer_reassembles_exactly_and_stays_writable():
+    rng = random.Random(7)
+    data = rng.randbytes(5 * CHUNK_SIZE + 123)
+    r = Reassembler(1 << 20)
+    out = [r.feed(p) for p in chunk([data], len(data))]
+    assert out[:-1] == [None] * (len(out) - 1)
+    assert out[-1] == data and isinstance(out[-1], bytearray)
+    with pytest.raises(DecodeError):  # still refuses to run past the announced size
+        r.feed(b"\x01" + struct.pack("!Q", 10) + b"abcd")
+        r.feed(b"\x02" + b"x" * 7)
+
+
+def test_closing_a_protocol_drops_its_partial_message():
+    p = RPCProtocol(64 << 20)
+    p.receive_data(b"\x01" + struct.pack("!Q", 1 << 20) + bytes(CHUNK_SIZE - 9))
+    assert p.pending == CHUNK_SIZE - 9
+    p.close()
+    assert p.pending == 0

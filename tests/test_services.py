@@ -19,7 +19,7 @@ from remotemedia import AudioFrame, NoExecutorAvailable, RemoteExecutionError, T
 from remotemedia import Pipeline
 from remotemedia.remote import RemoteServiceNode
 
-from speech_samples import FIRST, say, word_error_rate
+from speech_samples import FIRST, SECOND, say, word_error_rate
 
 TOKEN = "services-token"
 
@@ -130,6 +130,44 @@ async def test_talkback_answers_with_speech(cluster):
     assert seconds > 1.0, seconds  # "You said: hello there..." is over a second of speech
 
 
+async def test_talkback_is_interrupted_by_speech_over_its_reply(cluster):
+    first, rate = say(FIRST)
+    second, _ = say(SECOND)
+    replying = asyncio.Event()
+
+    async def conversation():
+        async for frame in microphone(first, rate, tail_s=0.5):
+            yield frame
+        # Silence (a live microphone) until the reply is heard, then speak over it.
+        step, i = rate // 50, 0
+        while not replying.is_set():
+            yield AudioFrame(np.zeros((1, step), np.float32), rate, 10 + i * 0.02)
+            i += 1
+            await asyncio.sleep(0.02)
+        async for frame in microphone(second, rate):
+            yield frame
+
+    node = RemoteServiceNode("demo", config(cluster), options={"talkback": True, "transcribe": True, "effect": "none"})
+    out = []
+
+    async def listen():
+        async for item in node.stream(conversation()):
+            out.append(item)
+            if isinstance(item, AudioFrame):
+                replying.set()
+
+    await asyncio.wait_for(listen(), 120)
+    kinds = [o["type"] if isinstance(o, dict) else type(o).__name__ for o in out]
+    assert "interrupted" in kinds, kinds
+    cut = kinds.index("interrupted")
+    interrupted = out[cut]
+    assert interrupted["by"] in ("voice", "words") and interrupted["flushed_s"] >= 0
+    # The interrupting words are heard and answered.
+    heard_after = " ".join(o.text for o in out[cut:] if isinstance(o, Transcript))
+    assert word_error_rate(SECOND, heard_after) < 0.3, heard_after
+    assert any(isinstance(o, dict) and o["type"] == "reply" for o in out[cut:])
+
+
 async def test_a_service_no_executor_offers(cluster):
     node = RemoteServiceNode("no-such-service", config(cluster))
     with pytest.raises(NoExecutorAvailable, match="no-such-service"):
@@ -201,6 +239,18 @@ async def test_messages_before_and_after_hello(cluster):
         assert "unknown message type 'dance'" in (await next_of("error"))["message"]
         stats = await next_of("stats")
         assert {"frames_in", "frames_out", "dropped", "process_ms", "audio_backlog_s"} <= set(stats)
+
+
+async def test_absurd_nesting_is_refused_and_the_control_loop_goes_on(cluster):
+    # 20,000 levels fit in a control message; parsing them used to end the control loop silently.
+    async with service_channel(cluster, "effects") as (session, channel, next_of):
+        channel.send(json.dumps({"type": "hello", "ticket": session.ticket, "options": {"effect": "blur"}}))
+        await next_of("welcome")
+        channel.send('{"type": "configure", "options": ' + "[" * 20000 + "]" * 20000 + "}")
+        error = await next_of("error")
+        assert error["code"] == "bad_request" and "nested too deep" in error["message"]
+        channel.send(json.dumps({"type": "configure", "options": {"effect": "cartoon"}}))
+        assert (await next_of("configured"))["options"] == {"effect": "cartoon"}
 
 
 def test_the_server_serves_the_demo_page(cluster):

@@ -277,6 +277,57 @@ def test_talkback_answers_with_speech(cluster, open_page):
         shutil.copyfile(ARTIFACTS / "web_demo.png", ROOT / "web_demo" / "screenshot.png")
 
 
+def test_speaking_over_a_reply_interrupts_it(cluster, open_page):
+    # The fake microphone loops its sentence with 1.5 s of silence: the next
+    # time round, it speaks over the reply to the last, as a person would.
+    page = open_page(page_url(cluster, token=TOKEN, effect="none", transcribe=1, talkback=1))
+    wait_running(page)
+    page.wait_for("() => window.remotemedia.replies.length >= 1", timeout=60, what="a reply")
+    message = page.wait_for(
+        "() => window.remotemedia.messages.find(m => m.type === 'interrupted')", timeout=60,
+        what="the reply interrupted by the microphone's next sentence",
+    )
+    assert message["by"] in ("voice", "words") and message["flushed_s"] >= 0
+    assert page.page.locator("li[data-kind=note]", has_text="(reply interrupted)").count() >= 1
+    # The interrupting sentence is heard and answered too.
+    page.wait_for("() => window.remotemedia.replies.length >= 2", timeout=60, what="a reply to the interruption")
+
+
+@pytest.fixture(scope="module")
+def beeping_browser(browser):
+    """
+    A second Chromium, from the same Playwright, whose fake microphone is
+    Chromium's own: a beep every second, which WebRTC's VAD takes for speech.
+    """
+    from browser import CHROMIUM_ARGS, chromium_path
+
+    chromium = browser.browser_type.launch(executable_path=chromium_path(), headless=True, args=list(CHROMIUM_ARGS))
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def test_video_keeps_its_rate_while_beeps_are_recognized(cluster, beeping_browser):
+    page = DemoPage.open(beeping_browser, page_url(cluster, token=TOKEN, effect="none", transcribe=1))
+    try:
+        wait_running(page)
+        # Recognition is at work on the beeps: the executor says what it shed.
+        page.wait_for(
+            "() => { const s = window.remotemedia.executorStats; "
+            "return (s.utterances_ignored || 0) + (s.utterances_merged || 0) > 0 || window.remotemedia.transcripts.length > 0; }",
+            timeout=60, what="speech recognition at work on the beeps",
+        )
+        frames = page.state()["framesReceived"]
+        page.wait_for("n => window.remotemedia.framesReceived > n + 60", frames, timeout=30,
+                      what="processed frames arriving while recognition runs")
+        page.testid("effect-invert").click()
+        page.wait_for(looks("invert"), timeout=30, what="the effect switch in the pixels while recognition runs")
+        assert page.testid("stat-speech").inner_text() != "–"
+    finally:
+        page.close()
+
+
 def test_no_executor_then_try_again(bare_server, open_page):
     page = open_page(page_url(bare_server, transcribe=0))
     state = page.wait_for_state("error")

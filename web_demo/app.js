@@ -365,6 +365,12 @@ function serviceMessage(message) {
       model.replies.push({ text: message.text, at });
       ui.addTranscriptItem({ kind: "reply", text: message.text, at });
       break;
+    case "interrupted":
+      // Barge-in: the person spoke over the reply, and the executor cut it (and its queued audio).
+      model.interruptions = (model.interruptions || 0) + 1;
+      model.messages.push({ ...message, at });
+      ui.addTranscriptItem({ kind: "note", text: "(reply interrupted)", at });
+      break;
     case "text":
     case "event":
       model.messages.push({ ...message, at });

@@ -200,6 +200,9 @@ export function renderStats({ executor, gpu, stats = {}, executorStats = {}, ben
   set("download", show(stats.recvKbps, "kbit/s"));
   set("process", show(executorStats.process_ms, "ms/frame", 1));
   set("dropped", executorStats.dropped == null ? "–" : String(executorStats.dropped));
+  // What speech recognition shed to keep up: sounds too short to be words, utterances merged while busy.
+  const ignored = executorStats.utterances_ignored, merged = executorStats.utterances_merged;
+  set("speech", ignored == null && merged == null ? "–" : `${ignored || 0} too short · ${merged || 0} merged`);
   document.body.classList.toggle("bench", Boolean(bench));
   if (bench) set("bench", bench.p50 == null ? "–" : `${bench.p50.toFixed(0)} ms p50 · ${bench.fps.toFixed(1)} fps`);
 }

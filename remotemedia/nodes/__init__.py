@@ -1,7 +1,8 @@
 """
 Built-in nodes: audio (resample, gain, chunk), video (transform, effects),
 sources (tone, video pattern, audio file), a WAV writer, speech (VAD,
-Whisper, TTS, Ultravox), and the browser demo's live node.
+Whisper, TTS, Ultravox), WebAssembly (:class:`WasmNode`), and the browser
+demo's live node.
 
 The speech nodes import their model libraries (``remotemedia[ml]``) only
 when they load a model, so they can be built, and sent to an executor, on a
@@ -35,6 +36,16 @@ __all__ = [
     "VideoEffectNode",
     "VideoPatternNode",
     "VideoTransformNode",
+    "WasmNode",
     "WavWriterNode",
     "WhisperNode",
 ]
+
+
+def __getattr__(name: str):
+    # WasmNode loads wasmtime (30-90 ms): only for those who use it.
+    if name == "WasmNode":
+        from .wasm import WasmNode
+
+        return WasmNode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,15 +15,19 @@ Live media: what a camera-and-microphone session needs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import copy
 from typing import Any, AsyncIterator
 
 from ..frames import AudioFrame, Transcript, VideoFrame
+from .bargein import BargeInPolicy
 from .effects import EFFECTS, VideoEffectNode
 
 __all__ = ["LatestQueue", "LiveDemoNode"]
 
 _CLOSED = object()
+_DEFAULT: Any = object()
 
 
 class LatestQueue:
@@ -96,7 +100,16 @@ class LiveDemoNode:
     :class:`TTSNode` (given as nodes, built here by default).
 
     Video that the effect has not taken yet is replaced by newer frames
-    (:class:`LatestQueue`); :attr:`dropped` counts those frames.
+    (:class:`LatestQueue`); :attr:`dropped` counts those frames. The effect
+    runs on a thread of its own, so it never waits behind a transcription
+    (which has its own: see :class:`WhisperNode`).
+
+    **Barge-in**: in talk-back, when the person speaks over a reply, as
+    ``barge_in`` (a :class:`~remotemedia.nodes.bargein.BargeInPolicy`; ``None``
+    for none) decides, the reply's speech stops, the replies not yet spoken
+    are dropped, and ``{"type": "interrupted", "by": "voice" | "words"}`` is
+    yielded (an executor's service session then drops the reply audio its
+    track still holds).
     """
 
     is_streaming = True
@@ -112,8 +125,17 @@ class LiveDemoNode:
         whisper: Any = None,
         tts: Any = None,
         name: str | None = None,
+        barge_in: BargeInPolicy | None = _DEFAULT,
     ) -> None:
         self.name = name or type(self).__name__
+        if barge_in is _DEFAULT:
+            barge_in = BargeInPolicy()
+        if barge_in is not None and not isinstance(barge_in, BargeInPolicy):
+            raise TypeError(f"barge_in must be a BargeInPolicy or None, not {type(barge_in).__name__}")
+        #: What stops a reply (``None``: nothing does).
+        self.barge_in = barge_in
+        #: Replies cut by barge-in (this run).
+        self.interruptions = 0
         self.video = VideoEffectNode(effect) if effect is not None else None
         self.audio = bool(audio)
         self.transcribe = self.talkback = False
@@ -195,6 +217,26 @@ class LiveDemoNode:
             wanted.set()
         speech: asyncio.Queue = asyncio.Queue()
         replies: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        policy = copy.deepcopy(self.barge_in)  # its state is this run's
+        hearing = _Hearing() if policy is not None and self.audio else None
+        saying: asyncio.Task | None = None  # the reply being spoken
+        self.interruptions = 0
+        # The effect's own thread: a frame never waits behind a transcription.
+        effect_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-effect")
+
+        def interrupt(by: str) -> None:
+            nonlocal saying
+            while not replies.empty():
+                if replies.get_nowait() is _CLOSED:
+                    replies.put_nowait(_CLOSED)
+                    break
+            if saying is not None:
+                saying.cancel()
+                saying = None
+            policy.reply_stopped()
+            self.interruptions += 1
+            out.put_nowait({"type": "interrupted", "by": by})
 
         async def route() -> None:
             try:
@@ -203,8 +245,14 @@ class LiveDemoNode:
                         if self.video is not None:
                             video.put(frame)
                     elif isinstance(frame, AudioFrame):
-                        if self.audio and (self.transcribe or self.talkback):
-                            speech.put_nowait(frame)
+                        if not (self.audio and (self.transcribe or self.talkback)):
+                            continue
+                        now = loop.time()
+                        if policy is not None and not policy.listening(now):
+                            continue  # muted while the reply plays
+                        if hearing is not None and self.talkback and policy.vad(hearing.feed(frame), now):
+                            interrupt("voice")
+                        speech.put_nowait(frame)
                     else:
                         raise TypeError(f"{self.name} takes AudioFrame and VideoFrame inputs, not {type(frame).__name__}")
             finally:
@@ -214,7 +262,7 @@ class LiveDemoNode:
 
         async def effects() -> None:
             async for frame in video:
-                out.put_nowait(await asyncio.to_thread(self.video.process, frame))
+                out.put_nowait(await loop.run_in_executor(effect_thread, self.video.process, frame))
 
         async def listen() -> None:
             try:
@@ -229,15 +277,30 @@ class LiveDemoNode:
                     if self.transcribe:
                         out.put_nowait(heard)
                     if self.talkback:
+                        if policy is not None and policy.transcript(heard.text, loop.time()):
+                            interrupt("words")
                         answer = self.reply_to(heard.text.strip())
                         out.put_nowait({"type": "reply", "text": answer})
                         replies.put_nowait(answer)
             finally:
                 replies.put_nowait(_CLOSED)
 
-        async def speak() -> None:
-            async for frame in self.tts.stream(_drain(replies)):
+        async def say(answer: str) -> None:
+            async for frame in self.tts.stream(_one(answer)):
+                if policy is not None:
+                    policy.reply_audio(loop.time(), frame.duration)
                 out.put_nowait(frame)
+
+        async def speak() -> None:
+            nonlocal saying
+            while (answer := await replies.get()) is not _CLOSED:
+                saying = task = asyncio.create_task(say(answer))
+                try:
+                    await asyncio.wait({task})  # cancelled by a barge-in: on to the next reply
+                finally:
+                    task.cancel()
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
 
         branches = [route(), effects()]
         if self.audio:
@@ -253,6 +316,7 @@ class LiveDemoNode:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, finished, return_exceptions=True)
+            effect_thread.shutdown(wait=False)
 
     def __getstate__(self) -> dict:
         # A run's queue and signal stay with the run; the models with the process that loaded them.
@@ -260,6 +324,24 @@ class LiveDemoNode:
 
     def __repr__(self) -> str:
         return f"<LiveDemoNode {self.options()}>"
+
+
+async def _one(item: Any) -> AsyncIterator[Any]:
+    yield item
+
+
+class _Hearing:
+    """The microphone's voice activity, for barge-in: its own VAD, fed as audio arrives."""
+
+    def __init__(self) -> None:
+        from .vad import MonoInt16, SpeechSegmenter
+
+        self._converter = MonoInt16(16000)
+        # No pause events and no padding needed: only when speech starts and goes on.
+        self._segmenter = SpeechSegmenter(16000, frame_ms=30, padding_ms=0, pause_ms=300)
+
+    def feed(self, frame: AudioFrame) -> list:
+        return self._segmenter.feed(self._converter.convert(frame), frame.timestamp)
 
 
 async def _all(tasks: list[asyncio.Task], out: asyncio.Queue) -> None:

@@ -12,6 +12,7 @@ CTranslate2 model folder.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 from typing import Any, AsyncIterator
@@ -62,6 +63,14 @@ class WhisperNode(Node):
     speech resumes, that transcription is thrown away, and the utterance is
     transcribed again at its end: on a CPU, a wasted call now and then.
 
+    Live audio is full of sounds the VAD takes for speech (a beep, a click,
+    a fan): utterances shorter than ``min_utterance_ms`` (400 ms, the padding
+    around them included) are not transcribed, and counted in
+    :attr:`ignored`. Transcriptions run one at a time on a thread of the
+    node's own; utterances that queue up while it is busy are transcribed
+    together, in one call, and counted in :attr:`merged`: a recognizer that
+    falls behind catches up instead of building a backlog.
+
     The model is loaded by :meth:`initialize` into the process's shared
     :data:`remotemedia.models.cache`, so the nodes of every session of an
     ``inprocess`` executor share one copy. :meth:`transcribe` works on a
@@ -80,6 +89,7 @@ class WhisperNode(Node):
         beam_size: int = 1,
         vad: VADNode | None = None,
         speculative: bool = True,
+        min_utterance_ms: float = 400.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -105,12 +115,24 @@ class WhisperNode(Node):
         self.vad = vad or VADNode(sample_rate=WHISPER_RATE)
         #: Start transcribing at the segmenter's first pause in an utterance.
         self.speculative = bool(speculative)
+        if not min_utterance_ms >= 0:
+            raise ValueError(f"min_utterance_ms must be >= 0, not {min_utterance_ms!r}")
+        #: Utterances shorter than this (a beep, a click) are not transcribed.
+        self.min_utterance_ms = float(min_utterance_ms)
+        #: Utterances not transcribed because they were too short (this run).
+        self.ignored = 0
+        #: Utterances transcribed together because they waited while the recognizer was busy (this run).
+        self.merged = 0
         self._model: Any = None
         self._key: tuple | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The loaded model stays where it was loaded; a copy sent elsewhere loads its own.
-        return {**self.__dict__, "_model": None, "_key": None}
+        return {**self.__dict__, "_model": None, "_key": None, "_thread": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"min_utterance_ms": 0.0, "ignored": 0, "merged": 0, **state})
 
     def initialize(self) -> None:
         """Load the model (or share the one already loaded in this process)."""
@@ -175,17 +197,23 @@ class WhisperNode(Node):
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Transcript]:
         if self._model is None:
             await asyncio.to_thread(self.initialize)
+        self.ignored = self.merged = 0
+        # One thread of its own: transcriptions run one at a time, never
+        # filling the loop's shared pool (where a live video effect waits).
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-asr")
         # Segmenting goes on while an utterance is transcribed, so a live
         # source is read in time; utterances wait here, in order: as audio,
         # or as the transcription started at their last pause.
         utterances: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._segment(frames, utterances))
+        loop = asyncio.get_running_loop()
         try:
             while (utterance := await utterances.get()) is not _END:
                 if isinstance(utterance, asyncio.Future):
                     transcript = await utterance
                 else:
-                    transcript = await asyncio.to_thread(self.transcribe, *utterance)
+                    utterance = self._coalesce(utterance, utterances)
+                    transcript = await loop.run_in_executor(self._thread, self.transcribe, *utterance)
                 if transcript is not None:
                     yield transcript
             await reader  # its error, if it failed
@@ -193,6 +221,22 @@ class WhisperNode(Node):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            self._thread.shutdown(wait=False)
+
+    def _coalesce(self, utterance: tuple[np.ndarray, float], waiting: asyncio.Queue) -> tuple[np.ndarray, float]:
+        """``utterance`` joined with those that queued up behind it while the recognizer was busy (one call, not many)."""
+        parts, start = [utterance[0]], utterance[1]
+        held: list[Any] = []
+        while not waiting.empty():
+            item = waiting.get_nowait()
+            if isinstance(item, tuple) and not held:
+                parts.append(item[0])
+                self.merged += 1
+            else:
+                held.append(item)  # a speculation or the end: keep them, in order
+        for item in held:
+            waiting.put_nowait(item)
+        return (np.concatenate(parts) if len(parts) > 1 else parts[0]), start
 
     async def _segment(self, frames: AsyncIterator[Any], utterances: asyncio.Queue[Any]) -> None:
         parts: list[np.ndarray] = []
@@ -204,14 +248,16 @@ class WhisperNode(Node):
                     if not parts:
                         start = event.time
                     parts.append(event.samples)
-                elif event.kind == "pause" and self.speculative and parts:
+                elif event.kind == "pause" and self.speculative and parts and self._long_enough(parts):
                     # Speech may have ended: start now, and have the transcript
                     # when the end is confirmed (silence_ms later).
                     early = self._transcribe_soon(parts, start)
                 elif event.kind == "resume":
                     early = None  # it did not end there: that transcription goes to waste
                 elif event.kind == "end" and parts:
-                    if early is not None:
+                    if not self._long_enough(parts):
+                        self.ignored += 1  # a click, a beep: not worth a transcription
+                    elif early is not None:
                         utterances.put_nowait(early)  # nothing was said since the pause
                     else:
                         utterances.put_nowait((_to_float(np.concatenate(parts)), start))
@@ -219,8 +265,12 @@ class WhisperNode(Node):
         finally:
             utterances.put_nowait(_END)
 
+    def _long_enough(self, parts: list[np.ndarray]) -> bool:
+        return sum(len(p) for p in parts) * 1000 >= self.min_utterance_ms * WHISPER_RATE
+
     def _transcribe_soon(self, parts: list[np.ndarray], start: float) -> asyncio.Future:
-        future = asyncio.ensure_future(asyncio.to_thread(self.transcribe, _to_float(np.concatenate(parts)), start))
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._thread, self.transcribe, _to_float(np.concatenate(parts)), start)
         # A speculation that speech overtook is never awaited: retrieve its error, if any.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
@@ -50,13 +51,14 @@ from ..exceptions import (
     SerializationError,
     TLSError,
 )
-from ..rpc import PROTOCOL_VERSION, Kind, Message, RPCProtocol, TooLarge
+from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
 from ..transport.ice import Route, first_turn, order_ice_servers, selected_route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
+from ..wasm.spec import create_body as wasm_create_body
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 from .tracebacks import SourceMap
@@ -131,6 +133,13 @@ def _split_input(args: tuple, kwargs: dict) -> tuple[list, dict, int | str | Non
     return args, kwargs, where, source
 
 
+def _is_wasm_node(obj: Any) -> bool:
+    """A WasmNode itself (a subclass may carry Python state: it is pickled)."""
+    # Looked up, not imported: a client that never made a WasmNode needs no wasmtime.
+    module = sys.modules.get("remotemedia.nodes.wasm")
+    return module is not None and type(obj) is module.WasmNode
+
+
 def _hint(remote_type: str, message: str) -> str:
     """What to do about a remote error that a common mistake on this side causes."""
     if remote_type.endswith("TypeError") and (
@@ -188,7 +197,7 @@ class RemoteProxyClient:
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
         # What each live proxy's object was uploaded as: re-created from this on reconnection.
-        self._uploads: dict[int, bytes] = {}
+        self._uploads: dict[int, tuple[Any, bool]] = {}  # handle: (CREATE body, pickled)
         self._lost: str | None = None
         self._closed = False
         self._welcomed = False  # the executor has accepted our ticket
@@ -325,9 +334,9 @@ class RemoteProxyClient:
             try:
                 await self._teardown()
                 await self._open(avoid)
-                for handle, data in list(self._uploads.items()):
+                for handle, (data, pickled) in list(self._uploads.items()):
                     await self._request(
-                        Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=True
+                        Kind.CREATE, handle, data, f"re-creating remote object #{handle}", self.config.timeout, pickled=pickled
                     )
                 self.reconnects += 1
                 logger.info("reconnected: executor %r -> %r, %d objects re-created", before, self.executor, len(self._uploads))
@@ -386,19 +395,26 @@ class RemoteProxyClient:
         The executor runs ``obj.initialize()`` if it has one. An object that
         cannot be pickled raises :exc:`SerializationError` here, before
         anything is sent; one the executor cannot unpickle (a module missing
-        there) raises it naming the module.
+        there) raises it naming the module. A
+        :class:`~remotemedia.nodes.WasmNode` travels as data instead (its
+        module's bytes and settings), never pickled, so executors started
+        with ``--accept wasm`` take it.
         """
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
-        data = dumps_object(obj)
+        # A WASM node travels as data, never as a pickle (executors started with --accept wasm take only that).
+        if _is_wasm_node(obj):
+            data, pickled = wasm_create_body(obj.spec), False
+        else:
+            data, pickled = dumps_object(obj), True
         await self._ready()
         handle = next(self._ids)
-        body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=True)
+        body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=pickled)
         self._sources.add(obj)
         proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
         self._proxies[handle] = proxy
         if self.config.reconnect:
-            self._uploads[handle] = data
+            self._uploads[handle] = (data, pickled)
         return proxy
 
     async def release(self, proxy: RemoteProxy) -> None:
@@ -640,9 +656,13 @@ class RemoteProxyClient:
         except (RemoteMediaError, ConnectionError):
             pass  # the connection went: the executor ends the call with it
 
-    def _on_event(self, event: Message | TooLarge, generation: int) -> None:
+    def _on_event(self, event: Message | TooLarge | Rejected, generation: int) -> None:
         if generation != self._generation:
             return  # from a connection already replaced
+        if isinstance(event, Rejected):
+            logger.warning("executor %r sent a message this client cannot take: %s", self.executor, event.reason)
+            self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent a bad message: {event.reason}"))
+            return
         if isinstance(event, TooLarge):
             error = MessageTooLargeError(
                 f"executor {self.executor!r} sent a message of {event.size} bytes, above this client's "
@@ -675,7 +695,7 @@ class RemoteProxyClient:
             return
         if kind in (Kind.RESULT, Kind.WELCOME):
             self._settle(event.id, value=body)
-        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == "session_ended":
+        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == ErrorCode.SESSION_ENDED:
             # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
             self._on_lost(f"the executor ended the session: {body.get('message', '')}", generation)
         elif kind is Kind.ERROR:
@@ -720,20 +740,20 @@ class RemoteProxyClient:
         if not isinstance(body, dict):
             return RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}")
         code, message = body.get("code"), str(body.get("message", ""))
-        if code == "too_large":
+        if code == ErrorCode.TOO_LARGE:
             return MessageTooLargeError(message)
-        if code == "timeout":
+        if code == ErrorCode.TIMEOUT:
             return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
-        if code in ("memory", "objects"):
+        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED, ErrorCode.CPU, ErrorCode.TIME):
             return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
-        if code == "unauthorized":
+        if code == ErrorCode.UNAUTHORIZED:
             return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
-        if code == "serialization":
+        if code == ErrorCode.SERIALIZATION:
             module = body.get("module")
             hint = f" (module {module!r} is not installed on the executor; install it there)" if module else ""
             return SerializationError(f"executor {self.executor!r}: {message}{hint}")
         remote_type = str(body.get("type") or code)
-        summary = f"{remote_type}: {message}" if code == "exception" else message
+        summary = f"{remote_type}: {message}" if code == ErrorCode.EXCEPTION else message
         return RemoteExecutionError(
             f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
             remote_type=remote_type,

@@ -71,6 +71,9 @@ class RemoteServiceNode(Node):
         self.options = dict(options or {})
         #: The ``welcome`` of the last session: the executor, the options now, their choices.
         self.welcome: dict | None = None
+        #: The executor's latest ``stats`` for the session (frames in and out, dropped, time per
+        #: frame, speech shed: see signaling_server/PROTOCOL.md), updated every second.
+        self.stats: dict = {}
 
     @property
     def executor(self) -> str | None:
@@ -152,6 +155,8 @@ class RemoteServiceNode(Node):
                 if isinstance(item, dict) and item.get("type") in ("error", "done", "stats", "configured"):
                     if item["type"] == "error":
                         raise _error(self.service, item)
+                    if item["type"] == "stats":
+                        self.stats = {k: v for k, v in item.items() if k != "type"}
                     if item["type"] == "done":
                         loop = asyncio.get_running_loop()
                         loop.call_later(MEDIA_DRAIN, out.put_nowait, _DONE)

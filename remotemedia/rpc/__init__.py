@@ -6,6 +6,19 @@ events and bytes. :mod:`remotemedia.transport` runs it over a data channel.
 """
 
 from .framing import CHUNK_SIZE
-from .protocol import PROTOCOL_VERSION, Kind, Message, Raw, RPCProtocol, TooLarge, peek
+from .compression import InflateBudget
+from .protocol import PROTOCOL_VERSION, ErrorCode, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
 
-__all__ = ["CHUNK_SIZE", "PROTOCOL_VERSION", "Kind", "Message", "Raw", "RPCProtocol", "TooLarge", "peek"]
+__all__ = [
+    "CHUNK_SIZE",
+    "PROTOCOL_VERSION",
+    "ErrorCode",
+    "InflateBudget",
+    "Kind",
+    "Message",
+    "Raw",
+    "Rejected",
+    "RPCProtocol",
+    "TooLarge",
+    "peek",
+]

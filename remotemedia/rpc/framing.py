@@ -14,7 +14,13 @@ with one byte that says what it is::
 :class:`Reassembler` refuses a message whose announced total is above its
 limit *before* buffering any of it, skips the rest of its chunks, and reports
 the first bytes of the message, so the protocol above can say which call was
-refused. This module is sans-I/O: bytes in, bytes and events out.
+refused. Below the limit, its buffer grows with the chunks that really
+arrive and is never sized from the announced total: a peer that announces
+64 MiB and sends one chunk holds one chunk of the receiver's memory, not
+64 MiB (issue 18 measured 10 such sessions pinning 670 MB when the buffer
+was preallocated). Growing a ``bytearray`` by appending is amortized O(1),
+so a whole message still costs each byte about one copy. This module is
+sans-I/O: bytes in, bytes and events out.
 """
 
 from __future__ import annotations
@@ -91,8 +97,18 @@ class Reassembler:
     def __init__(self, max_message_size: int) -> None:
         self.max_message_size = max_message_size
         self._buffer: bytearray | None = None
-        self._filled = 0
+        self._total = 0  # announced size of the message in self._buffer
         self._skipping = 0  # bytes of a refused message still to come
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held now (what the peer has sent of it, never its announced size)."""
+        return len(self._buffer) if self._buffer is not None else 0
+
+    def clear(self) -> None:
+        """Drop a half-received message (the connection is over)."""
+        self._buffer = None
+        self._total = self._skipping = 0
 
     def feed(self, data: bytes) -> Union[bytearray, Refused, None]:
         if not data:
@@ -115,9 +131,8 @@ class Reassembler:
         if total > self.max_message_size:
             self._skipping = total - len(part)
             return Refused(total, self.max_message_size, bytes(part[:16]))
-        self._buffer = bytearray(total)
-        self._buffer[: len(part)] = part
-        self._filled = len(part)
+        self._buffer = bytearray(part)
+        self._total = total
         return None
 
     def _next(self, part: memoryview) -> Union[bytearray, None]:
@@ -129,12 +144,10 @@ class Reassembler:
         buffer = self._buffer
         if buffer is None:
             raise DecodeError("continuation chunk without a first chunk")
-        end = self._filled + len(part)
-        if end > len(buffer):
+        if len(buffer) + len(part) > self._total:
             raise DecodeError("chunk runs past the end of its message")
-        buffer[self._filled : end] = part
-        self._filled = end
-        if end < len(buffer):
+        buffer += part
+        if len(buffer) < self._total:
             return None
         self._buffer = None
         return buffer

@@ -17,6 +17,7 @@ The conversation, client (C) and executor (E)::
 
     C: HELLO   {ticket, max_message_size, version}     E: WELCOME {executor, max_message_size}
     C: CREATE  id, {object: cloudpickle bytes}         E: RESULT  id, {type: qualified name}
+    C: CREATE  id, {"wasm": {...}}  (a WASM node as data: remotemedia.wasm.spec)
     C: CALL    id, [handle, method, args, kwargs]      E: RESULT  id, value
                                                        E: ERROR   id, {code, type, message, traceback}
     C: CALL    id, ... (a generator method)            E: YIELD   id, item ... END id
@@ -43,7 +44,17 @@ A ``RESULT`` or ``ERROR`` ends a call; ``END`` or ``ERROR`` ends a stream.
 
 Bodies of :data:`~remotemedia.rpc.compression.THRESHOLD` bytes or more are
 LZ4-compressed when that helps (the ``COMPRESSED`` flag); the limits apply
-to the uncompressed size, so compression never lets more through.
+to the uncompressed size, so compression never lets more through. Only the
+kinds that carry data (:data:`COMPRESSIBLE`) may be compressed: a compressed
+``PING`` or ``HELLO`` is refused, never inflated. A receiver given an
+:class:`~remotemedia.rpc.compression.InflateBudget` refuses compressed
+bodies beyond it (:class:`Rejected`, code ``rate_limited``) before
+inflating them, relayed ones included.
+
+A message whose framing is intact but whose kind is unknown or whose body
+does not decode is handed up as :class:`Rejected` (code ``bad_request``),
+so the receiver answers that one message and goes on; only broken framing
+raises :exc:`DecodeError`, which ends the connection.
 """
 
 from __future__ import annotations
@@ -56,9 +67,22 @@ from typing import Any, Union
 from .. import codec
 from ..exceptions import DecodeError, MessageTooLargeError
 from . import compression
+from .compression import InflateBudget
 from .framing import CHUNK_SIZE, Reassembler, Refused, chunk
 
-__all__ = ["Kind", "Message", "TooLarge", "Raw", "RPCProtocol", "PROTOCOL_VERSION", "HEADER_SIZE", "peek"]
+__all__ = [
+    "Kind",
+    "Message",
+    "TooLarge",
+    "Raw",
+    "Rejected",
+    "ErrorCode",
+    "RPCProtocol",
+    "PROTOCOL_VERSION",
+    "HEADER_SIZE",
+    "COMPRESSIBLE",
+    "peek",
+]
 
 #: Version sent in ``HELLO``; an executor refuses a client that speaks another.
 PROTOCOL_VERSION = 3
@@ -90,6 +114,49 @@ class Kind(enum.IntEnum):
     INPUT = 14
     INPUT_END = 15
     MEDIA = 16
+
+
+#: The kinds whose body may be compressed: those that carry data.
+COMPRESSIBLE = frozenset({Kind.CREATE, Kind.CALL, Kind.RESULT, Kind.ERROR, Kind.YIELD, Kind.INPUT})
+
+
+class ErrorCode:
+    """
+    The ``code`` of an ``ERROR`` body: what went wrong, for the client to
+    map onto an exception. Both ends use these names; none is spelled
+    anywhere else.
+    """
+
+    #: A malformed or unexpected request (an unknown kind, a body that does not decode...).
+    BAD_REQUEST = "bad_request"
+    #: The ticket is missing or wrong, or the protocol version differs.
+    UNAUTHORIZED = "unauthorized"
+    #: A message above ``max_message_size``.
+    TOO_LARGE = "too_large"
+    #: A call ran past its timeout.
+    TIMEOUT = "timeout"
+    #: The session's worker ran out of its memory limit.
+    MEMORY = "memory"
+    #: The session holds as many objects as it may.
+    OBJECTS = "objects"
+    #: An object or value could not be (un)pickled.
+    SERIALIZATION = "serialization"
+    #: The remote code raised.
+    EXCEPTION = "exception"
+    #: The peer is sending faster than the receiver lets it (compressed bytes, relayed bytes).
+    RATE_LIMITED = "rate_limited"
+    #: The executor is ending the session (ERROR 0); the message says why.
+    SESSION_ENDED = "session_ended"
+    #: No object with that handle.
+    NO_OBJECT = "no_object"
+    #: No such (public) method.
+    NO_METHOD = "no_method"
+    #: A WASM node's call used its whole fuel.
+    CPU = "cpu"
+    #: A WASM node's call ran past its time limit.
+    TIME = "time"
+    #: The executor does not take this kind of object (``--accept``).
+    NOT_ACCEPTED = "not_accepted"
 
 
 @dataclass(frozen=True)
@@ -131,8 +198,30 @@ class Raw:
     #: The whole message, header included, as :meth:`RPCProtocol.decode` takes it.
     data: bytes
 
+    @property
+    def pickled(self) -> bool:
+        """The body is cloudpickle bytes (read from the header's flags; nothing is decoded)."""
+        return len(self.data) >= HEADER_SIZE and bool(self.data[1] & _PICKLED)
 
-Event = Union[Message, TooLarge, Raw]
+
+@dataclass(frozen=True)
+class Rejected:
+    """
+    A message with intact framing that the receiver refuses to hand up:
+    answer it (an ``ERROR`` with :attr:`code`) and go on.
+    """
+
+    #: Its kind, when it is a known one.
+    kind: Kind | None
+    #: Its id.
+    id: int
+    #: One of :class:`ErrorCode`'s names: ``bad_request`` or ``rate_limited``.
+    code: str
+    #: What was wrong, to log and to tell the peer.
+    reason: str
+
+
+Event = Union[Message, TooLarge, Raw, Rejected]
 
 
 def peek(data: bytes) -> tuple[int, int]:
@@ -155,6 +244,8 @@ class RPCProtocol:
     Messages whose kind is in ``relay`` are handed up as :class:`Raw`, their
     body neither decompressed nor decoded: an executor in ``process`` mode
     passes them to the session's worker process, which decodes them.
+    ``inflate`` bounds the bytes this end decompresses, relayed bodies
+    counted as if they were (the worker will).
     """
 
     def __init__(
@@ -164,6 +255,7 @@ class RPCProtocol:
         chunk_size: int = CHUNK_SIZE,
         relay: frozenset = frozenset(),
         compress: bool = True,
+        inflate: InflateBudget | None = None,
     ) -> None:
         if max_message_size < HEADER_SIZE:
             raise ValueError(f"max_message_size must be at least {HEADER_SIZE} bytes, not {max_message_size}")
@@ -174,7 +266,18 @@ class RPCProtocol:
         self.relay = frozenset(relay)
         #: Large bodies are LZ4-compressed when that helps (off for a local socket, where it only costs time).
         self.compress = compress
+        #: What this end may still decompress (``None``: no bound but ``max_message_size``).
+        self.inflate = inflate
         self._reassembler = Reassembler(max_message_size)
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a message not yet complete."""
+        return self._reassembler.pending
+
+    def close(self) -> None:
+        """The connection is over: drop a half-received message now (it may be large)."""
+        self._reassembler.clear()
 
     def peer_limit(self, limit: int) -> None:
         """The peer accepts messages up to ``limit`` bytes: never send more."""
@@ -218,7 +321,7 @@ class RPCProtocol:
             raise ValueError(f"message id {id} is out of range")
         size = HEADER_SIZE + sum(memoryview(p).nbytes for p in parts)
         self._check_size(kind, size)  # the uncompressed size: what the peer will hold
-        if self.compress and size - HEADER_SIZE >= compression.THRESHOLD:
+        if self.compress and kind in COMPRESSIBLE and size - HEADER_SIZE >= compression.THRESHOLD:
             packed = compression.compress(b"".join(parts) if len(parts) > 1 else parts[0])
             if packed is not None:
                 flags |= _COMPRESSED
@@ -240,8 +343,9 @@ class RPCProtocol:
         """
         Feed one data-channel payload; returns the events it completes.
 
-        Raises :exc:`DecodeError` when the peer broke the framing or sent a
-        body that does not decode: the connection cannot go on after that.
+        Raises :exc:`DecodeError` when the peer broke the framing: the
+        connection cannot go on after that. A body that does not decode, or
+        that may not be inflated, is a :class:`Rejected` event instead.
         """
         item = self._reassembler.feed(data)
         if item is None:
@@ -253,16 +357,49 @@ class RPCProtocol:
                 kind = Kind(raw_kind) if raw_kind in Kind._value2member_map_ else None
             return [TooLarge(kind, id, item.size, item.limit)]
         if self.relay and len(item) >= HEADER_SIZE and item[0] in self.relay:
-            return [Raw(Kind(item[0]), _HEADER.unpack_from(item)[2], bytes(item))]
-        return [self.decode(item)]
+            raw_kind, flags, id = _HEADER.unpack_from(item)
+            refused = self._check_inflate(Kind(raw_kind), flags, id, memoryview(item)[HEADER_SIZE:])
+            return [refused or Raw(Kind(raw_kind), id, bytes(item))]
+        if len(item) < HEADER_SIZE:
+            raise DecodeError(f"message of {len(item)} bytes is shorter than its header")
+        try:
+            return [self.decode(item)]
+        except DecodeError as exc:
+            raw_kind, _, id = _HEADER.unpack_from(item)
+            kind = Kind(raw_kind) if raw_kind in Kind._value2member_map_ else None
+            return [Rejected(kind, id, ErrorCode.BAD_REQUEST, f"a message that does not decode: {exc}")]
 
-    def decode(self, data: bytes | bytearray) -> Message | TooLarge:
+    def _check_inflate(self, kind: Kind, flags: int, id: int, body: memoryview) -> Rejected | TooLarge | None:
+        """Why a compressed body may not be inflated (``None`` when it may, or is not compressed)."""
+        if not flags & _COMPRESSED:
+            return None
+        if kind not in COMPRESSIBLE:
+            return Rejected(kind, id, ErrorCode.BAD_REQUEST, f"a {kind.name} message may not be compressed")
+        try:
+            size = HEADER_SIZE + compression.compressed_size(body)
+        except ValueError as exc:
+            return Rejected(kind, id, ErrorCode.BAD_REQUEST, str(exc))
+        if size > self.max_message_size:
+            return TooLarge(kind, id, size, self.max_message_size)
+        if self.inflate is not None and not self.inflate.take(size):
+            return Rejected(
+                kind,
+                id,
+                ErrorCode.RATE_LIMITED,
+                f"compressed bodies inflating faster than {self.inflate.rate} bytes/s (the receiver's "
+                f"inflate rate); this one ({size} bytes) was refused: send less, or less compressible data",
+            )
+        return None
+
+    def decode(self, data: bytes | bytearray) -> Message | TooLarge | Rejected:
         """
         One whole message (reassembled, or made by :meth:`encode`).
 
         A compressed body that would be above ``max_message_size`` once
-        decompressed gives :class:`TooLarge`, before it is decompressed.
-        Raises :exc:`DecodeError` for bytes that are not a valid message.
+        decompressed gives :class:`TooLarge`, and one that may not be
+        inflated (a control kind, over the inflate budget) :class:`Rejected`,
+        before it is decompressed. Raises :exc:`DecodeError` for bytes that
+        are not a valid message.
         """
         if len(data) < HEADER_SIZE:
             raise DecodeError(f"message of {len(data)} bytes is shorter than its header")
@@ -273,10 +410,10 @@ class RPCProtocol:
             raise DecodeError(f"unknown message kind {raw_kind}") from None
         body: Any = memoryview(data)[HEADER_SIZE:]
         if flags & _COMPRESSED:
+            refused = self._check_inflate(kind, flags, id, body)
+            if refused is not None:
+                return refused
             try:
-                size = HEADER_SIZE + compression.compressed_size(body)
-                if size > self.max_message_size:
-                    return TooLarge(kind, id, size, self.max_message_size)
                 body = compression.decompress(body)
             except ValueError as exc:
                 raise DecodeError(str(exc)) from None

@@ -10,4 +10,14 @@ Adapters that run the sans-I/O cores over real connections.
 from .datachannel import RPCChannel
 from .peer import RPC_LABEL, add_candidate, close_peer_connection, make_answer, make_offer, new_peer_connection, wait_open, watch_bye
 
-__all__ = ["RPCChannel", "RPC_LABEL", "add_candidate", "close_peer_connection", "make_answer", "make_offer", "new_peer_connection", "wait_open", "watch_bye"]
+__all__ = [
+    "RPCChannel",
+    "RPC_LABEL",
+    "add_candidate",
+    "close_peer_connection",
+    "make_answer",
+    "make_offer",
+    "new_peer_connection",
+    "wait_open",
+    "watch_bye",
+]

@@ -30,6 +30,10 @@ HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 
 
+def _ignore(*_args: Any) -> None:
+    """What a closed channel calls instead of its owner's callbacks."""
+
+
 class RPCChannel:
     """
     Sends and receives RPC messages on an open ``RTCDataChannel``.
@@ -69,7 +73,7 @@ class RPCChannel:
         channel.on("bufferedamountlow", self._low.set)
         channel.on("message", self._on_message)
         channel.on("close", lambda: self._lose("the data channel closed"))
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="rpc-heartbeat")
+        self._heartbeat: asyncio.Task | None = asyncio.get_running_loop().create_task(self._beat(), name="rpc-heartbeat")
 
     async def send(self, kind: Kind, id: int, body: Any = None, *, pickle_fallback: bool = False) -> None:
         """
@@ -132,15 +136,32 @@ class RPCChannel:
             await asyncio.sleep(0.005)
 
     def close(self, reason: str = "closed by this end") -> None:
-        """Stop the heartbeat and close the data channel; safe to call twice."""
+        """
+        Stop the heartbeat, close the data channel and let go of everything
+        this channel holds; safe to call twice.
+
+        The channel's listeners, the callbacks and a half-received message
+        are dropped here, not left to the garbage collector: the callbacks
+        are usually bound methods of the owner that holds this channel, a
+        reference cycle that would keep the owner (and a partial upload of
+        up to ``max_message_size``) alive until the next full collection.
+        """
         self._lose(reason)
         self.channel.close()
+        self.channel.remove_all_listeners()
+        self._on_event = _ignore
+        self._on_lost = _ignore
+        self.protocol.close()
 
     def _lose(self, reason: str) -> None:
         if self.lost is not None:
             return
         self.lost = reason
-        self._heartbeat.cancel()
+        # Dropped, not only cancelled: a cancelled task keeps its CancelledError, whose
+        # traceback holds _beat's frame and so this channel, in a cycle through the task.
+        heartbeat, self._heartbeat = self._heartbeat, None
+        heartbeat.cancel()
+        self.protocol.close()  # a partial message will never complete
         self._low.set()
         logger.debug("rpc channel: open -> lost (%s)", reason)
         self._on_lost(reason)

@@ -1,0 +1,124 @@
+"""
+Barge-in: when the person starts talking while a reply plays, the reply stops.
+
+:class:`BargeInPolicy` decides what counts as an interruption. It is fed the
+voice activity of the microphone (:class:`~remotemedia.nodes.vad.VADEvent`),
+the transcripts of what was heard, and the reply audio as it is sent; it
+answers whether the reply must stop now. Two ways to interrupt:
+
+- **by voice**: speech has gone on for ``min_speech_ms`` since the VAD's
+  speech start, while a reply plays. Short sounds (a cough, "mhm") are
+  shorter than that.
+- **by words**: a transcript of at least ``min_words`` words arrives while a
+  reply plays, and it is not a backchannel ("yeah", "mhm", "okay"...): a
+  short "stop" interrupts once it is recognized.
+
+With ``mute_while_speaking=True`` the microphone is not listened to while a
+reply plays (no barge-in, no echo of the reply heard as speech).
+
+Whether a reply "plays" is known from its audio: a reply's frames are played
+in real time from when they are sent, so it plays until the sum of their
+durations has passed. Sans-I/O: times are passed in (seconds, any clock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+__all__ = ["BACKCHANNELS", "BargeInPolicy"]
+
+#: Words people say to show they are listening, which must not stop a reply.
+BACKCHANNELS = frozenset(
+    {"mhm", "mm", "mmm", "hmm", "uh-huh", "uh huh", "yeah", "yep", "yes", "ok", "okay", "right", "sure", "i see"}
+)
+
+
+@dataclasses.dataclass
+class BargeInPolicy:
+    """What stops a reply (see the module docstring); one per session."""
+
+    min_speech_ms: float = 400.0
+    """Speech this long (after the VAD's speech start) interrupts a playing reply."""
+
+    min_words: int = 1
+    """A transcript with at least this many words (not a backchannel) interrupts a playing reply."""
+
+    backchannels: frozenset = BACKCHANNELS
+    """Utterances (lowercase, without punctuation) that never interrupt."""
+
+    mute_while_speaking: bool = False
+    """Do not listen to the microphone while a reply plays."""
+
+    sample_rate: int = 16000
+    """Rate of the samples in the VAD events."""
+
+    def __post_init__(self) -> None:
+        if not self.min_speech_ms >= 0:
+            raise ValueError(f"min_speech_ms must be >= 0, not {self.min_speech_ms!r}")
+        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 1:
+            raise ValueError(f"min_words must be a positive int, not {self.min_words!r}")
+        self._playing_until = 0.0
+        self._speech_from: float | None = None  # audio time of the VAD's speech start
+        self._fired = False  # this utterance already interrupted
+
+    # -- the reply ---------------------------------------------------------------
+
+    def reply_audio(self, now: float, seconds: float) -> None:
+        """``seconds`` of reply audio were sent at ``now``: they play after what is playing."""
+        self._playing_until = max(now, self._playing_until) + seconds
+
+    def reply_stopped(self) -> None:
+        """The reply was cut (its queued audio dropped)."""
+        self._playing_until = 0.0
+
+    def playing(self, now: float) -> bool:
+        """Whether a reply is playing at ``now``."""
+        return now < self._playing_until
+
+    def listening(self, now: float) -> bool:
+        """Whether the microphone is listened to at ``now``."""
+        return not (self.mute_while_speaking and self.playing(now))
+
+    # -- what was heard ----------------------------------------------------------
+
+    def vad(self, events: list, now: float) -> bool:
+        """
+        The :class:`~remotemedia.nodes.vad.VADEvent`s of one
+        :meth:`~remotemedia.nodes.vad.SpeechSegmenter.feed` (16 kHz, or
+        :attr:`sample_rate`); ``True``: interrupt now.
+        """
+        interrupt = False
+        for index, event in enumerate(events):
+            if event.kind == "end":
+                self._speech_from, self._fired = None, False
+                continue
+            if event.kind != "speech" or event.samples is None:
+                continue
+            if self._speech_from is None:
+                # Speech is detected with a batch of frames (the voiced run and
+                # the padding before it): the batch's end is the speech start.
+                batch = []
+                for later in events[index:]:
+                    if later.kind == "end":
+                        break
+                    if later.kind == "speech" and later.samples is not None:
+                        batch.append(later)
+                self._speech_from = self._end_of(batch[-1])
+            heard_ms = (self._end_of(event) - self._speech_from) * 1000
+            if not self._fired and self.playing(now) and heard_ms >= self.min_speech_ms:
+                self._fired = interrupt = True
+        return interrupt
+
+    def _end_of(self, event: Any) -> float:
+        return event.time + len(event.samples) / self.sample_rate
+
+    def transcript(self, text: str, now: float) -> bool:
+        """A transcript of what was heard; ``True``: interrupt now (before answering it)."""
+        if not self.playing(now):
+            return False
+        words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
+        if len(words) < self.min_words or " ".join(words) in self.backchannels:
+            return False
+        return True
