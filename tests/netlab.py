@@ -17,8 +17,8 @@ the case TURN is for (``Lab(symmetric=False)`` keeps source ports where it can:
 a NAT that STUN gets through). :meth:`Lab.block_udp` adds a rule that drops UDP through
 a NAT (a firewall that allows only TCP), in the middle of a session too.
 
-Namespace names carry a tag unique to the run, so that labs of parallel runs
-never meet; :meth:`Lab.close` removes them all (and with them every interface
+Namespace names carry the creating process's id and a random tag, so that
+labs of parallel runs never meet, and a lab sweeps away those of dead runs; :meth:`Lab.close` removes them all (and with them every interface
 and rule), and ends the processes started in them. Building needs root,
 ``ip`` (iproute2), ``iptables`` and, for TURN, ``turnserver`` (coturn):
 :func:`unavailable` says what is missing, for a skip reason.
@@ -26,8 +26,11 @@ and rule), and ends the processes started in them. Building needs root,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -74,13 +77,40 @@ def unavailable(*, turn: bool = True) -> str | None:
     return None
 
 
+_NAME = re.compile(r"^rm(\d+)x[0-9a-f]+-\w+$")
+
+
+def sweep_stale() -> None:
+    """Delete the namespaces (and end the processes in them) of labs whose creating process is gone."""
+    listed = _run("ip", "netns", "list", check=False).stdout.split()
+    for name in listed:
+        found = _NAME.match(name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        for pid in _run("ip", "netns", "pids", name, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        _run("ip", "netns", "del", name, check=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Lab:
     """The namespaces of one lab; build with :meth:`build` (or ``with Lab() as lab``), always :meth:`close`."""
 
     def __init__(self, *, symmetric: bool = True) -> None:
         """``symmetric=False``: NATs that keep the source port where they can (a "cone"), through which STUN suffices."""
         self.symmetric = symmetric
-        self.tag = secrets.token_hex(3)
+        # The creating process's id in every name: a later lab sweeps the labs of dead runs.
+        self.tag = f"{os.getpid()}x{secrets.token_hex(2)}"
         #: Namespace name by role: ``client``, ``executor``, ``natA``, ``natB``, ``pub``.
         self.ns = {role: f"rm{self.tag}-{role}" for role in ("client", "executor", "natA", "natB", "pub")}
         self._processes: list[subprocess.Popen] = []
@@ -111,6 +141,7 @@ class Lab:
 
     def build(self) -> None:
         """Create the namespaces, links, routes and NAT rules of the module docstring."""
+        sweep_stale()
         for name in self.ns.values():
             _run("ip", "netns", "add", name)
         for role in self.ns:
@@ -146,7 +177,8 @@ class Lab:
             self.sh(nat, "iptables", "-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
 
     def _link(self, role_a: str, if_a: str, ip_a: str, role_b: str, if_b: str, ip_b: str, prefix: int) -> None:
-        tmp_a, tmp_b = f"v{self.tag}{secrets.token_hex(2)}", f"v{self.tag}{secrets.token_hex(2)}"
+        # Created in the root namespace, then moved and renamed: random names (at most 15 characters).
+        tmp_a, tmp_b = f"rm{secrets.token_hex(6)}", f"rm{secrets.token_hex(6)}"
         _run("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
         _run("ip", "link", "set", tmp_a, "netns", self.ns[role_a], "name", if_a)
         _run("ip", "link", "set", tmp_b, "netns", self.ns[role_b], "name", if_b)
