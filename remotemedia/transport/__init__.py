@@ -4,7 +4,10 @@ Adapters that run the sans-I/O cores over real connections.
 - :mod:`remotemedia.transport.datachannel`: the RPC protocol over an aiortc
   data channel, with heartbeats and send-side backpressure;
 - :mod:`remotemedia.transport.peer`: aiortc peer connections negotiated
-  through a signaling session.
+  through a signaling session;
+- :mod:`remotemedia.transport.ice`: which TURN URL a connection uses (a UDP
+  probe, TCP where UDP is blocked) and the route ICE selected (``direct``,
+  ``stun``, ``relay``).
 """
 
 from .datachannel import RPCChannel
