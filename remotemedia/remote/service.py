@@ -85,7 +85,7 @@ class RemoteServiceNode(Node):
         from aiortc.mediastreams import MediaStreamError
 
         from ..signaling import SignalingClient
-        from ..transport import make_offer, new_peer_connection, wait_open
+        from ..transport import close_peer_connection, make_offer, new_peer_connection, wait_open
         from ..transport.live import LiveAudioTrack, LiveVideoTrack
         from ..transport.ice import order_ice_servers
         from ..transport.peer import SERVICE_LABEL
@@ -169,7 +169,7 @@ class RemoteServiceNode(Node):
             video.stop()
             audio.stop()
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)  # bounded: a dead TURN route must not hold the caller
             await signaling.close()
 
 
