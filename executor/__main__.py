@@ -24,6 +24,7 @@ from remotemedia.exceptions import RemoteMediaError
 
 from .service import Executor, ExecutorConfig, default_name
 from .services import default_services, load_services
+from .isolation import PROTECTIONS
 from .session import MODES
 
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
@@ -106,7 +107,29 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="offer your own named services besides demo, effects and transcribe: ATTRIBUTE is a dict of "
         "name to node factory, or one factory (repeatable; see executor/services.py)",
     )
+    parser.add_argument(
+        "--isolation",
+        type=_protections,
+        default=defaults.isolation,
+        metavar="LIST",
+        help=f"process mode: the protections to use where the machine offers them, comma-separated among "
+        f"{','.join(PROTECTIONS)}, or none (default: all; the executor logs at start which ones it lacks)",
+    )
+    parser.add_argument(
+        "--spare-workers",
+        type=int,
+        default=defaults.spare_workers,
+        help="process mode: worker processes kept booted for the next sessions (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _protections(text: str) -> tuple[str, ...]:
+    names = () if text == "none" else tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PROTECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"takes none or names among {','.join(PROTECTIONS)}, not {', '.join(unknown)}")
+    return names
 
 
 def _seconds_or_none(text: str) -> float | None:
@@ -134,6 +157,8 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         call_timeout=args.call_timeout,
         max_objects=args.max_objects,
         memory_limit=args.memory_limit,
+        isolation=args.isolation,
+        spare_workers=args.spare_workers,
     )
 
 

@@ -24,8 +24,9 @@ from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, Sign
 from remotemedia.signaling import SignalingClient, SignalingSession
 
 from .dispatch import Limits
+from .isolation import PROTECTIONS, Confinement
 from .live import ServiceSession
-from .process import WorkerProcess
+from .pool import WorkerPool
 from .services import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
 
@@ -73,6 +74,10 @@ class ExecutorConfig:
     memory_limit: int | None = None
     #: Named services offered to clients that ask for one (browsers): name to node factory.
     services: dict[str, Factory] = field(default_factory=default_services)
+    #: The protections of :mod:`executor.isolation` to use where the machine offers them (``process`` mode).
+    isolation: tuple[str, ...] = PROTECTIONS
+    #: Worker processes kept booted for the next sessions (``process`` mode).
+    spare_workers: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -98,6 +103,11 @@ class ExecutorConfig:
             raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
         if not self.connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
+        unknown = set(self.isolation) - set(PROTECTIONS)
+        if unknown:
+            raise ValueError(f"isolation names protections among {', '.join(PROTECTIONS)}, not {', '.join(sorted(unknown))}")
+        if not isinstance(self.spare_workers, int) or self.spare_workers < 0:
+            raise ValueError(f"spare_workers must be a non-negative integer, not {self.spare_workers!r}")
         if not self.heartbeat_timeout > self.heartbeat_interval > 0:
             raise ValueError("heartbeat_timeout must be longer than heartbeat_interval, both positive")
 
@@ -129,8 +139,11 @@ class Executor:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
         self.signaling: SignalingClient | None = None
+        #: The sessions being served, torn-down ones excluded: what capacity counts.
         self.sessions: dict[str, asyncio.Task] = {}
-        self._spare: WorkerProcess | None = None
+        #: How workers are confined (``process`` mode, once started).
+        self.confinement: Confinement | None = None
+        self._pool: WorkerPool | None = None
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
             executor=config.name,
@@ -153,8 +166,15 @@ class Executor:
         so at once instead of waiting.
         """
         self._closing = asyncio.Event()
+        if self.config.mode == "process" and self.confinement is None:
+            # Before registering: a client paired at once finds its worker confined and booted.
+            self.confinement = Confinement.probe(self.config.memory_limit, wanted=self.config.isolation)
+            self._settings.confinement = self.confinement
+            for line in self.confinement.describe():
+                (logger.warning if line.startswith("isolation:") else logger.info)(line)
+            self._pool = WorkerPool(self.confinement, self.config.spare_workers)
+            await self._pool.start()
         self.signaling = await self._register()
-        await self._prepare_worker()
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)
 
     async def serve(self) -> None:
@@ -193,44 +213,42 @@ class Executor:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._spare is not None:
-            await self._spare.close(1.0)
-            self._spare = None
+        if self._pool is not None:
+            await self._pool.close()
+        if self.confinement is not None:
+            self.confinement.close()
         if self.signaling is not None:
             await self.signaling.close()
 
-    async def _prepare_worker(self) -> None:
-        # process mode: one worker process started ahead, so a new session does
-        # not wait for an interpreter to boot (about 0.2 s against 30 ms for ICE and DTLS).
-        if self.config.mode != "process" or (self._closing is not None and self._closing.is_set()):
-            return
-        worker = WorkerProcess()
-        try:
-            await worker.start()
-        except OSError as exc:
-            logger.warning("could not start a spare worker process: %s", exc)
-            return
-        self._spare = worker
-
-    def _take_worker(self) -> WorkerProcess | None:
-        worker, self._spare = self._spare, None
-        if self.config.mode == "process":
-            task = asyncio.create_task(self._prepare_worker(), name="spare-worker")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return worker
-
     def _serve_session(self, session: SignalingSession) -> None:
+        if len(self.sessions) >= self.config.max_sessions:
+            # Counted here, whatever the signaling server believes: a slot is
+            # freed only when its session has been torn down.
+            logger.warning(
+                "session %s: refused, %d sessions already open (--max-sessions %d)",
+                session.id, len(self.sessions), self.config.max_sessions,
+            )
+            self._in_background(
+                session.close(f"executor {self.config.name} is at capacity ({self.config.max_sessions} sessions)"),
+                f"refuse-{session.id}",
+            )
+            return
         service = session.requirements.get("service")
         if service is not None:
             logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
             runner = ServiceSession(session, self._settings, self.config.services)
         else:
             logger.info("session %s: paired with client %s", session.id, session.client)
-            runner = ExecutorSession(session, self._settings, self._take_worker())
+            runner = ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
         task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+
+    def _in_background(self, coro, name: str) -> None:
+        """Run ``coro`` in a task that :meth:`close` ends if it is still running."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
