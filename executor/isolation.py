@@ -143,6 +143,7 @@ class Confinement:
     _uids: _UidBlock | None = None
     _cgroups: _Cgroups | None = None
     _bwrap: str | None = None
+    _flags: list[str] = field(default_factory=list)
     _homes: Path | None = None
     _count: int = 0
 
@@ -153,7 +154,8 @@ class Confinement:
         if not sys.platform.startswith("linux"):
             found.missing.update({name: f"only on Linux, not {sys.platform}" for name in PROTECTIONS})
             return found
-        for name in PROTECTIONS:
+        # Namespaces first: they can show a worker the Python files that its user could not reach.
+        for name in ("namespaces", "nodump", "cgroup", "user"):
             if name not in wanted:
                 found.missing[name] = "turned off (--isolation)"
                 continue
@@ -168,7 +170,21 @@ class Confinement:
     def _probe_user(self) -> None:
         if os.geteuid() != 0:
             raise RuntimeError("needs root to run workers as users of their own (workers share the executor's user)")
-        self._uids = _UidBlock()
+        hidden = sorted({str(folder) for folder in map(_hidden_ancestor, _python_paths()) if folder is not None})
+        if hidden and self._bwrap is None:
+            raise RuntimeError(
+                f"Python's files are in {', '.join(hidden)}, which other users cannot enter, and without "
+                f"bubblewrap they cannot be shown to the workers alone (make them readable, or install bubblewrap)"
+            )
+        uids = _UidBlock()
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            # The proof: an interpreter of a worker's user, confined as a worker, imports a compiled module.
+            check = [setpriv, f"--reuid={uids.first}", f"--regid={uids.first}", "--clear-groups", sys.executable, "-c", "import mmap"]
+            done = subprocess.run(self.command(check), capture_output=True, timeout=30, cwd=os.getcwd())
+            if done.returncode != 0:
+                raise RuntimeError(f"a worker's user cannot run Python here: {done.stderr.decode(errors='replace').strip()[-300:]}")
+        self._uids = uids
 
     def _probe_nodump(self) -> None:
         ctypes.CDLL(None, use_errno=True).prctl  # noqa: B018 (the lookup is the probe)
@@ -205,16 +221,34 @@ class Confinement:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise RuntimeError("bubblewrap is not installed (apt-get install bubblewrap)")
-        done = subprocess.run([bwrap, *self._bwrap_flags(), "--", "/bin/true"], capture_output=True, timeout=10)
+        flags = self._bwrap_flags()
+        done = subprocess.run([bwrap, *flags, "--", "/bin/true"], capture_output=True, timeout=30)
         if done.returncode != 0:
             raise RuntimeError(f"bubblewrap cannot make namespaces here: {done.stderr.decode(errors='replace').strip()}")
         self._bwrap = bwrap
+        self._flags = flags
 
     @staticmethod
     def _bwrap_flags() -> list[str]:
         # The whole file system as it is (the worker's user decides what it may
         # touch); new PID and IPC namespaces with a /proc of their own.
-        return ["--dev-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "--proc", "/proc", "--die-with-parent"]
+        flags = ["--dev-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "--proc", "/proc", "--die-with-parent"]
+        # A folder other users cannot enter (root's home, where pyenv puts
+        # Python) is replaced by an empty one that holds only Python's files:
+        # the worker's user reaches those, and nothing else of it.
+        paths = _python_paths()
+        for hidden in sorted({folder for folder in map(_hidden_ancestor, paths) if folder is not None}):
+            flags += ["--tmpfs", str(hidden)]
+            made = set()
+            for path in paths:
+                if hidden in path.parents:
+                    # The folders on the way, enterable (bubblewrap would make them 0700).
+                    for folder in reversed(path.parents):
+                        if hidden in folder.parents and folder not in made:
+                            made.add(folder)
+                            flags += ["--perms", "0755", "--dir", str(folder)]
+                    flags += ["--ro-bind", str(path), str(path)]
+        return flags
 
     @property
     def active(self) -> list[str]:
@@ -252,7 +286,7 @@ class Confinement:
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` wrapped in bubblewrap when namespaces are in force."""
-        return [self._bwrap, *self._bwrap_flags(), "--", *argv] if self._bwrap else argv
+        return [self._bwrap, *self._flags, "--", *argv] if self._bwrap else argv
 
     def close(self) -> None:
         """Remove what :meth:`probe` made (once every lease is released)."""
@@ -352,6 +386,25 @@ class Lease:
     def _clean_home(self) -> None:
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _python_paths() -> list[Path]:
+    """The folders a worker's interpreter reads: its installation, its import path, the working folder."""
+    found = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, os.getcwd())}
+    found.update(Path(p).resolve() for p in sys.path if p and os.path.isdir(p))
+    # Only the outermost of nested folders (a bind mount brings the ones inside along).
+    return sorted(p for p in found if not any(q in p.parents for q in found))
+
+
+def _hidden_ancestor(path: Path) -> Path | None:
+    """The outermost folder on the way to ``path`` that other users cannot enter, if any."""
+    for folder in (*reversed(path.parents), path):
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return folder if folder != path else None
+        except OSError:
+            return None
+    return None
 
 
 def enter(uid: int | None, cgroup: str | None) -> None:
