@@ -199,6 +199,7 @@ class Confinement:
             base, version = Path("/sys/fs/cgroup") / self._unified_path().lstrip("/"), 2
             if "memory" not in (base / "cgroup.controllers").read_text().split():
                 raise RuntimeError("the cgroup v2 hierarchy does not delegate the memory controller here")
+        _remove_stale(base)
         root = base / f"remotemedia-{os.getpid()}"
         try:
             root.mkdir()
@@ -386,6 +387,19 @@ class Lease:
     def _clean_home(self) -> None:
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _remove_stale(base: Path) -> None:
+    """The cgroups of executors that died without removing theirs (killed), and what still runs in them."""
+    for root in base.glob("remotemedia-*"):
+        pid = root.name.rpartition("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for cgroup in [*root.iterdir(), root]:
+            if cgroup.is_dir():
+                Lease(Confinement(), None, cgroup).kill_all()
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
 
 
 def _python_paths() -> list[Path]:
