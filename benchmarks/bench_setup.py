@@ -5,7 +5,8 @@ costs a worker's start.
 
 - **protections**: a worker process started, confined and answering its
   first request, with each protection added in turn, against a plain worker
-  (no confinement) started the same way;
+  (no confinement) started the same way; then with all of them, forked by
+  the fork server (executor/forkserver.py) instead of booted;
 - **concurrent set-up**: ``--concurrent`` clients (default 25) enter
   ``RemoteProxyClient`` and ``create_proxy`` at once; p50 and p90 of the
   time each took, process mode against inprocess mode; target: process mode
@@ -76,10 +77,17 @@ async def protections(report: Report, repeats: int) -> None:
                 report.note(f"protections {'+'.join(step)}: not measured, missing here ({confinement.missing})")
                 continue
             samples = [await worker_start(confinement) for _ in range(repeats)]
+            report.add(f"worker start to first reply, {'+'.join(step)}", ours=statistics.median(samples),
+                       baseline=statistics.median(plain), unit="s", against="a plain worker")
+            if step == STEPS[-1]:
+                await confinement.start_spawner()
+                if confinement.spawner is not None:
+                    forked = [await worker_start(confinement) for _ in range(repeats)]
+                    report.add("worker start to first reply, all protections, forked", ours=statistics.median(forked),
+                               baseline=statistics.median(plain), unit="s", against="a plain worker")
         finally:
+            await confinement.stop_spawner()
             confinement.close()
-        report.add(f"worker start to first reply, {'+'.join(step)}", ours=statistics.median(samples),
-                   baseline=statistics.median(plain), unit="s", against="a plain worker")
 
 
 def config(server, mode: str) -> RemoteExecutorConfig:

@@ -106,26 +106,21 @@ class WorkerProcess:
         return self._lease.uid if self._lease is not None else None
 
     async def start(self) -> None:
-        """Start the process (it waits for :meth:`configure`)."""
-        argv = [sys.executable, "-m", "executor.sandbox"]
+        """Start the process (it waits for :meth:`configure`): forked by the fork server, else booted."""
         env = None
         if self._confinement is not None:
             self._lease = self._confinement.lease()
             env = self._lease.environment()
         ours, theirs = socket.socketpair()
         try:
-            extra = self._lease.argv() if self._lease is not None else []
-            command = [*argv, str(theirs.fileno()), *extra]
-            if self._confinement is not None:
-                command = self._confinement.command(command)
-            self._process = await asyncio.create_subprocess_exec(
-                *command,
-                pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-                env=env,
-                # Its own process group: a terminal's Ctrl-C goes to the executor, which stops it in order.
-                start_new_session=True,
-            )
+            spawner = self._confinement.spawner if self._confinement is not None else None
+            if spawner is not None and spawner.alive:
+                try:
+                    self._process = await spawner.spawn(theirs.fileno(), self._confinement.fork_request(self._lease))
+                except OSError as exc:
+                    logger.warning("the fork server could not fork a worker (%s); booting one", exc)
+            if self._process is None:
+                await self._exec(env, theirs)
         except BaseException:
             ours.close()
             if self._lease is not None:
@@ -135,6 +130,20 @@ class WorkerProcess:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
         self._reading = asyncio.create_task(self._read(reader), name=f"worker-{self._process.pid}")
+
+    async def _exec(self, env: dict | None, theirs: socket.socket) -> None:
+        """Boot a new interpreter for the worker (in bubblewrap, for namespaces)."""
+        command = [sys.executable, "-m", "executor.sandbox", str(theirs.fileno())]
+        if self._lease is not None:
+            command = self._confinement.command(command + self._lease.argv())
+        self._process = await asyncio.create_subprocess_exec(
+            *command,
+            pass_fds=(theirs.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            # Its own process group: a terminal's Ctrl-C goes to the executor, which stops it in order.
+            start_new_session=True,
+        )
 
     def configure(self, session: str, max_message_size: int, peer_limit: int, limits: Limits) -> None:
         """The session's settings: sent once, before any request; then the pings begin."""

@@ -172,6 +172,7 @@ class Executor:
             self._settings.confinement = self.confinement
             for line in self.confinement.describe():
                 (logger.warning if line.startswith("isolation:") else logger.info)(line)
+            await self.confinement.start_spawner()
             self._pool = WorkerPool(self.confinement, self.config.spare_workers)
             await self._pool.start()
         self.signaling = await self._register()
@@ -216,6 +217,7 @@ class Executor:
         if self._pool is not None:
             await self._pool.close()
         if self.confinement is not None:
+            await self.confinement.stop_spawner()
             self.confinement.close()
         if self.signaling is not None:
             await self.signaling.close()
