@@ -86,6 +86,11 @@ class ForkServer:
         self._ids = 0
 
     @property
+    def pid(self) -> int | None:
+        """The fork server's process id, once started."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def alive(self) -> bool:
         """Started and still serving."""
         return self._process is not None and self._process.returncode is None and not self._reading.done()
@@ -240,6 +245,7 @@ def _namespaces(hidden: list[list]) -> None:
 
 
 def _child(request: dict, fd: int) -> int:
+    """In the forked process: confine it (see the module docstring), then serve as a worker."""
     from .isolation import enter
     from .sandbox import main
 
@@ -247,13 +253,20 @@ def _child(request: dict, fd: int) -> int:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if request.get("namespaces"):
-        _namespaces(request.get("hidden", []))
+        try:
+            _namespaces(request.get("hidden", []))
+        except OSError as exc:
+            print(f"executor.forkserver: cannot make the worker's namespaces: {exc}", file=sys.stderr)
+            return 4
     os.environ.clear()
     os.environ.update(request["env"])
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()  # else every worker draws the fork server's numbers
     try:
         enter(request.get("uid"), request.get("cgroup"))
+        if request.get("check"):
+            os.listdir(os.path.dirname(os.__file__))  # Python's own files, as the worker's user
+            return 0
     except OSError as exc:
         print(f"executor.forkserver: cannot confine the worker: {exc}", file=sys.stderr)
         return 4  # sandbox.EXIT_BAD_START

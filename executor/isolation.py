@@ -46,6 +46,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -314,11 +315,24 @@ class Confinement:
         env = {name: os.environ[name] for name in WORKER_ENVIRONMENT if name in os.environ}
         try:
             await spawner.start(env)
+            # Proof that it confines as this executor must: a worker forked, confined, and ended.
+            lease = self.lease()
+            ours, theirs = socket.socketpair()
+            try:
+                trial = await spawner.spawn(theirs.fileno(), {**self.fork_request(lease), "check": True})
+                status = await asyncio.wait_for(trial.wait(), 30)
+            finally:
+                ours.close()
+                theirs.close()
+                await lease.release()
+            if status != 0:
+                raise OSError(f"a worker forked by it could not be confined (status {status}; see the log above)")
         except (OSError, asyncio.TimeoutError) as exc:
             logger.warning("no fork server (%s): each worker boots its own interpreter (about 0.2 s of CPU)", exc)
             await spawner.close()
             return
         self.spawner = spawner
+        logger.info("workers are forked by a fork server (pid %d)", spawner.pid)
 
     async def stop_spawner(self) -> None:
         """Stop the fork server, if it runs."""

@@ -78,6 +78,8 @@ class ExecutorConfig:
     isolation: tuple[str, ...] = PROTECTIONS
     #: Worker processes kept booted for the next sessions (``process`` mode).
     spare_workers: int = 1
+    #: Fork workers from a warm interpreter (``process`` mode; see :mod:`executor.forkserver`) instead of booting each.
+    fork_server: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -172,7 +174,8 @@ class Executor:
             self._settings.confinement = self.confinement
             for line in self.confinement.describe():
                 (logger.warning if line.startswith("isolation:") else logger.info)(line)
-            await self.confinement.start_spawner()
+            if self.config.fork_server:
+                await self.confinement.start_spawner()
             self._pool = WorkerPool(self.confinement, self.config.spare_workers)
             await self._pool.start()
         self.signaling = await self._register()

@@ -32,8 +32,10 @@ pytestmark = pytest.mark.timeout(180)
 
 EXECUTORS = {
     "all": [],
+    "booted": ["--no-fork-server"],
     "users": ["--isolation", "user,nodump,cgroup"],
     "memory": ["--memory-limit", "300"],
+    "memory-booted": ["--memory-limit", "300", "--no-fork-server"],
 }
 
 
@@ -150,7 +152,10 @@ def processes_with(text: str) -> list[int]:
     return found
 
 
-VARIANTS = pytest.mark.parametrize("variant", ["all", "users"], ids=["all-protections", "users-without-namespaces"])
+# Forked by the fork server (the default), booted in bubblewrap, and without namespaces.
+VARIANTS = pytest.mark.parametrize(
+    "variant", ["all", "booted", "users"], ids=["all-protections", "booted-in-bubblewrap", "users-without-namespaces"]
+)
 
 
 @VARIANTS
@@ -216,8 +221,9 @@ async def test_processes_a_session_forks_end_with_it(server, executors, variant)
     assert executor.alive
 
 
-async def test_a_shared_mapping_cannot_pass_the_memory_limit(server, executors):
-    executor = executors("memory")
+@pytest.mark.parametrize("variant", ["memory", "memory-booted"])
+async def test_a_shared_mapping_cannot_pass_the_memory_limit(server, executors, variant):
+    executor = executors(variant)
     need(executor, "cgroup")
     async with connect(server, executor) as bystander:
         other = await bystander.create_proxy(Attacker())
@@ -232,8 +238,9 @@ async def test_a_shared_mapping_cannot_pass_the_memory_limit(server, executors):
     await wait_until(lambda: "perhaps for memory" in executor.log(), timeout=10)
 
 
-async def test_a_worker_never_sees_the_token_or_the_executors_environment(server, executors):
-    executor = executors("all")  # given the token through REMOTEMEDIA_TOKEN, like a careful operator
+@pytest.mark.parametrize("variant", ["all", "booted"])
+async def test_a_worker_never_sees_the_token_or_the_executors_environment(server, executors, variant):
+    executor = executors(variant)  # given the token through REMOTEMEDIA_TOKEN, like a careful operator
     async with connect(server, executor) as client:
         remote = await client.create_proxy(Attacker())
         environment = await remote.environment()
@@ -247,6 +254,11 @@ async def test_a_worker_never_sees_the_token_or_the_executors_environment(server
         assert environment["HOME"] == environment["TMPDIR"] and Path(environment["HOME"]).is_dir()
 
 
+async def test_the_executor_says_whether_it_forks_workers(executors):
+    assert "workers are forked by a fork server" in executors("all").log()
+    assert "fork server" not in executors("booted").log()
+
+
 async def test_the_executor_says_at_start_how_workers_are_confined(executors):
     executor = executors("users")
     log = executor.log()
@@ -255,8 +267,9 @@ async def test_the_executor_says_at_start_how_workers_are_confined(executors):
     assert "sees every process on the machine" in log
 
 
-async def test_each_worker_runs_as_a_user_of_its_own(server, executors):
-    executor = executors("all")
+@pytest.mark.parametrize("variant", ["all", "booted"])
+async def test_each_worker_runs_as_a_user_of_its_own(server, executors, variant):
+    executor = executors(variant)
     need(executor, "user")
     async with connect(server, executor) as one, connect(server, executor) as two:
         first = await (await one.create_proxy(Attacker())).where()
