@@ -166,8 +166,8 @@ class ForkServer:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(OSError("the fork server ended"))
-        for child in self._children.values():  # their ends cannot be told any more: ask the kernel
-            asyncio.get_running_loop().create_task(_poll_end(child))
+        # Their ends cannot be told any more: ask the kernel (in this task, which close() ends).
+        await asyncio.gather(*(_poll_end(child) for child in list(self._children.values())))
 
 
 async def _poll_end(child: _Child) -> None:

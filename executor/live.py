@@ -186,7 +186,17 @@ class ServiceSession:
             await pc.setLocalDescription(await pc.createAnswer())
             await self.signaling.send_answer(pc.localDescription.sdp)
             self._spawn(self._watch_signaling(pc), "service-signaling")
-            self._channel = await asyncio.wait_for(opened, timeout)
+            # A bye while the channel is awaited ends the session at once: its slot is freed now.
+            ended = asyncio.ensure_future(self._done.wait())
+            try:
+                await asyncio.wait({opened, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if not opened.done():
+                if self._done.is_set():
+                    return  # the finally below says why
+                raise asyncio.TimeoutError()
+            self._channel = opened.result()
             if await self._hello(factory, timeout):
                 self._spawn(self._serve_node(), "service-node")
                 self._spawn(self._control(), "service-control")
