@@ -178,10 +178,13 @@ async def test_idle_workers_do_not_pile_up_after_bursts():
             async with connect(server) as client:
                 await (await client.create_proxy(Probe())).echo(1)
 
-        for _ in range(2):
+        for burst in range(1, 3):
             await asyncio.gather(*(one() for _ in range(8)))
-        # Every session's worker ends with it; only the spare stays.
-        await wait_until(lambda: len(workers_of(executor.proc.pid)) <= 1, timeout=60)
+            # Every session's worker ends with it; only the spare stays.
+            await wait_until(lambda: len(workers_of(executor.proc.pid)) <= 1, timeout=60)
+            # Until their teardown is over their slots are taken: the executor would refuse the next
+            # burst, whatever the server believes.
+            await wait_until(lambda: executor.log().count(" ended: ") >= 8 * burst, timeout=60)
         await wait_until(lambda: server.health()["sessions"] == 0, timeout=30)
         assert "Task was destroyed but it is pending" not in executor.log()
         assert "Task exception was never retrieved" not in executor.log()
