@@ -220,6 +220,11 @@ class ServiceSession:
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
 
+    @property
+    def ending(self) -> bool:
+        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
+        return self._done.is_set()
+
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.signaling.id}"))
 

@@ -146,6 +146,9 @@ class Executor:
         #: How workers are confined (``process`` mode, once started).
         self.confinement: Confinement | None = None
         self._pool: WorkerPool | None = None
+        self._runners: dict[str, ExecutorSession | ServiceSession] = {}
+        self._freed = asyncio.Event()  # a slot came free
+        self._queued = 0  # pairings waiting for a slot that a teardown is freeing
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
             executor=config.name,
@@ -225,10 +228,18 @@ class Executor:
         if self.signaling is not None:
             await self.signaling.close()
 
-    def _serve_session(self, session: SignalingSession) -> None:
+    def _serve_session(self, session: SignalingSession, may_wait: bool = True) -> None:
         if len(self.sessions) >= self.config.max_sessions:
             # Counted here, whatever the signaling server believes: a slot is
-            # freed only when its session has been torn down.
+            # freed only when its session has been torn down. The server frees
+            # it at the client's bye, so a pairing that comes while a teardown
+            # is under way waits for it (the offer waits in the session's inbox);
+            # any other is refused at once.
+            ending = any(runner.ending for runner in self._runners.values())
+            if may_wait and ending and self._queued < self.config.max_sessions:
+                self._queued += 1
+                self._in_background(self._serve_when_free(session), f"queued-{session.id}")
+                return
             logger.warning(
                 "session %s: refused, %d sessions already open (--max-sessions %d)",
                 session.id, len(self.sessions), self.config.max_sessions,
@@ -247,7 +258,27 @@ class Executor:
             runner = ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
-        task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+        self._runners[session.id] = runner
+        task.add_done_callback(lambda _t, sid=session.id: self._session_over(sid))
+
+    def _session_over(self, id: str) -> None:
+        self.sessions.pop(id, None)
+        self._runners.pop(id, None)
+        self._freed.set()
+
+    async def _serve_when_free(self, session: SignalingSession) -> None:
+        """Serve ``session`` once a slot is free, or refuse it after ``connect_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.connect_timeout
+        try:
+            while len(self.sessions) >= self.config.max_sessions and loop.time() < deadline:
+                self._freed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), deadline - loop.time())
+        finally:
+            self._queued -= 1
+        if session.ended is None:
+            self._serve_session(session, may_wait=False)  # refused there if no slot came free
 
     def _in_background(self, coro, name: str) -> None:
         """Run ``coro`` in a task that :meth:`close` ends if it is still running."""

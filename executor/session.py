@@ -191,6 +191,11 @@ class ExecutorSession:
             await self.signaling.close(self._why[:200])
             logger.info("session %s ended: %s", self.signaling.id, self._why or "done")
 
+    @property
+    def ending(self) -> bool:
+        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
+        return self._done.is_set() or self._ending
+
     def _add_slots(self, pc: Any) -> None:
         # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
         self._slots = answer_slots(pc)
