@@ -68,7 +68,21 @@ async def worker_start(confinement: Confinement | None) -> float:
     return elapsed
 
 
+async def lease_cost(report: Report, count: int = 50) -> None:
+    """The executor's own share of confining a worker: a uid, a cgroup with its limit, a home; and their removal."""
+    confinement = Confinement.probe(500)
+    try:
+        start = time.perf_counter()
+        for _ in range(count):
+            await confinement.lease().release()
+        each = (time.perf_counter() - start) / count
+    finally:
+        confinement.close()
+    report.note(f"a lease ({', '.join(confinement.active)}) and its release cost the executor {each * 1e3:.2f} ms")
+
+
 async def protections(report: Report, repeats: int) -> None:
+    await lease_cost(report)
     plain = [await worker_start(None) for _ in range(repeats)]
     for step in STEPS:
         confinement = Confinement.probe(500, wanted=step)

@@ -84,6 +84,7 @@ class ForkServer:
         self._children: dict[int, _Child] = {}
         self._early: dict[int, int] = {}  # statuses that came before their pid was handed out
         self._ids = 0
+        self._closing = False
 
     @property
     def pid(self) -> int | None:
@@ -135,6 +136,7 @@ class ForkServer:
 
     async def close(self) -> None:
         """Stop the server (the workers it forked are the executor's to end)."""
+        self._closing = True
         if self._writer is not None:
             self._writer.close()
         if self._process is not None:
@@ -162,7 +164,8 @@ class ForkServer:
                         future.set_result(message["pid"])
                     else:
                         future.set_exception(OSError(message.get("error", "the fork failed")))
-        logger.warning("the fork server ended; workers are started one by one from now on")
+        if not self._closing:
+            logger.warning("the fork server ended; workers are booted one by one from now on")
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(OSError("the fork server ended"))
