@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 PING_INTERVAL = 1.0
 #: Seconds of silence after which a worker is taken for stopped, when no call timeout applies.
 DEFAULT_SILENCE = 60.0
+#: Never less than this, whatever the call timeout: a loaded machine may not run a worker for a second or two.
+MIN_SILENCE = 5.0
 _PING = RPCProtocol(1024, compress=False).encode(Kind.PING, 0)
 
 
@@ -156,7 +158,7 @@ class WorkerProcess:
             "pid": self.pid,
         }
         self.send(codec.encode(settings))
-        silence = limits.call_timeout or DEFAULT_SILENCE
+        silence = max(limits.call_timeout or DEFAULT_SILENCE, MIN_SILENCE)
         self._heard = asyncio.get_running_loop().time()
         self._watching = asyncio.create_task(self._watch(silence), name=f"worker-watch-{self._process.pid}")
 

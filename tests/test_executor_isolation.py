@@ -12,7 +12,6 @@ without namespaces, so that the users alone are tested too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import mmap
 import os
