@@ -68,6 +68,7 @@ __all__ = [
     "Confinement",
     "Lease",
     "WORKER_ENVIRONMENT",
+    "model_cache",
     "PROTECTIONS",
     "enter",
 ]
@@ -387,6 +388,9 @@ class Lease:
         env = {name: os.environ[name] for name in WORKER_ENVIRONMENT if name in os.environ}
         if self.home is not None:
             env["HOME"] = env["TMPDIR"] = str(self.home)
+        cache = model_cache()
+        if cache is not None:
+            env["HF_HOME"] = str(cache)  # the executor's models, not an empty cache in the worker's home
         return env
 
     def kill_all(self) -> None:
@@ -464,10 +468,23 @@ def _remove_stale(base: Path) -> None:
                     cgroup.rmdir()
 
 
+def model_cache() -> Path | None:
+    """The executor's Hugging Face cache, which its workers read (only read: see the README), if it exists."""
+    folder = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(folder).resolve() if os.path.isdir(folder) else None
+
+
 def _python_paths() -> list[Path]:
-    """The folders a worker's interpreter reads: its installation, its import path, the working folder."""
+    """
+    The folders a worker reads: its interpreter's installation, its import
+    path, the working folder, and the model cache.
+    """
     found = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, os.getcwd())}
     found.update(Path(p).resolve() for p in sys.path if p and os.path.isdir(p))
+    if model_cache() is not None:
+        found.add(model_cache())
     # Only the outermost of nested folders (a bind mount brings the ones inside along).
     return sorted(p for p in found if not any(q in p.parents for q in found))
 
