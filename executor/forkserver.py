@@ -219,7 +219,7 @@ def _pass_on(status: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def _namespaces(hidden: list[list]) -> None:
+def _namespaces(hidden: list[list], readonly: list[str]) -> None:
     """In the forked child: new namespaces, and an init (pid 1) that ends when the worker does."""
     _libc_call("unshare", _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWNS)
     init = os.fork()
@@ -238,6 +238,9 @@ def _namespaces(hidden: list[list]) -> None:
             _mount(f"/proc/self/fd/{source}", path, None, _MS_BIND | _MS_REC)
             _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_REC)
             os.close(source)
+    for path in readonly:  # as bubblewrap's --ro-bind of a path onto itself
+        _mount(path, path, None, _MS_BIND | _MS_REC)
+        _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_REC)
     worker = os.fork()
     if worker:  # pid 1: reap whatever is orphaned here, and end with the worker
         while True:
@@ -257,7 +260,7 @@ def _child(request: dict, fd: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if request.get("namespaces"):
         try:
-            _namespaces(request.get("hidden", []))
+            _namespaces(request.get("hidden", []), request.get("readonly", []))
         except OSError as exc:
             print(f"executor.forkserver: cannot make the worker's namespaces: {exc}", file=sys.stderr)
             return 4

@@ -264,6 +264,9 @@ class Confinement:
                             made.add(folder)
                             flags += ["--perms", "0755", "--dir", str(folder)]
                     flags += ["--ro-bind", str(path), str(path)]
+        cache = model_cache()
+        if cache is not None and _hidden_ancestor(cache) is None:
+            flags += ["--ro-bind", str(cache), str(cache)]  # read-only even where its modes let workers write
         return flags
 
     @property
@@ -313,6 +316,7 @@ class Confinement:
             "cgroup": str(lease.cgroup) if lease.cgroup is not None else None,
             "namespaces": self._bwrap is not None,
             "hidden": sorted(hidden.items()),
+            "readonly": [str(cache)] if (cache := model_cache()) is not None and _hidden_ancestor(cache) is None else [],
         }
 
     async def start_spawner(self) -> None:

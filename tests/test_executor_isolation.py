@@ -253,6 +253,32 @@ async def test_a_worker_never_sees_the_token_or_the_executors_environment(server
         assert environment["HOME"] == environment["TMPDIR"] and Path(environment["HOME"]).is_dir()
 
 
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "booted"])
+async def test_workers_read_the_executors_model_cache_and_cannot_write_it(server, tmp_path, forked):
+    cache = tmp_path / "hf"
+    (cache / "hub").mkdir(parents=True)
+    (cache / "hub" / "model.bin").write_text("weights")
+    cache.chmod(0o777)  # even so: a session must not plant a model for the next
+    flags = [] if forked else ["--no-fork-server"]
+    with running_executor(server.url, "--name", f"iso-cache-{forked}", *flags, env={"REMOTEMEDIA_TOKEN": TOKEN, "HF_HOME": str(cache)}) as executor:
+        need(executor, "namespaces")
+
+        class Reader(Attacker):
+            def plant(self) -> str:
+                home = os.environ["HF_HOME"]
+                try:
+                    Path(home, "hub", "model.bin").write_text("tampered")
+                except OSError as exc:
+                    return f"refused: {exc!r}"
+                return "planted"
+
+        async with connect(server, executor) as client:
+            remote = await client.create_proxy(Reader())
+            assert await remote.read_file(str(cache / "hub" / "model.bin")) == "weights"
+            assert (await remote.plant()).startswith("refused")
+    assert (cache / "hub" / "model.bin").read_text() == "weights"
+
+
 async def test_the_executor_says_whether_it_forks_workers(executors):
     assert "workers are forked by a fork server" in executors("all").log()
     assert "fork server" not in executors("booted").log()
