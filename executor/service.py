@@ -181,7 +181,11 @@ class Executor:
                 await self.confinement.start_spawner()
             self._pool = WorkerPool(self.confinement, self.config.spare_workers)
             await self._pool.start()
-        self.signaling = await self._register()
+        try:
+            self.signaling = await self._register()
+        except BaseException:
+            await self.close()  # the spare worker, the fork server and the cgroups
+            raise
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)
 
     async def serve(self) -> None:
