@@ -200,5 +200,6 @@ async def test_a_stopped_worker_is_noticed_its_session_ends_and_its_slot_is_free
                 await remote.echo("anyone there?")
             assert "did not answer" in str(info.value)
         await wait_until(lambda: worker not in workers_of(executor.proc.pid), timeout=30)
+        await wait_until(lambda: server.health()["sessions"] == 0, timeout=30)
         async with connect(server) as newcomer:  # the only slot is free again
             assert await (await newcomer.create_proxy(Probe())).echo("next") == "next"
