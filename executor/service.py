@@ -269,6 +269,14 @@ class Executor:
         self.sessions.pop(id, None)
         self._runners.pop(id, None)
         self._freed.set()
+        # The server counts the sessions we last reported; tell it now, not at the next heartbeat,
+        # that the slot is free (it freed its own count at the client's bye, before our teardown).
+        if self.signaling is not None and not self.signaling.closed and not self._closing.is_set():
+            self._in_background(self._report(), f"report-{id}")
+
+    async def _report(self) -> None:
+        with contextlib.suppress(ConnectionLostError, SignalingError):
+            await self.signaling.heartbeat(*self._status())
 
     async def _serve_when_free(self, session: SignalingSession) -> None:
         """Serve ``session`` once a slot is free, or refuse it after ``connect_timeout``."""
