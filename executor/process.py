@@ -1,13 +1,13 @@
 """
 The executor's handle on one session's worker process (``process`` mode).
 
-:class:`WorkerProcess` starts ``python -m executor.sandbox`` with one end
-of a socket pair, passes it the client's requests as they arrive and hands
-its replies to ``on_reply``. It is started ahead of its session (the
-executor keeps one spare) or when the session starts, so the interpreter
-boots while ICE and DTLS negotiate; it learns its settings once the client
-has authenticated. See :mod:`executor.sandbox` for the
-other side.
+:class:`WorkerProcess` starts a worker (forked by :mod:`executor.forkserver`,
+else ``python -m executor.sandbox`` booted) with one end of a socket pair,
+passes it the client's requests as they arrive and hands its replies to
+``on_reply``. It is started ahead of its session (see :mod:`executor.pool`)
+or when the session starts, while ICE and DTLS negotiate; it learns its
+settings once the client has authenticated. See :mod:`executor.sandbox` for
+the other side.
 
 Each worker is confined by a :class:`~executor.isolation.Lease` of the
 executor's :class:`~executor.isolation.Confinement` (its own user, cgroup and
