@@ -301,3 +301,60 @@ async def test_each_worker_runs_as_a_user_of_its_own(server, executors, variant)
         second = await (await two.create_proxy(Attacker())).where()
         assert first["uid"] != second["uid"]
         assert 0 not in (first["uid"], second["uid"]) and os.getuid() not in (first["uid"], second["uid"])
+
+
+# -- the confinement itself, without an executor ---------------------------------------
+
+
+def test_a_workers_environment_is_an_allowlist(monkeypatch):
+    from executor.isolation import Confinement
+
+    monkeypatch.setenv("REMOTEMEDIA_TOKEN", TOKEN)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    confinement = Confinement.probe(wanted=())
+    try:
+        lease = confinement.lease()
+        env = lease.environment()
+        lease.release_now()
+    finally:
+        confinement.close()
+    assert "REMOTEMEDIA_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["LANG"] == "C.UTF-8" and env["HOME"] == env["TMPDIR"]
+    assert not Path(env["HOME"]).exists()  # removed with the lease
+
+
+def test_protections_turned_off_are_reported_missing():
+    from executor.isolation import PROTECTIONS, Confinement
+
+    confinement = Confinement.probe(wanted=())
+    try:
+        assert confinement.active == [] and set(confinement.missing) == set(PROTECTIONS)
+        lines = confinement.describe()
+        assert lines[0] == "workers are confined by: nothing"
+        assert all(line.startswith("isolation: no ") for line in lines[1:]) and len(lines) == 5
+    finally:
+        confinement.close()
+
+
+async def test_a_lease_takes_a_uid_and_a_cgroup_and_gives_both_back():
+    from executor.isolation import Confinement
+
+    confinement = Confinement.probe(300, wanted=("user", "cgroup", "namespaces"))
+    try:
+        if not {"user", "cgroup"} <= set(confinement.active):
+            pytest.skip(f"this machine lacks: {confinement.missing}")
+        first, second = confinement.lease(), confinement.lease()
+        assert first.uid != second.uid
+        assert (first.cgroup / "cgroup.procs").exists()
+        limit = first.cgroup / ("memory.limit_in_bytes" if (first.cgroup / "memory.limit_in_bytes").exists() else "memory.max")
+        assert int(limit.read_text()) == 300 * 2**20
+        cgroup, home, uid = first.cgroup, first.home, first.uid
+        await first.release()
+        assert not cgroup.exists() and not home.exists()
+        third = confinement.lease()
+        assert third.uid == uid  # its processes are all gone: the uid is free again
+        await second.release()
+        await third.release()
+    finally:
+        confinement.close()
