@@ -376,6 +376,8 @@ class Lease:
     cgroup: Path | None = None
     #: Its home and temporary directory, removed at teardown.
     home: Path | None = None
+    #: Its process group (the worker's pid; it starts a session of its own), for want of the above.
+    group: int | None = None
     _released: bool = False
 
     def argv(self) -> list[str]:
@@ -398,7 +400,7 @@ class Lease:
         return env
 
     def kill_all(self) -> None:
-        """SIGKILL every process the worker left (cgroup, else its uid): its whole tree ends here."""
+        """SIGKILL every process the worker left (cgroup, else its uid, else its process group)."""
         if self.cgroup is not None:
             procs = self.cgroup / "cgroup.procs"
             for _ in range(100):  # each round kills what the last round's victims had forked
@@ -419,6 +421,9 @@ class Lease:
                     [setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "kill", "-KILL", "-1"],
                     capture_output=True, timeout=10,
                 )
+        elif self.group is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.group, signal.SIGKILL)
 
     async def release(self) -> None:
         """After the worker ended: kill what it left, remove its cgroup and home, free its uid."""

@@ -130,6 +130,8 @@ class WorkerProcess:
             raise
         finally:
             theirs.close()
+        if self._lease is not None:
+            self._lease.group = self._process.pid  # a session of its own: forked or booted
         reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
         self._reading = asyncio.create_task(self._read(reader), name=f"worker-{self._process.pid}")
 

@@ -35,6 +35,7 @@ EXECUTORS = {
     "users": ["--isolation", "user,nodump,cgroup"],
     "memory": ["--memory-limit", "300"],
     "memory-booted": ["--memory-limit", "300", "--no-fork-server"],
+    "none": ["--isolation", "none"],
 }
 
 
@@ -237,7 +238,7 @@ async def test_a_shared_mapping_cannot_pass_the_memory_limit(server, executors, 
     await wait_until(lambda: "perhaps for memory" in executor.log(), timeout=10)
 
 
-@pytest.mark.parametrize("variant", ["all", "booted"])
+@pytest.mark.parametrize("variant", ["all", "booted", "none"])
 async def test_a_worker_never_sees_the_token_or_the_executors_environment(server, executors, variant):
     executor = executors(variant)  # given the token through REMOTEMEDIA_TOKEN, like a careful operator
     async with connect(server, executor) as client:
