@@ -178,6 +178,10 @@ class Confinement:
                 getattr(found, f"_probe_{name}")()
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 found.missing[name] = str(exc)
+        for stale in Path(tempfile.gettempdir()).glob("remotemedia-workers-*-*"):  # of executors killed
+            pid = stale.name.split("-")[2]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
         found._homes = Path(tempfile.mkdtemp(prefix=f"remotemedia-workers-{os.getpid()}-"))
         os.chmod(found._homes, 0o711)  # workers reach their own home, list nobody's
         return found
