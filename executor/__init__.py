@@ -8,7 +8,10 @@ connection and authentication), :mod:`executor.dispatch` (answering a
 session's requests), :mod:`executor.objects` (a session's objects),
 :mod:`executor.inputs` (the input side of duplex streams),
 :mod:`executor.process` and :mod:`executor.sandbox` (the worker process of a
-session in ``process`` mode) and :mod:`executor.worker` (a session's thread).
+session in ``process`` mode), :mod:`executor.isolation` (how workers are
+confined), :mod:`executor.forkserver` (forking them from a warm interpreter),
+:mod:`executor.pool` (the spare ones) and :mod:`executor.worker` (a session's
+thread).
 Run it with ``python -m executor --signaling ws://HOST:PORT``.
 """
 

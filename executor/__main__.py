@@ -26,6 +26,7 @@ from remotemedia.exceptions import RemoteMediaError
 from .dispatch import ACCEPTS
 from .service import Executor, ExecutorConfig, default_name
 from .services import default_services, load_services
+from .isolation import PROTECTIONS
 from .session import MODES
 
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
@@ -144,11 +145,40 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | Non
         "name to node factory, or one factory (repeatable; see executor/services.py)",
     )
     parser.add_argument(
+        "--isolation",
+        type=_protections,
+        default=defaults.isolation,
+        metavar="LIST",
+        help=f"process mode: the protections to use where the machine offers them, comma-separated among "
+        f"{','.join(PROTECTIONS)}, or none (default: all; the executor logs at start which ones it lacks)",
+    )
+    parser.add_argument(
+        "--spare-workers",
+        type=int,
+        default=defaults.spare_workers,
+        help="process mode: worker processes kept booted for the next sessions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-fork-server",
+        dest="fork_server",
+        action="store_false",
+        help="process mode: boot every worker's own interpreter (about 0.2 s of CPU each) instead of forking "
+        "it from a warm one",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="least severe log lines shown (default: %(default)s; debug shows every message and state change)",
     )
+
+
+def _protections(text: str) -> tuple[str, ...]:
+    names = () if text == "none" else tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PROTECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"takes none or names among {','.join(PROTECTIONS)}, not {', '.join(unknown)}")
+    return names
 
 
 def _seconds_or_none(text: str) -> float | None:
@@ -180,6 +210,9 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         memory_limit=args.memory_limit,
         inflate_rate=args.inflate_rate * 1024 * 1024,
         accept=args.accept,
+        isolation=args.isolation,
+        spare_workers=args.spare_workers,
+        fork_server=args.fork_server,
     )
 
 

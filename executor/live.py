@@ -187,7 +187,17 @@ class ServiceSession:
             await pc.setLocalDescription(await pc.createAnswer())
             await self.signaling.send_answer(pc.localDescription.sdp)
             self._spawn(self._watch_signaling(pc), "service-signaling")
-            self._channel = await asyncio.wait_for(opened, timeout)
+            # A bye while the channel is awaited ends the session at once: its slot is freed now.
+            ended = asyncio.ensure_future(self._done.wait())
+            try:
+                await asyncio.wait({opened, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if not opened.done():
+                if self._done.is_set():
+                    return  # the finally below says why
+                raise asyncio.TimeoutError()
+            self._channel = opened.result()
             if await self._hello(factory, timeout):
                 self._spawn(self._serve_node(), "service-node")
                 self._spawn(self._control(), "service-control")
@@ -212,6 +222,11 @@ class ServiceSession:
             await close_peer_connection(pc)
             await self.signaling.close(self._why[:200] or "the executor is stopping")
             logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
+
+    @property
+    def ending(self) -> bool:
+        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
+        return self._done.is_set()
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.signaling.id}"))

@@ -1,5 +1,5 @@
 """
-``python -m executor.sandbox FD``: the worker process of one session in
+``python -m executor.sandbox FD [--uid UID] [--cgroup PATH]``: the worker process of one session in
 ``process`` mode.
 
 The executor keeps the peer connection and the session's authentication;
@@ -16,6 +16,13 @@ message (:meth:`RPCProtocol.encode`); the first frame from the executor is
 a codec-encoded settings dict instead. The process ends when the executor
 closes the socket (after running every object's ``cleanup()``), or with
 :data:`EXIT_STUCK` when a call's sync code ran past the call timeout.
+
+Before it reads anything from the executor it confines itself
+(:func:`executor.isolation.enter`: joins its cgroup, becomes ``UID``, turns
+undumpable) and ends with :data:`EXIT_BAD_START` if it cannot. It answers
+the executor's ``PING`` frames with ``PONG``, so a stopped worker is noticed.
+``REMOTEMEDIA_WORKER_PID`` in its environment is its pid as the machine sees
+it (inside a PID namespace ``os.getpid()`` is not), for logs and tools.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from remotemedia.rpc import ErrorCode, Kind, Rejected, RPCProtocol, peek
 from remotemedia.serialization import dumps_object
 
 from .dispatch import Dispatcher, Limits
+from .isolation import enter
 from .objects import ObjectTable
 
 __all__ = ["main", "read_frame", "frame", "EXIT_STUCK", "EXIT_BAD_START"]
@@ -46,6 +54,7 @@ EXIT_STUCK = 3
 EXIT_BAD_START = 4
 
 _LENGTH = struct.Struct("!I")
+_PING_KIND = bytes([Kind.PING])
 
 
 def frame(data: bytes) -> list[bytes]:
@@ -78,6 +87,8 @@ async def _serve(fd: int) -> int:
     if first is None:
         return 0
     settings = codec.decode(first)
+    if settings.get("pid"):
+        os.environ["REMOTEMEDIA_WORKER_PID"] = str(settings["pid"])
     limits = Limits.from_dict(settings["limits"])
     try:
         if limits.memory_limit:
@@ -107,6 +118,9 @@ async def _serve(fd: int) -> int:
     dispatcher = Dispatcher(ObjectTable(str(settings["session"])), send, limits, on_stuck)
     try:
         while not stuck and (data := await read_frame(reader)) is not None:
+            if data[:1] == _PING_KIND:
+                writer.writelines(frame(protocol.encode(Kind.PONG, 0)))
+                continue
             dispatcher.handle(_decode(protocol, data))
     except ConnectionError:
         pass
@@ -131,13 +145,20 @@ def _decode(protocol: RPCProtocol, data: bytes):
 def main(argv: list[str] | None = None) -> int:
     """Serve one session over the socket whose descriptor is the first argument."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m executor.sandbox FD (started by the executor, not by hand)", file=sys.stderr)
+    options = dict(zip(argv[1::2], argv[2::2]))
+    if not argv or not argv[0].isdigit() or len(argv) % 2 != 1 or not set(options) <= {"--uid", "--cgroup"}:
+        print("usage: python -m executor.sandbox FD [--uid UID] [--cgroup PATH] (started by the executor, not by hand)", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=os.environ.get("REMOTEMEDIA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
     )
+    try:
+        uid = options.get("--uid")
+        enter(int(uid) if uid is not None else None, options.get("--cgroup"))
+    except (OSError, ValueError) as exc:
+        print(f"executor.sandbox: cannot confine the worker: {exc}", file=sys.stderr)
+        return EXIT_BAD_START
     return asyncio.run(_serve(int(argv[0])))
 
 

@@ -26,9 +26,10 @@ from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
 
 from .dispatch import ACCEPTS, Limits
+from .isolation import PROTECTIONS, Confinement
 from .live import ServiceSession
 from .memory import return_freed_memory
-from .process import WorkerProcess
+from .pool import WorkerPool
 from .services import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
 
@@ -87,6 +88,12 @@ class ExecutorConfig:
     #: TLS context for a ``wss://`` server, replacing :attr:`ca_file` (the embedded
     #: executor of ``python -m remotemedia serve`` dials its own server with one).
     ssl_context: ssl.SSLContext | None = None
+    #: The protections of :mod:`executor.isolation` to use where the machine offers them (``process`` mode).
+    isolation: tuple[str, ...] = PROTECTIONS
+    #: Worker processes kept booted for the next sessions (``process`` mode).
+    spare_workers: int = 1
+    #: Fork workers from a warm interpreter (``process`` mode; see :mod:`executor.forkserver`) instead of booting each.
+    fork_server: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -116,6 +123,11 @@ class ExecutorConfig:
             raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
         if not self.connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
+        unknown = set(self.isolation) - set(PROTECTIONS)
+        if unknown:
+            raise ValueError(f"isolation names protections among {', '.join(PROTECTIONS)}, not {', '.join(sorted(unknown))}")
+        if not isinstance(self.spare_workers, int) or self.spare_workers < 0:
+            raise ValueError(f"spare_workers must be a non-negative integer, not {self.spare_workers!r}")
         if not self.heartbeat_timeout > self.heartbeat_interval > 0:
             raise ValueError("heartbeat_timeout must be longer than heartbeat_interval, both positive")
 
@@ -149,8 +161,14 @@ class Executor:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
         self.signaling: SignalingClient | None = None
+        #: The sessions being served, torn-down ones excluded: what capacity counts.
         self.sessions: dict[str, asyncio.Task] = {}
-        self._spare: WorkerProcess | None = None
+        #: How workers are confined (``process`` mode, once started).
+        self.confinement: Confinement | None = None
+        self._pool: WorkerPool | None = None
+        self._runners: dict[str, ExecutorSession | ServiceSession] = {}
+        self._freed = asyncio.Event()  # a slot came free
+        self._queued = 0  # pairings waiting for a slot that a teardown is freeing
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
             executor=config.name,
@@ -173,8 +191,21 @@ class Executor:
         """
         self._closing = asyncio.Event()
         return_freed_memory()  # what an ended session held leaves the executor's resident size
-        self.signaling = await self._register()
-        await self._prepare_worker()
+        if self.config.mode == "process" and self.confinement is None:
+            # Before registering: a client paired at once finds its worker confined and booted.
+            self.confinement = Confinement.probe(self.config.memory_limit, wanted=self.config.isolation)
+            self._settings.confinement = self.confinement
+            for line in self.confinement.describe():
+                (logger.warning if line.startswith("isolation:") else logger.info)(line)
+            if self.config.fork_server:
+                await self.confinement.start_spawner()
+            self._pool = WorkerPool(self.confinement, self.config.spare_workers)
+            await self._pool.start()
+        try:
+            self.signaling = await self._register()
+        except BaseException:
+            await self.close()  # the spare worker, the fork server and the cgroups
+            raise
         logger.info("executor %r registered with %s (capacity %d)", self.config.name, self.config.signaling, self.config.max_sessions)
 
     async def serve(self) -> None:
@@ -213,44 +244,79 @@ class Executor:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._spare is not None:
-            await self._spare.close(1.0)
-            self._spare = None
+        if self._pool is not None:
+            await self._pool.close()
+        if self.confinement is not None:
+            await self.confinement.stop_spawner()
+            self.confinement.close()
         if self.signaling is not None:
             await self.signaling.close()
 
-    async def _prepare_worker(self) -> None:
-        # process mode: one worker process started ahead, so a new session does
-        # not wait for an interpreter to boot (about 0.2 s against 30 ms for ICE and DTLS).
-        if self.config.mode != "process" or (self._closing is not None and self._closing.is_set()):
+    def _serve_session(self, session: SignalingSession, may_wait: bool = True) -> None:
+        if len(self.sessions) >= self.config.max_sessions:
+            # Counted here, whatever the signaling server believes: a slot is
+            # freed only when its session has been torn down. The server frees
+            # it at the client's bye, so a pairing that comes while a teardown
+            # is under way waits for it (the offer waits in the session's inbox);
+            # any other is refused at once.
+            ending = any(runner.ending for runner in self._runners.values())
+            if may_wait and ending and self._queued < self.config.max_sessions:
+                self._queued += 1
+                self._in_background(self._serve_when_free(session), f"queued-{session.id}")
+                return
+            logger.warning(
+                "session %s: refused, %d sessions already open (--max-sessions %d)",
+                session.id, len(self.sessions), self.config.max_sessions,
+            )
+            self._in_background(
+                session.close(f"executor {self.config.name} is at capacity ({self.config.max_sessions} sessions)"),
+                f"refuse-{session.id}",
+            )
             return
-        worker = WorkerProcess()
-        try:
-            await worker.start()
-        except OSError as exc:
-            logger.warning("could not start a spare worker process: %s", exc)
-            return
-        self._spare = worker
-
-    def _take_worker(self) -> WorkerProcess | None:
-        worker, self._spare = self._spare, None
-        if self.config.mode == "process":
-            task = asyncio.create_task(self._prepare_worker(), name="spare-worker")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return worker
-
-    def _serve_session(self, session: SignalingSession) -> None:
         service = session.requirements.get("service")
         if service is not None:
             logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
             runner = ServiceSession(session, self._settings, self.config.services)
         else:
             logger.info("session %s: paired with client %s", session.id, session.client)
-            runner = ExecutorSession(session, self._settings, self._take_worker())
+            runner = ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
-        task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+        self._runners[session.id] = runner
+        task.add_done_callback(lambda _t, sid=session.id: self._session_over(sid))
+
+    def _session_over(self, id: str) -> None:
+        self.sessions.pop(id, None)
+        self._runners.pop(id, None)
+        self._freed.set()
+        # The server counts the sessions we last reported; tell it now, not at the next heartbeat,
+        # that the slot is free (it freed its own count at the client's bye, before our teardown).
+        if self.signaling is not None and not self.signaling.closed and not self._closing.is_set():
+            self._in_background(self._report(), f"report-{id}")
+
+    async def _report(self) -> None:
+        with contextlib.suppress(ConnectionLostError, SignalingError):
+            await self.signaling.heartbeat(*self._status())
+
+    async def _serve_when_free(self, session: SignalingSession) -> None:
+        """Serve ``session`` once a slot is free, or refuse it after ``connect_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.connect_timeout
+        try:
+            while len(self.sessions) >= self.config.max_sessions and loop.time() < deadline:
+                self._freed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), deadline - loop.time())
+        finally:
+            self._queued -= 1
+        if session.ended is None:
+            self._serve_session(session, may_wait=False)  # refused there if no slot came free
+
+    def _in_background(self, coro, name: str) -> None:
+        """Run ``coro`` in a task that :meth:`close` ends if it is still running."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""

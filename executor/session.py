@@ -45,6 +45,7 @@ from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, 
 from remotemedia.transport.tracks import MediaSlot, answer_slots
 
 from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
+from .isolation import Confinement
 from .media import MediaBridge
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
@@ -85,6 +86,12 @@ class SessionSettings:
     mode: str = "process"
     #: The executor's own limits (its call timeout is lowered to the client's, if shorter).
     limits: Limits = field(default_factory=Limits)
+    #: How ``process`` mode confines each session's worker (``None``: not at all).
+    confinement: Confinement | None = None
+
+
+class _Ended(Exception):
+    """The session ended (a bye, say) before its data channel opened."""
 
 
 def ticket_problem(settings: SessionSettings, session: SignalingSession, ticket: Any) -> str | None:
@@ -138,17 +145,28 @@ class ExecutorSession:
         watcher = None
         try:
             if self.settings.mode == "process":
-                if self._spare is not None and self._spare.alive:
-                    self._worker, self._spare = self._spare, None
-                else:
+                worker, self._spare = self._spare, None
+                if worker is None or not worker.alive:
+                    if worker is not None:
+                        await worker.close(1.0)
                     # Booting now, while ICE and DTLS negotiate.
-                    self._worker = WorkerProcess()
-                    await self._worker.start()
+                    worker = WorkerProcess(confinement=self.settings.confinement)
+                    self._worker = worker
+                    await worker.start()
+                self._worker = worker
                 self._worker.bind(self._relay_reply, self._end)
             await make_answer(pc, self.signaling, self.settings.connect_timeout, self._add_slots)
             # Only now: before, the offer is read by make_answer itself.
             watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
-            channel = await asyncio.wait_for(opened, self.settings.connect_timeout)
+            # A bye (or anything else that ends the session) stops the wait at once: the slot is freed now.
+            ended = asyncio.ensure_future(self._done.wait())
+            try:
+                await asyncio.wait({opened, ended}, timeout=self.settings.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if not opened.done():
+                raise asyncio.TimeoutError() if not self._done.is_set() else _Ended()
+            channel = opened.result()
             # Operators see how each session goes (a relay costs the TURN server's bandwidth).
             logger.info("session %s: route %s", self.signaling.id, selected_route(pc, first_turn(servers)))
             inflate = InflateBudget(self.settings.limits.inflate_rate, largest=self.settings.max_message_size)
@@ -167,6 +185,8 @@ class ExecutorSession:
             # A peer that connects but never authenticates must not hold a slot.
             self._hello_timer = asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._no_hello)
             await self._done.wait()
+        except _Ended:
+            pass
         except (asyncio.TimeoutError, RemoteMediaError) as exc:
             self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
         except Exception as exc:  # a malformed offer makes aiortc raise all sorts
@@ -204,6 +224,11 @@ class ExecutorSession:
     def _no_hello(self) -> None:
         if not self.authenticated:
             self._end(f"no HELLO within {self.settings.connect_timeout:g} s")
+
+    @property
+    def ending(self) -> bool:
+        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
+        return self._done.is_set() or self._ending
 
     def _add_slots(self, pc: Any) -> None:
         # Our tracks join the client's transceivers before the answer: media needs no renegotiation.

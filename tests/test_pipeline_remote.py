@@ -87,6 +87,11 @@ class Echo(Node):
             yield frame
 
 
+def here() -> int:
+    """The pid of the process this runs in, as the machine sees it (a worker in a PID namespace is told it)."""
+    return int(os.environ.get("REMOTEMEDIA_WORKER_PID", os.getpid()))
+
+
 class Where(Node):
     """Reports where it runs, and leaves markers when initialize() and cleanup() ran there."""
 
@@ -96,21 +101,21 @@ class Where(Node):
         self.initialized_in: int | None = None
 
     def initialize(self) -> None:
-        self.initialized_in = os.getpid()
+        self.initialized_in = here()
 
     def process(self, data):
-        return (data, os.getpid(), self.initialized_in)
+        return (data, here(), self.initialized_in)
 
     def cleanup(self) -> None:
         if self.marker:
-            Path(self.marker).write_text(f"cleaned up in {os.getpid()}")
+            Path(self.marker).write_text(f"cleaned up in {here()}")
 
 
 class AppendPid(Node):
     """Appends the pid of the process it runs in to the list it gets."""
 
     def process(self, pids: list) -> list:
-        return [*pids, os.getpid()]
+        return [*pids, here()]
 
 
 class FailAt(Node):
