@@ -133,6 +133,8 @@ class Executor:
     _RETRY_CODES = frozenset({"unreachable", "name_taken", "rate_limited", "hello_timeout", "heartbeat_timeout"})
     # The server's connection limits pass: a full server takes us later.
     _RETRY_CODES |= {"server_full", "too_many_connections", "idle_timeout"}
+    # A cluster's instance whose Redis is down refuses until it is back.
+    _RETRY_CODES |= {"unavailable"}
     # Set by close(); created by start(), inside the event loop.
     _closing: asyncio.Event | None = None
 

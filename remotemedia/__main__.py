@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls-cert", default=None, metavar="PEM", help="certificate chain: serve only TLS (https:// and wss://)"
     )
     serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    serve.add_argument(
+        "--redis",
+        default=os.environ.get("REMOTEMEDIA_REDIS") or None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: join the signaling instances sharing this Redis (default: $REMOTEMEDIA_REDIS)",
+    )
     add_executor_arguments(serve)
     add_token_command(commands)
     return parser.parse_args(argv)
@@ -81,6 +87,8 @@ async def _serve(args: argparse.Namespace) -> int:
             # Clients need a credential here, so executors do too: one only this process knows.
             executor_token = secrets.token_urlsafe(32)
         server_config = ServerConfig(token=args.token, executor_token=executor_token, token_secret=args.token_secret)
+        if args.redis:
+            server_config = dataclasses.replace(server_config, redis=args.redis)
         if args.tls_cert or args.tls_key:
             server_config = dataclasses.replace(server_config, tls_cert=args.tls_cert, tls_key=args.tls_key)
             server_config.ssl_context()  # unreadable files are bad settings

@@ -130,6 +130,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tls-key", default=None, metavar="PEM", help="private key of --tls-cert (default: in the --tls-cert file)"
     )
+    # -- cluster --
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("REMOTEMEDIA_REDIS") or None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: share executors and relay messages with every instance given the same URL "
+        "(default: $REMOTEMEDIA_REDIS; none: a standalone server with its registry in memory)",
+    )
+    # -- end cluster --
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -155,6 +164,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         idle_timeout=args.idle_timeout,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        redis=args.redis,
     )
 
 

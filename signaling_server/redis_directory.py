@@ -1,0 +1,344 @@
+"""
+The shared state of a signaling cluster on Redis (``--redis redis://HOST:PORT/DB``).
+
+Keys (all under :data:`PREFIX`):
+
+- ``inst:{id}``: present while instance ``id`` lives (refreshed every second,
+  expires after :data:`INSTANCE_TTL`); a name held by a dead instance can be
+  taken over once it is gone, so an executor re-registers through another
+  instance within seconds.
+- ``exec:{name}``: an executor's record (hash), expiring ``heartbeat_timeout``
+  after its last heartbeat, so a dead instance leaves no ghost beyond that;
+  ``executors``: the set of names.
+- ``slots:{name}``: ids of the sessions holding a slot on the executor.
+  Reserved by a Lua script that checks the capacity and adds in one step, so
+  no interleaving of instances can put more sessions on an executor than its
+  capacity; freed with ``SREM``, which is idempotent, so both ends' instances
+  may free the same session.
+- ``owner:{name}``: the credential that owns an executor name.
+- ``quota:{credential}``: the credential's open sessions (hash: session id ->
+  instance of the client); entries of dead instances are pruned when counted.
+- channel ``to:{id}``: messages for the connections of instance ``id``
+  (:func:`~signaling_server.cluster.encode_envelope`). One publisher
+  connection sends them in order, which Redis keeps.
+
+Choosing an executor reads every record (one round trip of pipelined reads)
+and applies the same rule as the standalone registry
+(:meth:`Registry.choose <signaling_server.registry.Registry.choose>`); the
+reservation of the chosen one is the atomic step, and a refused one (full
+meanwhile) is left out and the choice made again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .cluster import (
+    UNAVAILABLE,
+    Claim,
+    Directory,
+    Forward,
+    Grant,
+    Refresh,
+    Release,
+    Reserve,
+    Unclaim,
+    decode_envelope,
+    encode_envelope,
+)
+from .registry import ExecutorRecord, Registry
+
+__all__ = ["RedisDirectory", "PREFIX", "INSTANCE_TTL"]
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of every key and channel.
+PREFIX = "remotemedia:"
+#: Seconds an instance counts as alive after its last refresh.
+INSTANCE_TTL = 5.0
+#: Seconds one Redis command may take before the request it serves is refused.
+COMMAND_TIMEOUT = 2.0
+#: Most queued actions written in one pipeline.
+BATCH = 512
+
+_CLAIM = """
+local holder = redis.call('HGET', KEYS[1], 'instance')
+if holder and redis.call('EXISTS', ARGV[6] .. 'inst:' .. holder) == 1 then return 'name_taken' end
+local owner = redis.call('GET', KEYS[2])
+if ARGV[3] == '0' and owner and owner ~= ARGV[2] then return 'name_owned' end
+redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'instance', ARGV[4], 'since', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[8])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+return 'ok'
+"""
+
+_REFRESH = """
+local holder = redis.call('HGET', KEYS[1], 'record')
+if holder then
+  local conn = cjson.decode(holder)['conn']
+  if redis.call('HGET', KEYS[1], 'instance') ~= ARGV[2] or conn ~= ARGV[4] then return 0 end
+else
+  redis.call('HSET', KEYS[1], 'since', ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'instance', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[6])
+return 1
+"""
+
+_UNCLAIM = """
+local holder = redis.call('HGET', KEYS[1], 'record')
+if holder and redis.call('HGET', KEYS[1], 'instance') == ARGV[1] and cjson.decode(holder)['conn'] == ARGV[2] then
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+return 1
+"""
+
+_RESERVE = """
+local record = redis.call('HGET', KEYS[1], 'record')
+if not record then return 'gone' end
+record = cjson.decode(record)
+local used = math.max(redis.call('SCARD', KEYS[2]), record['reported'])
+if used >= record['capacity'] then return 'full' end
+local quota = tonumber(ARGV[2])
+if quota >= 0 then
+  local entries = redis.call('HGETALL', KEYS[3])
+  local held = 0
+  for i = 1, #entries, 2 do
+    if redis.call('EXISTS', ARGV[4] .. 'inst:' .. entries[i + 1]) == 1 then
+      held = held + 1
+    else
+      redis.call('HDEL', KEYS[3], entries[i])
+    end
+  end
+  if held >= quota then return 'quota' end
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 'ok'
+"""
+
+
+class RedisDirectory(Directory):
+    """:class:`~signaling_server.cluster.Directory` on one Redis server (see the module docstring)."""
+
+    def __init__(self, url: str, *, heartbeat_timeout: float, instance: str | None = None) -> None:
+        self.url = url
+        self.instance = instance or secrets.token_hex(6)
+        self._record_ttl_ms = int(heartbeat_timeout * 1000)
+        options = {"decode_responses": True, "socket_connect_timeout": COMMAND_TIMEOUT}
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
+        # Subscribed reads block for as long as no one sends: no read timeout there.
+        self._bus = aioredis.Redis.from_url(url, **options)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._refresh = self._redis.register_script(_REFRESH)
+        self._unclaim = self._redis.register_script(_UNCLAIM)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._problem: str | None = None
+
+    def _key(self, *parts: str) -> str:
+        return PREFIX + ":".join(parts)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, deliver) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(deliver), name="redis-listen"),
+            asyncio.create_task(self._write_forever(), name="redis-write"),
+        ]
+        await self.tick()
+        if self._problem is not None:
+            logger.warning("Redis at %s is unreachable (%s); pairings are refused until it is back", self.url, self._problem)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(self._key("inst", self.instance))
+        await self._redis.aclose()
+        await self._bus.aclose()
+
+    async def tick(self) -> None:
+        try:
+            await self._redis.set(self._key("inst", self.instance), "1", px=int(INSTANCE_TTL * 1000))
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+        else:
+            if self._problem is not None:
+                logger.warning("Redis at %s is reachable again; pairings resume", self.url)
+            self._problem = None
+
+    def health(self) -> tuple[bool, str]:
+        if self._problem is None:
+            return True, ""
+        return False, f"Redis at {self.url} is unreachable ({self._problem}): new pairings are refused"
+
+    def _trouble(self, exc: BaseException) -> None:
+        if self._problem is None:
+            logger.warning("Redis at %s failed: %s; refusing new pairings until it answers", self.url, exc)
+        self._problem = str(exc) or type(exc).__name__
+
+    # -- requests that answer ----------------------------------------------------------
+
+    async def claim(self, action: Claim) -> str:
+        keys = [
+            self._key("exec", action.name),
+            self._key("owner", action.name),
+            self._key("executors"),
+            self._key("slots", action.name),
+        ]
+        args = [
+            json.dumps(action.record), action.owner or "", "1" if action.named else "0", self.instance,
+            self._record_ttl_ms, PREFIX, repr(time.time()), action.name,
+        ]
+        try:
+            return await self._claim(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            return UNAVAILABLE
+
+    async def reserve(self, action: Reserve) -> Grant | tuple[str, str]:
+        try:
+            registry, held = await self._snapshot()
+            while True:
+                record = registry.choose(action.requirements, only=action.only)
+                if record is None:
+                    return "no_executor", registry.why_none(action.requirements, only=action.only)
+                keys = [
+                    self._key("exec", record.name),
+                    self._key("slots", record.name),
+                    self._key("quota", action.credential),
+                ]
+                quota = -1 if action.quota is None else action.quota
+                outcome = await self._reserve(keys=keys, args=[action.session, quota, self.instance, PREFIX])
+                if outcome == "ok":
+                    return Grant(record.name, held[record.name], record.conn, record.capabilities())
+                if outcome == "quota":
+                    return (
+                        "quota_exceeded",
+                        f"this token may hold {action.quota} open sessions at once, over all its connections, "
+                        "and holds them; close one first, or ask for a token with a larger quota",
+                    )
+                registry.executors.pop(record.name)  # full or gone meanwhile: choose again without it
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            return (
+                UNAVAILABLE,
+                f"the signaling cluster's shared registry (Redis) is unreachable ({exc}); sessions already "
+                "paired go on; retry shortly",
+            )
+
+    async def _snapshot(self) -> tuple[Registry, dict[str, str]]:
+        """Every live executor as a standalone registry sees one, and the instance holding each."""
+        names = sorted(await self._redis.smembers(self._key("executors")))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self._key("exec", name))
+                pipe.scard(self._key("slots", name))
+            replies = await pipe.execute()
+        registry, held, gone, rows = Registry(), {}, [], []
+        for name, fields, used in zip(names, replies[::2], replies[1::2]):
+            if not fields or "record" not in fields:
+                gone.append(name)
+                continue
+            record = json.loads(fields["record"])
+            caps = record.get("capabilities", {})
+            rows.append((float(fields.get("since", 0)), name, record, caps, used, fields["instance"]))
+        for _, name, record, caps, used, instance in sorted(rows):
+            executor = ExecutorRecord(
+                name=name,
+                conn=record["conn"],
+                capacity=record["capacity"],
+                gpu=caps.get("gpu", False),
+                models=tuple(caps.get("models", ())),
+                services=tuple(caps.get("services", ())),
+                load=record.get("load", 0.0),
+                reported_sessions=max(record.get("reported", 0), used),
+            )
+            registry.add_executor(executor)
+            held[name] = instance
+        if gone:  # expired records: tidy the index
+            await self._redis.srem(self._key("executors"), *gone)
+        return registry, held
+
+    # -- actions in order ------------------------------------------------------------
+
+    def submit(self, action) -> None:
+        self._queue.put_nowait(action)
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for action in batch:
+                        await self._write(pipe, action)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                # Lost: relayed messages of sessions being set up (their clients
+                # time out and pair again); slots free again when records expire.
+                self._trouble(exc)
+                logger.warning("Redis write of %d actions failed: %s", len(batch), exc)
+
+    async def _write(self, pipe, action) -> None:
+        if isinstance(action, Forward):
+            pipe.publish(self._key("to", action.instance), encode_envelope(self.instance, action))
+        elif isinstance(action, Release):
+            pipe.srem(self._key("slots", action.executor), action.session)
+            if action.credential:
+                pipe.hdel(self._key("quota", action.credential), action.session)
+        elif isinstance(action, Refresh):
+            keys = [self._key("exec", action.name), self._key("executors")]
+            args = [json.dumps(action.record), self.instance, self._record_ttl_ms, action.conn, repr(time.time()), action.name]
+            await self._refresh(keys=keys, args=args, client=pipe)
+        elif isinstance(action, Unclaim):
+            keys = [
+                self._key("exec", action.name), self._key("executors"),
+                self._key("slots", action.name), self._key("owner", action.name),
+            ]
+            owner = (action.owner or "") if action.disown else ""
+            await self._unclaim(keys=keys, args=[self.instance, action.conn, action.name, owner], client=pipe)
+        else:
+            raise TypeError(f"not a directory action: {action!r}")
+
+    # -- delivery --------------------------------------------------------------------
+
+    async def _listen(self, deliver) -> None:
+        channel = self._key("to", self.instance)
+        while True:
+            pubsub = self._bus.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    try:
+                        envelope = decode_envelope(message["data"])
+                    except ValueError:
+                        logger.warning("ignored a malformed message on %s", channel)
+                        continue
+                    deliver(envelope)
+            except (RedisError, OSError) as exc:
+                self._trouble(exc)
+                await asyncio.sleep(0.5)  # then subscribe again: Redis may be back
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
