@@ -31,7 +31,12 @@ __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "s
 
 
 def signaling_url(url: str) -> str:
-    """``ws://HOST:PORT`` with the server's ``/ws`` path added when none is given."""
+    """
+    ``ws://HOST:PORT`` with the server's ``/ws`` path added when none is given;
+    several comma-separated URLs (instances of one cluster) each get it.
+    """
+    if "," in url:
+        return ",".join(signaling_url(one.strip()) for one in url.split(",") if one.strip())
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"--signaling must be a ws:// or wss:// URL such as ws://127.0.0.1:50052, not {url!r}")
@@ -47,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--signaling",
         default="ws://127.0.0.1:50052/ws",
-        help="the signaling server to dial (default: %(default)s, the local './run signaling' or './run serve')",
+        help="the signaling server to dial; several instances of one cluster, comma-separated, are tried in turn "
+        "(default: %(default)s, the local './run signaling' or './run serve')",
     )
     parser.add_argument(
         "--executor-token",

@@ -48,6 +48,8 @@ class ExecutorConfig:
     """Settings of one executor (the command line's flags)."""
 
     #: The signaling server's websocket URL, e.g. ``ws://127.0.0.1:50052/ws``.
+    #: Several instances of one signaling cluster, comma-separated, are tried in turn
+    #: (at start and when registering again).
     signaling: str
     #: The executor credential presented to the signaling server (``REMOTEMEDIA_EXECUTOR_TOKEN``):
     #: its ``--executor-token``, or a signed executor token. Never a client's token.
@@ -245,8 +247,8 @@ class Executor:
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
-        signaling = await SignalingClient.connect(
-            self.config.signaling, token=self.config.token, ca_file=self.config.ca_file,
+        signaling = await SignalingClient.connect_any(
+            self.config.signaling.split(","), token=self.config.token, ca_file=self.config.ca_file,
             ssl_context=self.config.ssl_context,
         )
         try:

@@ -219,8 +219,8 @@ class RemoteProxyClient:
         """Pair, negotiate, and authenticate one connection (a first one, or after a loss)."""
         config, limit = self.config, self.config.connect_timeout
         if self._signaling is None or self._signaling.closed:
-            self._signaling = await SignalingClient.connect(
-                config.url, token=config.token, timeout=limit, ssl_context=config.ssl_context()
+            self._signaling = await SignalingClient.connect_any(
+                config.urls, token=config.token, timeout=limit, ssl_context=config.ssl_context()
             )
         requirements = dict(config.requirements)
         if avoid:

@@ -88,7 +88,7 @@ class RemoteServiceNode(Node):
 
         config = self.remote_config
         limit = config.connect_timeout
-        signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
+        signaling = await SignalingClient.connect_any(config.urls, token=config.token, timeout=limit)
         pc = new_peer_connection(config.ice_servers)
         video, audio = LiveVideoTrack(), LiveAudioTrack()
         out: asyncio.Queue = asyncio.Queue()

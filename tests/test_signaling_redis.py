@@ -1,0 +1,175 @@
+"""
+Several signaling instances sharing a real Redis: a client of one instance
+pairs with an executor of another, capacity holds under concurrent pairings
+through three instances, an instance killed under its executors and clients,
+Redis stopped and restarted. Every process (redis-server, the instances, the
+executors) is started here on free ports and always stopped. The class below
+lives in this test module, so cloudpickle sends it by value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter as Tally
+
+import pytest
+from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess, client_config, wait_until
+from redislab import running_redis
+
+from remotemedia import RemoteExecutorConfig, RemoteProxyClient
+from remotemedia.exceptions import NoExecutorAvailable, SignalingError
+from remotemedia.signaling import SignalingClient
+
+TOKEN = "s3cret"
+#: Quick expiry of silent executors, yet patient enough for a loaded machine.
+SERVER_ARGS = ("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN, "--heartbeat-timeout", "3")
+
+pytestmark = pytest.mark.timeout(150)
+
+
+class Counter:
+    """Remote state that shows a session never restarted."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+
+@pytest.fixture
+def redis():
+    with running_redis() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def instances(redis, count: int, *extra: str):
+    """``count`` signaling instances sharing ``redis``, always stopped."""
+    with contextlib.ExitStack() as stack:
+        started = []
+        for _ in range(count):
+            server = ServerProcess(*SERVER_ARGS, "--redis", redis.url, *extra)
+            stack.callback(server.stop)
+            started.append(server)
+        yield started
+
+
+@contextlib.contextmanager
+def executor(*urls: str, name: str, sessions: int = 4):
+    process = ExecutorProcess(
+        ",".join(urls), "--executor-token", EXECUTOR_TOKEN, "--name", name, "--max-sessions", str(sessions)
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def config_for(*servers, **overrides) -> RemoteExecutorConfig:
+    urls = tuple(server.url for server in servers)
+    return client_config(servers[0], TOKEN, signaling_urls=urls, **overrides)
+
+
+async def test_a_client_of_one_instance_uses_an_executor_of_another(redis):
+    with instances(redis, 2) as (a, b), executor(a.url, name="exec-a"):
+        assert a.health()["executors"] == 1 and b.health()["executors"] == 0
+        async with RemoteProxyClient(config_for(b)) as client:
+            counter = await client.create_proxy(Counter())
+            assert client.executor == "exec-a"
+            assert [await counter.add(1) for _ in range(3)] == [1, 2, 3]
+        # The slot is free again: a second client through the other instance pairs too.
+        async with RemoteProxyClient(config_for(a)) as client:
+            counter = await client.create_proxy(Counter())
+            assert await counter.add(5) == 5
+
+
+async def test_capacity_is_never_exceeded_through_three_instances(redis):
+    executors, capacity, clients, per_client = 6, 4, 30, 10  # 300 pairings for 24 slots
+    with instances(redis, 3) as servers:
+        registered = []
+        try:
+            for i in range(executors):
+                signaling = await SignalingClient.connect(servers[i % 3].url, token=EXECUTOR_TOKEN)
+                registered.append(signaling)
+                await signaling.register(f"cap-{i}", capacity)
+            connections = [
+                await SignalingClient.connect(servers[i % 3].url, token=TOKEN) for i in range(clients)
+            ]
+
+            async def pair(signaling):
+                try:
+                    return (await signaling.pair(timeout=30)).executor
+                except NoExecutorAvailable:
+                    return None
+
+            results = await asyncio.gather(*(pair(c) for c in connections for _ in range(per_client)))
+            paired = Tally(name for name in results if name is not None)
+            assert sum(paired.values()) == executors * capacity  # every slot served...
+            assert max(paired.values()) == capacity  # ...and none beyond its capacity
+            # The executors were told of exactly as many sessions.
+            for signaling in registered:
+                accepted = 0
+                with contextlib.suppress(asyncio.TimeoutError):
+                    while True:
+                        await asyncio.wait_for(signaling.accept(), 0.5)
+                        accepted += 1
+                assert accepted == capacity
+            for connection in connections:
+                await connection.close()
+        finally:
+            for signaling in registered:
+                await signaling.close()
+
+
+async def test_an_instance_killed_under_its_executor_and_client(redis):
+    with instances(redis, 2) as (a, b), executor(a.url, b.url, name="exec-k") as process:
+        async with RemoteProxyClient(config_for(a, b)) as client:
+            counter = await client.create_proxy(Counter())
+            assert await counter.add(1) == 1
+            a.kill()
+            # The executor registers again through the other instance...
+            await wait_until(lambda: b.health()["executors"] == 1, timeout=30)
+            # ...while the running session goes on peer to peer.
+            assert await counter.add(1) == 2
+            # New pairings (through the survivor, the first URL being dead) work.
+            async with RemoteProxyClient(config_for(a, b)) as other:
+                fresh = await other.create_proxy(Counter())
+                assert other.executor == "exec-k"
+                assert await fresh.add(7) == 7
+        assert process.alive
+
+
+async def test_redis_stopped_and_restarted(redis):
+    with instances(redis, 2) as (a, b), executor(a.url, name="exec-r"):
+        signaling = await SignalingClient.connect(b.url, token=TOKEN)
+        try:
+            session = await signaling.pair(timeout=15)
+            await session.close("checked")
+            redis.stop()
+            # New pairings are refused with a code that says why, quickly (no hang).
+            with pytest.raises(SignalingError) as refused:
+                await signaling.pair(timeout=15)
+            assert refused.value.code == "unavailable"
+            await wait_until(lambda: b.health()["status"] == "degraded", timeout=15)
+            assert "Redis" in b.health()["problem"]
+
+            redis.start()  # empty: it kept nothing
+            await wait_until(lambda: b.health()["status"] == "ok", timeout=15)
+
+            # The executor's record comes back with its next heartbeat.
+            async def pairs() -> bool:
+                try:
+                    await (await signaling.pair(timeout=15)).close("done")
+                except (NoExecutorAvailable, SignalingError):
+                    return False
+                return True
+
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await pairs():
+                assert asyncio.get_running_loop().time() < deadline, "pairing did not recover"
+                await asyncio.sleep(0.2)
+        finally:
+            await signaling.close()
