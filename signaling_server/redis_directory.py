@@ -65,7 +65,7 @@ PREFIX = "remotemedia:"
 #: Seconds an instance counts as alive after its last refresh.
 INSTANCE_TTL = 5.0
 #: Seconds one Redis command may take before the request it serves is refused.
-COMMAND_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
 #: Most queued actions written in one pipeline.
 BATCH = 512
 
