@@ -144,6 +144,9 @@ class Executor:
         self.config = config
         self.signaling: SignalingClient | None = None
         self.sessions: dict[str, asyncio.Task] = {}
+        #: Whether :meth:`drain` began: no new session is taken.
+        self.draining = False
+        self._runners: dict[str, ExecutorSession | ServiceSession] = {}
         self._spare: WorkerProcess | None = None
         self._background: set[asyncio.Task] = set()
         self._settings = SessionSettings(
@@ -196,6 +199,33 @@ class Executor:
                 continue
             self._serve_session(session)
 
+    async def drain(self, timeout: float) -> None:
+        """
+        Take no new session, let the open ones run up to ``timeout`` seconds,
+        then end each with reason ``draining`` (``session_ended``), so a
+        client with ``reconnect=True`` moves to another executor. :meth:`close` follows.
+
+        The executor stays registered meanwhile, reporting itself full in its
+        heartbeats, so the server pairs no one with it and its sessions'
+        signaling (a bye) still flows.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        logger.warning(
+            "executor %r draining: no new sessions; %d open ones end within %g s",
+            self.config.name, len(self.sessions), timeout,
+        )
+        if self.signaling is not None:
+            with contextlib.suppress(ConnectionLostError, SignalingError):
+                await self.signaling.heartbeat(*self._status())  # full from now on, at once
+        if self.sessions and timeout > 0:
+            await asyncio.wait(list(self.sessions.values()), timeout=timeout)
+        why = f"draining: executor {self.config.name!r} is shutting down; pair again with another executor"
+        for runner in list(self._runners.values()):
+            runner.end(why)
+        await asyncio.gather(*self.sessions.values(), return_exceptions=True)
+
     async def close(self) -> None:
         """End every session (their objects' cleanup runs), stop reconnecting and leave the signaling server."""
         if self._closing is not None:
@@ -234,6 +264,12 @@ class Executor:
         return worker
 
     def _serve_session(self, session: SignalingSession) -> None:
+        if self.draining:
+            # Paired before the server heard that we are full: the client pairs elsewhere.
+            task = asyncio.create_task(session.close("draining: the executor takes no new sessions"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
         service = session.requirements.get("service")
         if service is not None:
             logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
@@ -243,7 +279,8 @@ class Executor:
             runner = ExecutorSession(session, self._settings, self._take_worker())
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
-        task.add_done_callback(lambda _t, sid=session.id: self.sessions.pop(sid, None))
+        self._runners[session.id] = runner
+        task.add_done_callback(lambda _t, sid=session.id: (self.sessions.pop(sid, None), self._runners.pop(sid, None)))
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
@@ -268,6 +305,8 @@ class Executor:
         # through an earlier connection still run after registering again, and
         # the server must see them, both right away and in every heartbeat.
         count = len(self.sessions)
+        if self.draining:  # full, so the server pairs no one with it
+            return 1.0, max(count, self.config.max_sessions)
         return count / self.config.max_sessions, count
 
     async def _reregister(self) -> None:
