@@ -22,11 +22,14 @@ Keys (all under :data:`PREFIX`):
   (:func:`~signaling_server.cluster.encode_envelope`). One publisher
   connection sends them in order, which Redis keeps.
 
-Choosing an executor reads every record (one round trip of pipelined reads)
-and applies the same rule as the standalone registry
-(:meth:`Registry.choose <signaling_server.registry.Registry.choose>`); the
-reservation of the chosen one is the atomic step, and a refused one (full
-meanwhile) is left out and the choice made again.
+Choosing an executor and reserving its slot are one Lua script, so one round
+trip and atomic: it applies the standalone registry's rule
+(:meth:`Registry.choose <signaling_server.registry.Registry.choose>`: matching
+requirements and the token's executors, most free slots, then lowest load,
+then earliest registration, avoided executors last). A first version read
+every record and then reserved the chosen one: 7x the in-memory pair time and
+a twelfth of its burst rate (``benchmarks/bench_redis.py``). Only a refusal
+reads the records back, to say why as the standalone server does.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ PREFIX = "remotemedia:"
 INSTANCE_TTL = 5.0
 #: Seconds one Redis command may take before the request it serves is refused.
 COMMAND_TIMEOUT = 5.0
+#: Most connections to Redis from one instance (requests beyond wait for one).
+POOL_SIZE = 32
 #: Most queued actions written in one pipeline.
 BATCH = 512
 
@@ -107,27 +112,62 @@ return 1
 """
 
 _RESERVE = """
-local record = redis.call('HGET', KEYS[1], 'record')
-if not record then return 'gone' end
-record = cjson.decode(record)
-local used = math.max(redis.call('SCARD', KEYS[2]), record['reported'])
-if used >= record['capacity'] then return 'full' end
-local quota = tonumber(ARGV[2])
-if quota >= 0 then
-  local entries = redis.call('HGETALL', KEYS[3])
-  local held = 0
-  for i = 1, #entries, 2 do
-    if redis.call('EXISTS', ARGV[4] .. 'inst:' .. entries[i + 1]) == 1 then
-      held = held + 1
-    else
-      redis.call('HDEL', KEYS[3], entries[i])
+local prefix, req = ARGV[4], cjson.decode(ARGV[5])
+local only, avoid = nil, {}
+if ARGV[6] ~= '' then
+  only = {}
+  for _, n in ipairs(cjson.decode(ARGV[6])) do only[n] = true end
+end
+if req['avoid'] then for _, n in ipairs(req['avoid']) do avoid[n] = true end end
+local function has(list, x)
+  if type(list) ~= 'table' then return false end
+  for _, v in ipairs(list) do if v == x then return true end end
+  return false
+end
+local function before(a, b)
+  for i = 1, #a do
+    if a[i] ~= b[i] then return a[i] < b[i] end
+  end
+  return false
+end
+local best, bestkey
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local fields = redis.call('HMGET', prefix .. 'exec:' .. name, 'record', 'since', 'instance')
+  if fields[1] then
+    local r = cjson.decode(fields[1])
+    local caps = r['capabilities'] or {}
+    local free = r['capacity'] - math.max(redis.call('SCARD', prefix .. 'slots:' .. name), r['reported'] or 0)
+    local ok = free > 0
+    if ok and req['gpu'] and caps['gpu'] ~= true then ok = false end
+    if ok and req['service'] and not has(caps['services'], req['service']) then ok = false end
+    if ok and req['model'] and not has(caps['models'], req['model']) then ok = false end
+    if ok and req['executor'] and req['executor'] ~= name then ok = false end
+    if ok and only and not only[name] then ok = false end
+    if ok then
+      local key = {avoid[name] and 1 or 0, -free, r['load'] or 0, tonumber(fields[2]) or 0}
+      if not bestkey or before(key, bestkey) then
+        best, bestkey = {name, fields[3], fields[1]}, key
+      end
     end
   end
-  if held >= quota then return 'quota' end
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 end
-redis.call('SADD', KEYS[2], ARGV[1])
-return 'ok'
+if not best then return {'none'} end
+local quota = tonumber(ARGV[2])
+if quota >= 0 then
+  local entries = redis.call('HGETALL', KEYS[2])
+  local held = 0
+  for i = 1, #entries, 2 do
+    if redis.call('EXISTS', prefix .. 'inst:' .. entries[i + 1]) == 1 then
+      held = held + 1
+    else
+      redis.call('HDEL', KEYS[2], entries[i])
+    end
+  end
+  if held >= quota then return {'quota'} end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+redis.call('SADD', prefix .. 'slots:' .. best[1], ARGV[1])
+return {'ok', best[1], best[2], best[3]}
 """
 
 
@@ -139,7 +179,11 @@ class RedisDirectory(Directory):
         self.instance = instance or secrets.token_hex(6)
         self._record_ttl_ms = int(heartbeat_timeout * 1000)
         options = {"decode_responses": True, "socket_connect_timeout": COMMAND_TIMEOUT}
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
+        # A bounded pool: a burst of pairings queues for a connection rather than opening hundreds.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=COMMAND_TIMEOUT, socket_timeout=COMMAND_TIMEOUT, **options
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
         # Subscribed reads block for as long as no one sends: no read timeout there.
         self._bus = aioredis.Redis.from_url(url, **options)
         self._claim = self._redis.register_script(_CLAIM)
@@ -213,28 +257,24 @@ class RedisDirectory(Directory):
             return UNAVAILABLE
 
     async def reserve(self, action: Reserve) -> Grant | tuple[str, str]:
+        keys = [self._key("executors"), self._key("quota", action.credential)]
+        quota = -1 if action.quota is None else action.quota
+        only = "" if action.only is None else json.dumps(list(action.only))
+        args = [action.session, quota, self.instance, PREFIX, json.dumps(action.requirements), only]
         try:
-            registry, held = await self._snapshot()
-            while True:
-                record = registry.choose(action.requirements, only=action.only)
-                if record is None:
-                    return "no_executor", registry.why_none(action.requirements, only=action.only)
-                keys = [
-                    self._key("exec", record.name),
-                    self._key("slots", record.name),
-                    self._key("quota", action.credential),
-                ]
-                quota = -1 if action.quota is None else action.quota
-                outcome = await self._reserve(keys=keys, args=[action.session, quota, self.instance, PREFIX])
-                if outcome == "ok":
-                    return Grant(record.name, held[record.name], record.conn, record.capabilities())
-                if outcome == "quota":
-                    return (
-                        "quota_exceeded",
-                        f"this token may hold {action.quota} open sessions at once, over all its connections, "
-                        "and holds them; close one first, or ask for a token with a larger quota",
-                    )
-                registry.executors.pop(record.name)  # full or gone meanwhile: choose again without it
+            outcome = await self._reserve(keys=keys, args=args)
+            if outcome[0] == "ok":
+                _, name, instance, record = outcome
+                record = json.loads(record)
+                return Grant(name, instance, record["conn"], record.get("capabilities", {}))
+            if outcome[0] == "quota":
+                return (
+                    "quota_exceeded",
+                    f"this token may hold {action.quota} open sessions at once, over all its connections, "
+                    "and holds them; close one first, or ask for a token with a larger quota",
+                )
+            registry = await self._snapshot()  # only to say why
+            return "no_executor", registry.why_none(action.requirements, only=action.only)
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             return (
@@ -243,15 +283,15 @@ class RedisDirectory(Directory):
                 "paired go on; retry shortly",
             )
 
-    async def _snapshot(self) -> tuple[Registry, dict[str, str]]:
-        """Every live executor as a standalone registry sees one, and the instance holding each."""
+    async def _snapshot(self) -> Registry:
+        """Every live executor as a standalone registry sees one (to explain a refusal)."""
         names = sorted(await self._redis.smembers(self._key("executors")))
         async with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hgetall(self._key("exec", name))
                 pipe.scard(self._key("slots", name))
             replies = await pipe.execute()
-        registry, held, gone, rows = Registry(), {}, [], []
+        registry, gone, rows = Registry(), [], []
         for name, fields, used in zip(names, replies[::2], replies[1::2]):
             if not fields or "record" not in fields:
                 gone.append(name)
@@ -271,10 +311,9 @@ class RedisDirectory(Directory):
                 reported_sessions=max(record.get("reported", 0), used),
             )
             registry.add_executor(executor)
-            held[name] = instance
         if gone:  # expired records: tidy the index
             await self._redis.srem(self._key("executors"), *gone)
-        return registry, held
+        return registry
 
     # -- actions in order ------------------------------------------------------------
 
