@@ -209,6 +209,10 @@ class RedisDirectory(Directory):
             logger.warning("Redis at %s is unreachable (%s); pairings are refused until it is back", self.url, self._problem)
 
     async def close(self) -> None:
+        # What the last connections left behind (Unclaim, Release, a bye) goes out first, briefly:
+        # whatever does not is cleaned up anyway once this instance's key is gone.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._flushed(), COMMAND_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -320,6 +324,9 @@ class RedisDirectory(Directory):
     def submit(self, action) -> None:
         self._queue.put_nowait(action)
 
+    async def _flushed(self) -> None:
+        await self._queue.join()
+
     async def _write_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
@@ -335,6 +342,9 @@ class RedisDirectory(Directory):
                 # time out and pair again); slots free again when records expire.
                 self._trouble(exc)
                 logger.warning("Redis write of %d actions failed: %s", len(batch), exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     async def _write(self, pipe, action) -> None:
         if isinstance(action, Forward):
