@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import Counter as Tally
 
 import pytest
 from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess, client_config, wait_until
 from redislab import running_redis
 
-from remotemedia import RemoteExecutorConfig, RemoteProxyClient
+from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient
 from remotemedia.exceptions import NoExecutorAvailable, SignalingError
 from remotemedia.signaling import SignalingClient
 
@@ -171,3 +172,57 @@ async def test_redis_stopped_and_restarted(redis):
                 await asyncio.sleep(0.2)
         finally:
             await signaling.close()
+
+
+@pytest.mark.timeout(240)
+async def test_a_rolling_restart_of_executors_under_calling_clients(redis):
+    names = ("roll-0", "roll-1", "roll-2")
+    args = ("--mode", "inprocess", "--drain-timeout", "1")
+    async with contextlib.AsyncExitStack() as stack:
+        servers = stack.enter_context(instances(redis, 2))
+        urls = [server.url for server in servers]
+
+        def start(i: int) -> ExecutorProcess:
+            process = ExecutorProcess(
+                ",".join(urls[i % 2:] + urls[: i % 2]), "--executor-token", EXECUTOR_TOKEN,
+                "--name", names[i], "--max-sessions", "8", *args,
+            )
+            stack.callback(process.stop)
+            return process
+
+        executors = [start(i) for i in range(3)]
+        registered = lambda: sum(server.health()["executors"] for server in servers)  # noqa: E731
+        await wait_until(lambda: registered() == 3, timeout=30)
+        clients = []
+        for i in range(10):
+            config = config_for(*(servers[i % 2:] + servers[: i % 2]), reconnect=True, timeout=20.0)
+            client = await stack.enter_async_context(RemoteProxyClient(config))
+            clients.append((client, await client.create_proxy(Counter())))
+        outcomes: Tally = Tally()
+        stop = asyncio.Event()
+
+        async def keep_calling(counter) -> None:
+            while not stop.is_set():
+                try:
+                    # Every call ends: a result or ConnectionLostError, never a hang.
+                    await asyncio.wait_for(counter.add(1), 60)
+                    outcomes["ok"] += 1
+                except ConnectionLostError:
+                    outcomes["lost"] += 1
+                await asyncio.sleep(0.05)
+
+        callers = [asyncio.create_task(keep_calling(counter)) for _, counter in clients]
+        try:
+            for i in range(3):
+                executors[i].proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(executors[i].proc.wait, 60) == 0
+                executors[i] = start(i)
+                await wait_until(lambda: registered() == 3, timeout=60)
+        finally:
+            stop.set()
+            await asyncio.gather(*callers)
+        assert outcomes["ok"] > 0
+        # Every client ends on a live executor, and calls there.
+        for client, counter in clients:
+            assert client.executor in names
+            await counter.add(1)
