@@ -41,7 +41,10 @@ from remotemedia.exceptions import NoExecutorAvailable  # noqa: E402
 from remotemedia.signaling import SignalingClient  # noqa: E402
 
 SDP = "v=0\r\n" + "a=candidate:1 1 udp 2130706431 192.168.1.2 50000 typ host\r\n" * 40
-LIMITS = ("--max-connections", "10000", "--max-connections-per-address", "10000", "--rate-limit", "1000")
+LIMITS = (
+    "--max-connections", "10000", "--max-connections-per-address", "10000",
+    "--rate-limit", "100000", "--rate-burst", "100000", "--max-sessions-per-client", "1000",
+)
 
 
 def ms(seconds: float) -> str:
