@@ -162,6 +162,10 @@ class Directory:
         """Queue a :class:`Forward`, :class:`Release`, :class:`Refresh` or :class:`Unclaim`."""
         raise NotImplementedError
 
+    async def flush(self) -> None:
+        """Wait until everything :meth:`submit` queued is written."""
+        raise NotImplementedError
+
     async def tick(self) -> None:
         """Periodic upkeep: keep this instance marked alive, check the connection."""
         raise NotImplementedError

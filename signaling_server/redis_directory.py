@@ -7,7 +7,8 @@ Keys (all under :data:`PREFIX`):
   expires after :data:`INSTANCE_TTL`); a name held by a dead instance can be
   taken over once it is gone, so an executor re-registers through another
   instance within seconds.
-- ``exec:{name}``: an executor's record (hash), expiring ``heartbeat_timeout``
+- ``exec:{name}``: an executor's record (hash: instance, conn, capacity,
+  reported sessions, load, registration time, capabilities as JSON), expiring ``heartbeat_timeout``
   after its last heartbeat, so a dead instance leaves no ghost beyond that;
   ``executors``: the set of names.
 - ``slots:{name}``: ids of the sessions holding a slot on the executor.
@@ -75,35 +76,35 @@ POOL_SIZE = 32
 BATCH = 512
 
 _CLAIM = """
-local holder = redis.call('HGET', KEYS[1], 'instance')
-if holder and redis.call('EXISTS', ARGV[6] .. 'inst:' .. holder) == 1 then return 'name_taken' end
+-- In the standalone hub's order: ownership, then whether the name is in use.
 local owner = redis.call('GET', KEYS[2])
-if ARGV[3] == '0' and owner and owner ~= ARGV[2] then return 'name_owned' end
+if ARGV[2] == '0' and owner and owner ~= ARGV[1] then return 'name_owned' end
+local holder = redis.call('HGET', KEYS[1], 'instance')
+if holder and redis.call('EXISTS', ARGV[5] .. 'inst:' .. holder) == 1 then return 'name_taken' end
 redis.call('DEL', KEYS[1], KEYS[4])
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'instance', ARGV[4], 'since', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('SADD', KEYS[3], ARGV[8])
-if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+redis.call('HSET', KEYS[1], 'instance', ARGV[3], 'since', ARGV[6], unpack(ARGV, 8))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[7])
+if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
 return 'ok'
 """
 
 _REFRESH = """
-local holder = redis.call('HGET', KEYS[1], 'record')
-if holder then
-  local conn = cjson.decode(holder)['conn']
-  if redis.call('HGET', KEYS[1], 'instance') ~= ARGV[2] or conn ~= ARGV[4] then return 0 end
+local held = redis.call('HMGET', KEYS[1], 'instance', 'conn')
+if held[1] then
+  if held[1] ~= ARGV[1] or held[2] ~= ARGV[3] then return 0 end
 else
-  redis.call('HSET', KEYS[1], 'since', ARGV[5])
+  redis.call('HSET', KEYS[1], 'since', ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'instance', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[6])
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], unpack(ARGV, 6))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[5])
 return 1
 """
 
 _UNCLAIM = """
-local holder = redis.call('HGET', KEYS[1], 'record')
-if holder and redis.call('HGET', KEYS[1], 'instance') == ARGV[1] and cjson.decode(holder)['conn'] == ARGV[2] then
+local held = redis.call('HMGET', KEYS[1], 'instance', 'conn')
+if held[1] == ARGV[1] and held[2] == ARGV[2] then
   redis.call('DEL', KEYS[1], KEYS[3])
   redis.call('SREM', KEYS[2], ARGV[3])
 end
@@ -130,23 +131,26 @@ local function before(a, b)
   end
   return false
 end
+-- Capabilities are JSON, decoded only when the request asks for one.
+local needs_caps = req['gpu'] or req['service'] or req['model']
 local best, bestkey
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local fields = redis.call('HMGET', prefix .. 'exec:' .. name, 'record', 'since', 'instance')
-  if fields[1] then
-    local r = cjson.decode(fields[1])
-    local caps = r['capabilities'] or {}
-    local free = r['capacity'] - math.max(redis.call('SCARD', prefix .. 'slots:' .. name), r['reported'] or 0)
+  local f = redis.call('HMGET', prefix .. 'exec:' .. name, 'capacity', 'reported', 'load', 'since', 'instance', 'conn', 'caps')
+  if f[1] then
+    local free = tonumber(f[1]) - math.max(redis.call('SCARD', prefix .. 'slots:' .. name), tonumber(f[2]) or 0)
     local ok = free > 0
-    if ok and req['gpu'] and caps['gpu'] ~= true then ok = false end
-    if ok and req['service'] and not has(caps['services'], req['service']) then ok = false end
-    if ok and req['model'] and not has(caps['models'], req['model']) then ok = false end
     if ok and req['executor'] and req['executor'] ~= name then ok = false end
     if ok and only and not only[name] then ok = false end
+    if ok and needs_caps then
+      local caps = cjson.decode(f[7])
+      if req['gpu'] and caps['gpu'] ~= true then ok = false end
+      if ok and req['service'] and not has(caps['services'], req['service']) then ok = false end
+      if ok and req['model'] and not has(caps['models'], req['model']) then ok = false end
+    end
     if ok then
-      local key = {avoid[name] and 1 or 0, -free, r['load'] or 0, tonumber(fields[2]) or 0}
+      local key = {avoid[name] and 1 or 0, -free, tonumber(f[3]) or 0, tonumber(f[4]) or 0}
       if not bestkey or before(key, bestkey) then
-        best, bestkey = {name, fields[3], fields[1]}, key
+        best, bestkey = {name, f[5], f[6], f[7]}, key
       end
     end
   end
@@ -167,8 +171,16 @@ if quota >= 0 then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 end
 redis.call('SADD', prefix .. 'slots:' .. best[1], ARGV[1])
-return {'ok', best[1], best[2], best[3]}
+return {'ok', best[1], best[2], best[3], best[4]}
 """
+
+
+def _fields(record: dict) -> list:
+    """An executor's record (:meth:`Hub._shared_record`) as hash fields and values, flat."""
+    return [
+        "conn", record["conn"], "capacity", record["capacity"], "reported", record["reported"],
+        "load", repr(float(record["load"])), "caps", json.dumps(record["capabilities"]),
+    ]
 
 
 class RedisDirectory(Directory):
@@ -212,7 +224,7 @@ class RedisDirectory(Directory):
         # What the last connections left behind (Unclaim, Release, a bye) goes out first, briefly:
         # whatever does not is cleaned up anyway once this instance's key is gone.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._flushed(), COMMAND_TIMEOUT)
+            await asyncio.wait_for(self.flush(), COMMAND_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -251,8 +263,8 @@ class RedisDirectory(Directory):
             self._key("slots", action.name),
         ]
         args = [
-            json.dumps(action.record), action.owner or "", "1" if action.named else "0", self.instance,
-            self._record_ttl_ms, PREFIX, repr(time.time()), action.name,
+            action.owner or "", "1" if action.named else "0", self.instance,
+            self._record_ttl_ms, PREFIX, repr(time.time()), action.name, *_fields(action.record),
         ]
         try:
             return await self._claim(keys=keys, args=args)
@@ -268,9 +280,8 @@ class RedisDirectory(Directory):
         try:
             outcome = await self._reserve(keys=keys, args=args)
             if outcome[0] == "ok":
-                _, name, instance, record = outcome
-                record = json.loads(record)
-                return Grant(name, instance, record["conn"], record.get("capabilities", {}))
+                _, name, instance, conn, caps = outcome
+                return Grant(name, instance, conn, json.loads(caps))
             if outcome[0] == "quota":
                 return (
                     "quota_exceeded",
@@ -297,22 +308,21 @@ class RedisDirectory(Directory):
             replies = await pipe.execute()
         registry, gone, rows = Registry(), [], []
         for name, fields, used in zip(names, replies[::2], replies[1::2]):
-            if not fields or "record" not in fields:
+            if not fields or "capacity" not in fields:
                 gone.append(name)
                 continue
-            record = json.loads(fields["record"])
-            caps = record.get("capabilities", {})
-            rows.append((float(fields.get("since", 0)), name, record, caps, used, fields["instance"]))
-        for _, name, record, caps, used, instance in sorted(rows):
+            rows.append((float(fields.get("since", 0)), name, fields, used))
+        for _, name, fields, used in sorted(rows):
+            caps = json.loads(fields.get("caps", "{}"))
             executor = ExecutorRecord(
                 name=name,
-                conn=record["conn"],
-                capacity=record["capacity"],
+                conn=fields["conn"],
+                capacity=int(fields["capacity"]),
                 gpu=caps.get("gpu", False),
                 models=tuple(caps.get("models", ())),
                 services=tuple(caps.get("services", ())),
-                load=record.get("load", 0.0),
-                reported_sessions=max(record.get("reported", 0), used),
+                load=float(fields.get("load", 0.0)),
+                reported_sessions=max(int(fields.get("reported", 0)), used),
             )
             registry.add_executor(executor)
         if gone:  # expired records: tidy the index
@@ -324,7 +334,7 @@ class RedisDirectory(Directory):
     def submit(self, action) -> None:
         self._queue.put_nowait(action)
 
-    async def _flushed(self) -> None:
+    async def flush(self) -> None:
         await self._queue.join()
 
     async def _write_forever(self) -> None:
@@ -355,7 +365,7 @@ class RedisDirectory(Directory):
                 pipe.hdel(self._key("quota", action.credential), action.session)
         elif isinstance(action, Refresh):
             keys = [self._key("exec", action.name), self._key("executors")]
-            args = [json.dumps(action.record), self.instance, self._record_ttl_ms, action.conn, repr(time.time()), action.name]
+            args = [self.instance, self._record_ttl_ms, action.conn, repr(time.time()), action.name, *_fields(action.record)]
             await self._refresh(keys=keys, args=args, client=pipe)
         elif isinstance(action, Unclaim):
             keys = [

@@ -226,3 +226,47 @@ async def test_a_rolling_restart_of_executors_under_calling_clients(redis):
         for client, counter in clients:
             assert client.executor in names
             await counter.add(1)
+
+
+async def test_the_shared_choice_follows_the_standalone_rule(redis):
+    from signaling_server.cluster import Claim, Grant, Release, Reserve
+    from signaling_server.redis_directory import RedisDirectory
+
+    directory = RedisDirectory(redis.url, heartbeat_timeout=30)
+    await directory.start(lambda envelope: None)
+    try:
+        def record(conn, capacity, caps, load=0.0):
+            return {"instance": directory.instance, "conn": conn, "capacity": capacity,
+                    "capabilities": caps, "load": load, "reported": 0}
+
+        plain = {"gpu": False, "models": [], "services": []}
+        assert await directory.claim(Claim("c1", "small", record("c1", 1, plain), "owner-a")) == "ok"
+        assert await directory.claim(Claim("c2", "big", record("c2", 5, plain), "owner-a")) == "ok"
+        gpu = {"gpu": True, "models": ["whisper"], "services": ["demo"]}
+        assert await directory.claim(Claim("c3", "gpu", record("c3", 2, gpu), "owner-a")) == "ok"
+        # Names are owned by their credential, and held while their instance lives.
+        assert await directory.claim(Claim("c9", "big", record("c9", 1, plain), "owner-b")) == "name_owned"
+        assert await directory.claim(Claim("c9", "big", record("c9", 1, plain), "owner-a")) == "name_taken"
+
+        async def reserve(session, requirements=None, only=None, quota=None, credential="cred"):
+            return await directory.reserve(Reserve("client", session, requirements or {}, only, quota, credential))
+
+        # Most free slots first; the requirements and the token's executors filter.
+        assert (await reserve("s1")).name == "big"
+        assert (await reserve("s2", {"gpu": True})).name == "gpu"
+        assert (await reserve("s3", {"service": "demo"})).name == "gpu"
+        assert (await reserve("s4", {"model": "whisper"})) == (
+            "no_executor", (await reserve("s4", {"model": "whisper"}))[1]
+        )
+        assert (await reserve("s5", only=("small",))).name == "small"
+        assert (await reserve("s6", {"avoid": ["big"]})).name == "big"  # the only one with room left
+        code, message = await reserve("s7", {"service": "tts"})
+        assert code == "no_executor" and "matches" in message
+        # A quota counts the credential's sessions over all instances.
+        assert isinstance(await reserve("q1", quota=1, credential="q"), Grant)
+        assert (await reserve("q2", quota=1, credential="q"))[0] == "quota_exceeded"
+        directory.submit(Release("big", "q1", "q"))
+        await directory.flush()
+        assert isinstance(await reserve("q3", quota=1, credential="q"), Grant)
+    finally:
+        await directory.close()
