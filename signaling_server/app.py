@@ -97,11 +97,12 @@ class SignalingServer:
             logger.info("instance %s of a cluster sharing %s", self.directory.instance, self.config.redis)
 
     async def on_shutdown(self, app: web.Application) -> None:
-        for task in (self._ticker, self._upkeep, *self._requests):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [task for task in (self._ticker, self._upkeep, *self._requests) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: redis-py can swallow a cancellation that lands inside a command.
+            await asyncio.wait(tasks, timeout=5.0)
         for peer in list(self._peers.values()):
             with contextlib.suppress(Exception):
                 await peer.ws.close(code=_GOING_AWAY, message=b"server shutting down")

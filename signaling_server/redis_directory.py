@@ -205,6 +205,7 @@ class RedisDirectory(Directory):
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._problem: str | None = None
+        self._closing = False
 
     def _key(self, *parts: str) -> str:
         return PREFIX + ":".join(parts)
@@ -225,9 +226,13 @@ class RedisDirectory(Directory):
         # whatever does not is cleaned up anyway once this instance's key is gone.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), COMMAND_TIMEOUT)
-        for task in self._tasks:
+        # The tasks end by themselves: redis-py can swallow a cancellation
+        # that lands inside a command, so cancel() alone may never end them.
+        self._closing = True
+        self._queue.put_nowait(None)
+        done, pending = await asyncio.wait(self._tasks, timeout=COMMAND_TIMEOUT)
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(self._key("inst", self.instance))
         await self._redis.aclose()
@@ -342,6 +347,8 @@ class RedisDirectory(Directory):
             batch = [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            if None in batch:  # close()
+                return
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for action in batch:
@@ -381,11 +388,11 @@ class RedisDirectory(Directory):
 
     async def _listen(self, deliver) -> None:
         channel = self._key("to", self.instance)
-        while True:
+        while not self._closing:
             pubsub = self._bus.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue

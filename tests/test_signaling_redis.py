@@ -270,3 +270,24 @@ async def test_the_shared_choice_follows_the_standalone_rule(redis):
         assert isinstance(await reserve("q3", quota=1, credential="q"), Grant)
     finally:
         await directory.close()
+
+
+async def test_the_embedded_server_joins_a_cluster_and_an_instance_stopped_lets_its_executor_move(redis):
+    from harness import ServeProcess
+
+    with instances(redis, 1) as (plain,):
+        serve = ServeProcess("--redis", redis.url, "--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
+        try:
+            # A client of the plain instance uses the embedded executor of `remotemedia serve`.
+            async with RemoteProxyClient(config_for(plain, requirements={"executor": serve.executor})) as client:
+                counter = await client.create_proxy(Counter())
+                assert await counter.add(2) == 2
+        finally:
+            assert serve.stop() == 0
+    with instances(redis, 2) as (a, b), executor(a.url, b.url, name="exec-t"):
+        async with RemoteProxyClient(config_for(a, b)) as client:
+            counter = await client.create_proxy(Counter())
+            assert await counter.add(1) == 1
+            assert a.stop() == 0  # SIGTERM: it closes its connections, which move
+            await wait_until(lambda: b.health()["executors"] == 1, timeout=30)
+            assert await counter.add(1) == 2  # peer to peer all along
