@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from remotemedia.signaling.messages import LIMIT_CLOSES, dump
 
-from .cluster import Claim, Directory, Envelope, Reserve
+from .cluster import Claim, Directory, Envelope, Refresh, Reserve
 from .config import ServerConfig
 from .hub import Close, Hub, Send
 from .limits import ConnectionLimits, ensure_file_descriptors
@@ -92,7 +92,7 @@ class SignalingServer:
         ensure_file_descriptors(self.config.max_connections)
         self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
         if self.directory is not None:
-            await self.directory.start(self._deliver)
+            await self.directory.start(self._deliver, self._lost)
             self._upkeep = asyncio.create_task(self._upkeep_forever(), name="signaling-directory")
             logger.info("instance %s of a cluster sharing %s", self.directory.instance, self.config.redis)
 
@@ -130,6 +130,9 @@ class SignalingServer:
         self._apply(
             self.hub.deliver(envelope.origin, envelope.conn, envelope.message, now, credential=envelope.credential)
         )
+
+    def _lost(self, refresh: Refresh) -> None:
+        self._apply(self.hub.lost(refresh.conn, refresh.name, asyncio.get_running_loop().time()))
 
     def _request(self, action: Claim | Reserve) -> None:
         task = asyncio.create_task(self._answer(action))

@@ -142,8 +142,13 @@ class Directory:
     #: This instance's id (unique in the cluster).
     instance: str
 
-    async def start(self, deliver) -> None:
-        """Connect, and call ``deliver(envelope)`` with each :class:`Envelope` sent to this instance."""
+    async def start(self, deliver, lost=None) -> None:
+        """
+        Connect, and call ``deliver(envelope)`` with each :class:`Envelope`
+        sent to this instance, and ``lost(refresh)`` for each :class:`Refresh`
+        that found its name held by another connection (after Redis lost its
+        data, another executor may have taken the name first).
+        """
         raise NotImplementedError
 
     async def close(self) -> None:

@@ -530,6 +530,24 @@ class Hub:
         )
         return [first, Send(conn.id, paired)]
 
+    def lost(self, conn_id: str, name: str, now: float) -> list:
+        """
+        Cluster: the shared registry gives executor ``name`` to another
+        connection now (its record was lost with Redis's data, and another
+        executor took the name first): this one is dropped and told so.
+        """
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.closing or conn.executor != name:
+            return []
+        reason = f"executor {name!r} is registered through another connection now"
+        actions = [a for a in self._drop_executor(conn, reason) if not isinstance(a, Unclaim)]
+        return actions + self._refuse(
+            conn,
+            "name_taken",
+            f"while the shared registry (Redis) was unreachable, another executor registered as {name!r}; "
+            "pick another name, or stop the other executor",
+        )
+
     def deliver(self, origin: str, conn_id: str, message: dict, now: float, *, credential: str = "") -> list:
         """
         Cluster: instance ``origin`` forwarded ``message`` for the local

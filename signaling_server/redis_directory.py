@@ -212,7 +212,8 @@ class RedisDirectory(Directory):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, deliver) -> None:
+    async def start(self, deliver, lost=None) -> None:
+        self._lost = lost or (lambda action: None)
         self._tasks = [
             asyncio.create_task(self._listen(deliver), name="redis-listen"),
             asyncio.create_task(self._write_forever(), name="redis-write"),
@@ -350,10 +351,16 @@ class RedisDirectory(Directory):
             if None in batch:  # close()
                 return
             try:
+                refreshes = []
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for action in batch:
+                        if isinstance(action, Refresh):
+                            refreshes.append((len(pipe.command_stack), action))
                         await self._write(pipe, action)
-                    await pipe.execute()
+                    replies = await pipe.execute()
+                for index, action in refreshes:
+                    if replies[index] == 0:  # the name is another connection's now
+                        self._lost(action)
             except (RedisError, OSError) as exc:
                 # Lost: relayed messages of sessions being set up (their clients
                 # time out and pair again); slots free again when records expire.

@@ -166,3 +166,13 @@ def test_the_envelope_round_trips():
     action = Forward("B", "conn", {"type": "offer", "session": "s", "sdp": "v=0"}, "cred")
     envelope = decode_envelope(encode_envelope("A", action))
     assert (envelope.origin, envelope.conn, envelope.message, envelope.credential) == ("A", "conn", action.message, "cred")
+
+
+def test_an_executor_whose_name_went_to_another_connection_is_dropped():
+    h = hub()
+    conn = register(h)
+    actions = h.lost(conn, "exec-1", 1.0)
+    assert "exec-1" not in h.registry.executors
+    assert sent(actions, conn)[0]["code"] == "name_taken"
+    assert not of(actions, Unclaim)  # the record is the other connection's
+    assert h.lost(conn, "exec-1", 1.0) == []

@@ -291,3 +291,37 @@ async def test_the_embedded_server_joins_a_cluster_and_an_instance_stopped_lets_
             assert a.stop() == 0  # SIGTERM: it closes its connections, which move
             await wait_until(lambda: b.health()["executors"] == 1, timeout=30)
             assert await counter.add(1) == 2  # peer to peer all along
+
+
+async def test_a_refresh_that_finds_its_name_taken_reports_it(redis):
+    import redis.asyncio as aioredis
+
+    from signaling_server.cluster import Claim, Refresh
+    from signaling_server.redis_directory import PREFIX, RedisDirectory
+
+    lost = []
+    first = RedisDirectory(redis.url, heartbeat_timeout=30)
+    second = RedisDirectory(redis.url, heartbeat_timeout=30)
+    await first.start(lambda envelope: None, lost.append)
+    await second.start(lambda envelope: None)
+    try:
+        def record(directory, conn):
+            return {"instance": directory.instance, "conn": conn, "capacity": 1,
+                    "capabilities": {"gpu": False}, "load": 0.0, "reported": 0}
+
+        assert await first.claim(Claim("c1", "dup", record(first, "c1"), None)) == "ok"
+        first.submit(Refresh("dup", "c1", record(first, "c1")))
+        await first.flush()
+        assert lost == []
+        # Redis loses the record (a restart); another instance's executor takes the name.
+        client = aioredis.Redis.from_url(redis.url)
+        await client.delete(PREFIX + "exec:dup")
+        await client.aclose()
+        assert await second.claim(Claim("c2", "dup", record(second, "c2"), None)) == "ok"
+        refresh = Refresh("dup", "c1", record(first, "c1"))
+        first.submit(refresh)
+        await first.flush()
+        assert lost == [refresh]
+    finally:
+        await first.close()
+        await second.close()
