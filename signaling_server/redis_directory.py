@@ -136,7 +136,9 @@ local needs_caps = req['gpu'] or req['service'] or req['model']
 local best, bestkey
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local f = redis.call('HMGET', prefix .. 'exec:' .. name, 'capacity', 'reported', 'load', 'since', 'instance', 'conn', 'caps')
-  if f[1] then
+  if not f[1] then
+    redis.call('SREM', KEYS[1], name)  -- expired: its heartbeats stopped
+  else
     local free = tonumber(f[1]) - math.max(redis.call('SCARD', prefix .. 'slots:' .. name), tonumber(f[2]) or 0)
     local ok = free > 0
     if ok and req['executor'] and req['executor'] ~= name then ok = false end
