@@ -32,8 +32,17 @@ from .session import MODES
 __all__ = ["main", "parse_args", "add_executor_arguments", "executor_config", "setup_logging", "signaling_url"]
 
 
+#: Seconds the open sessions may run on after SIGTERM (``--drain-timeout``).
+DRAIN_TIMEOUT = 30.0
+
+
 def signaling_url(url: str) -> str:
-    """``ws://HOST:PORT`` with the server's ``/ws`` path added when none is given."""
+    """
+    ``ws://HOST:PORT`` with the server's ``/ws`` path added when none is given;
+    several comma-separated URLs (instances of one cluster) each get it.
+    """
+    if "," in url:
+        return ",".join(signaling_url(one.strip()) for one in url.split(",") if one.strip())
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"--signaling must be a ws:// or wss:// URL such as ws://127.0.0.1:50052, not {url!r}")
@@ -49,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--signaling",
         default="ws://127.0.0.1:50052/ws",
-        help="the signaling server to dial (default: %(default)s, the local './run signaling' or './run serve')",
+        help="the signaling server to dial; several instances of one cluster, comma-separated, are tried in turn "
+        "(default: %(default)s, the local './run signaling' or './run serve')",
     )
     parser.add_argument(
         "--executor-token",
@@ -61,6 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "which other users cannot read in the process list, unlike this flag)",
     )
     parser.add_argument("--name", default=None, help="name to register under (default: HOST-PID)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT,
+        metavar="S",
+        help="on SIGTERM, take no new sessions and let open ones run this many seconds before ending them "
+        "with reason 'draining' (clients with reconnect=True move); a second SIGTERM, or SIGINT, ends at once; "
+        "0 ends at once (default: %(default)s)",
+    )
     parser.add_argument(
         "--ca-file",
         default=os.environ.get("REMOTEMEDIA_CA_FILE") or None,
@@ -224,12 +243,23 @@ def setup_logging(level: str) -> None:
         logging.getLogger("aioice").setLevel(logging.WARNING)
 
 
-async def _run(config: ExecutorConfig) -> int:
+async def _run(config: ExecutorConfig, drain_timeout: float = DRAIN_TIMEOUT) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     executor = Executor(config)
+    drains: set[asyncio.Task] = set()
+
+    def on_sigterm() -> None:
+        # The first drains (see Executor.drain); a second ends at once.
+        if executor.draining or drain_timeout <= 0:
+            stop.set()
+            return
+        task = asyncio.create_task(executor.drain(drain_timeout), name="drain")
+        task.add_done_callback(lambda _t: stop.set())
+        drains.add(task)
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await executor.start()
     except RemoteMediaError as exc:
@@ -244,6 +274,9 @@ async def _run(config: ExecutorConfig) -> int:
         stopping.cancel()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
+        for task in drains:
+            task.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
         await executor.close()
     if serving.done() and not serving.cancelled() and serving.exception() is not None:
         print(f"remotemedia-executor: {serving.exception()}", file=sys.stderr)
@@ -271,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(config))
+    return asyncio.run(_run(config, args.drain_timeout))
 
 
 if __name__ == "__main__":

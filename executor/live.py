@@ -147,6 +147,10 @@ class ServiceSession:
         self._process_ms: list[float] = []
         self.frames_out = 0
 
+    def end(self, why: str) -> None:
+        """End the session; an authenticated client is told ``why`` (``session_ended``)."""
+        self._end(why)
+
     def _end(self, why: str) -> None:
         if not self._done.is_set():
             self._why = why

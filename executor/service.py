@@ -51,6 +51,8 @@ class ExecutorConfig:
     """Settings of one executor (the command line's flags)."""
 
     #: The signaling server's websocket URL, e.g. ``ws://127.0.0.1:50052/ws``.
+    #: Several instances of one signaling cluster, comma-separated, are tried in turn
+    #: (at start and when registering again).
     signaling: str
     #: The executor credential presented to the signaling server (``REMOTEMEDIA_EXECUTOR_TOKEN``):
     #: its ``--executor-token``, or a signed executor token. Never a client's token.
@@ -155,6 +157,8 @@ class Executor:
     _RETRY_CODES = frozenset({"unreachable", "name_taken", "rate_limited", "hello_timeout", "heartbeat_timeout"})
     # The server's connection limits pass: a full server takes us later.
     _RETRY_CODES |= {"server_full", "too_many_connections", "idle_timeout"}
+    # A cluster's instance whose Redis is down refuses until it is back.
+    _RETRY_CODES |= {"unavailable"}
     # Set by close(); created by start(), inside the event loop.
     _closing: asyncio.Event | None = None
 
@@ -166,6 +170,8 @@ class Executor:
         #: How workers are confined (``process`` mode, once started).
         self.confinement: Confinement | None = None
         self._pool: WorkerPool | None = None
+        #: Whether :meth:`drain` began: no new session is taken.
+        self.draining = False
         self._runners: dict[str, ExecutorSession | ServiceSession] = {}
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
@@ -234,6 +240,33 @@ class Executor:
                 continue
             self._serve_session(session)
 
+    async def drain(self, timeout: float) -> None:
+        """
+        Take no new session, let the open ones run up to ``timeout`` seconds,
+        then end each with reason ``draining`` (``session_ended``), so a
+        client with ``reconnect=True`` moves to another executor. :meth:`close` follows.
+
+        The executor stays registered meanwhile, reporting itself full in its
+        heartbeats, so the server pairs no one with it and its sessions'
+        signaling (a bye) still flows.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        logger.warning(
+            "executor %r draining: no new sessions; %d open ones end within %g s",
+            self.config.name, len(self.sessions), timeout,
+        )
+        if self.signaling is not None:
+            with contextlib.suppress(ConnectionLostError, SignalingError):
+                await self.signaling.heartbeat(*self._status())  # full from now on, at once
+        if self.sessions and timeout > 0:
+            await asyncio.wait(list(self.sessions.values()), timeout=timeout)
+        why = f"draining: executor {self.config.name!r} is shutting down; pair again with another executor"
+        for runner in list(self._runners.values()):
+            runner.end(why)
+        await asyncio.gather(*self.sessions.values(), return_exceptions=True)
+
     async def close(self) -> None:
         """End every session (their objects' cleanup runs), stop reconnecting and leave the signaling server."""
         if self._closing is not None:
@@ -253,6 +286,10 @@ class Executor:
             await self.signaling.close()
 
     def _serve_session(self, session: SignalingSession, may_wait: bool = True) -> None:
+        if self.draining:
+            # Paired before the server heard that we are full: the client pairs elsewhere.
+            self._in_background(session.close("draining: the executor takes no new sessions"), f"drain-{session.id}")
+            return
         if len(self.sessions) >= self.config.max_sessions:
             # Counted here, whatever the signaling server believes: a slot is
             # freed only when its session has been torn down. The server frees
@@ -320,8 +357,8 @@ class Executor:
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
-        signaling = await SignalingClient.connect(
-            self.config.signaling, token=self.config.token, ca_file=self.config.ca_file,
+        signaling = await SignalingClient.connect_any(
+            self.config.signaling.split(","), token=self.config.token, ca_file=self.config.ca_file,
             ssl_context=self.config.ssl_context,
         )
         try:
@@ -341,6 +378,8 @@ class Executor:
         # through an earlier connection still run after registering again, and
         # the server must see them, both right away and in every heartbeat.
         count = len(self.sessions)
+        if self.draining:  # full, so the server pairs no one with it
+            return 1.0, max(count, self.config.max_sessions)
         return count / self.config.max_sessions, count
 
     async def _reregister(self) -> None:

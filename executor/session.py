@@ -234,6 +234,10 @@ class ExecutorSession:
         # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
         self._slots = answer_slots(pc)
 
+    def end(self, why: str) -> None:
+        """End the session; an authenticated client is told ``why`` (``session_ended``)."""
+        self._end(why)
+
     def _end(self, why: str) -> None:
         if not self._done.is_set():
             self._why = why

@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the TURN server's shared secret: sessions get TURN credentials minted from it "
         "(default: $REMOTEMEDIA_TURN_SECRET)",
     )
+    serve.add_argument(
+        "--redis",
+        default=os.environ.get("REMOTEMEDIA_REDIS") or None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: join the signaling instances sharing this Redis (default: $REMOTEMEDIA_REDIS)",
+    )
     # The embedded executor serves the developer's own code on their own
     # machine: Python objects and WASM nodes alike (python -m executor: python).
     add_executor_arguments(serve, accept="any")
@@ -96,6 +102,8 @@ async def _serve(args: argparse.Namespace) -> int:
             token=args.token, executor_token=executor_token, token_secret=args.token_secret,
             ice_servers=tuple(args.ice_server), turn_secret=args.turn_secret,
         )
+        if args.redis:
+            server_config = dataclasses.replace(server_config, redis=args.redis)
         if args.tls_cert or args.tls_key:
             server_config = dataclasses.replace(server_config, tls_cert=args.tls_cert, tls_key=args.tls_key)
             server_config.ssl_context()  # unreadable files are bad settings

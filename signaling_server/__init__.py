@@ -12,7 +12,9 @@ Modules: :mod:`~signaling_server.hub` (the sans-I/O state machine),
 :mod:`~signaling_server.app` (aiohttp), :mod:`~signaling_server.metrics`,
 :mod:`~signaling_server.config`, :mod:`~signaling_server.ratelimit`,
 :mod:`~signaling_server.limits` (connection caps), :mod:`~signaling_server.web` (the page),
-:mod:`~signaling_server.turn` (ICE servers with time-limited TURN credentials).
+:mod:`~signaling_server.turn` (ICE servers with time-limited TURN credentials);
+:mod:`~signaling_server.cluster` and :mod:`~signaling_server.redis_directory`
+(several instances sharing Redis: ``--redis``).
 """
 
 from .app import RunningServer, create_app, start_server

@@ -151,6 +151,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=_DEFAULTS.turn_ttl,
         help="seconds the minted TURN credentials stay valid (default: %(default)s)",
     )
+    # -- cluster --
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("REMOTEMEDIA_REDIS") or None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: share executors and relay messages with every instance given the same URL "
+        "(default: $REMOTEMEDIA_REDIS; none: a standalone server with its registry in memory)",
+    )
+    # -- end cluster --
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -179,6 +188,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         ice_servers=tuple(args.ice_server),
         turn_secret=args.turn_secret,
         turn_ttl=args.turn_ttl,
+        redis=args.redis,
     )
 
 

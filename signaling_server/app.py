@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from remotemedia.signaling.messages import LIMIT_CLOSES, dump
 
+from .cluster import Claim, Directory, Envelope, Refresh, Reserve
 from .config import ServerConfig
 from .hub import Close, Hub, Send
 from .limits import ConnectionLimits, ensure_file_descriptors
@@ -57,7 +58,16 @@ class SignalingServer:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
-        self.hub = Hub(self.config)
+        # -- cluster (--redis): the shared registry and the bus between instances --
+        self.directory: Directory | None = None
+        if self.config.redis is not None:
+            from .redis_directory import RedisDirectory  # redis is imported only by clusters
+
+            self.directory = RedisDirectory(self.config.redis, heartbeat_timeout=self.config.heartbeat_timeout)
+        self._requests: set[asyncio.Task] = set()  # Claim and Reserve under way
+        self._upkeep: asyncio.Task | None = None
+        # -- end cluster --
+        self.hub = Hub(self.config, instance=self.directory.instance if self.directory else None)
         self.metrics_registry = CollectorRegistry(auto_describe=True)
         self.limits = ConnectionLimits(self.config.max_connections, self.config.max_connections_per_address)
         self.metrics_registry.register(HubCollector(self.hub, self.limits))
@@ -81,15 +91,24 @@ class SignalingServer:
             )
         ensure_file_descriptors(self.config.max_connections)
         self._ticker = asyncio.create_task(self._tick_forever(), name="signaling-tick")
+        if self.directory is not None:
+            await self.directory.start(self._deliver, self._lost)
+            self._upkeep = asyncio.create_task(self._upkeep_forever(), name="signaling-directory")
+            logger.info("instance %s of a cluster sharing %s", self.directory.instance, self.config.redis)
 
     async def on_shutdown(self, app: web.Application) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        tasks = [task for task in (self._ticker, self._upkeep, *self._requests) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: redis-py can swallow a cancellation that lands inside a command.
+            await asyncio.wait(tasks, timeout=5.0)
         for peer in list(self._peers.values()):
             with contextlib.suppress(Exception):
                 await peer.ws.close(code=_GOING_AWAY, message=b"server shutting down")
+        if self.directory is not None:
+            await asyncio.sleep(0)  # the closed connections' last actions (Unclaim, Release) are queued
+            await self.directory.close()
 
     async def _tick_forever(self) -> None:
         config = self.config
@@ -98,6 +117,36 @@ class SignalingServer:
         while True:
             await asyncio.sleep(period)
             self._apply(self.hub.tick(loop.time()))
+
+    # -- cluster ---------------------------------------------------------------------
+
+    async def _upkeep_forever(self) -> None:
+        while True:
+            await self.directory.tick()
+            await asyncio.sleep(1.0)
+
+    def _deliver(self, envelope: Envelope) -> None:
+        now = asyncio.get_running_loop().time()
+        self._apply(
+            self.hub.deliver(envelope.origin, envelope.conn, envelope.message, now, credential=envelope.credential)
+        )
+
+    def _lost(self, refresh: Refresh) -> None:
+        self._apply(self.hub.lost(refresh.conn, refresh.name, asyncio.get_running_loop().time()))
+
+    def _request(self, action: Claim | Reserve) -> None:
+        task = asyncio.create_task(self._answer(action))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _answer(self, action: Claim | Reserve) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(action, Claim):
+            outcome = await self.directory.claim(action)
+            self._apply(self.hub.claimed(action.conn, outcome, loop.time()))
+        else:
+            outcome = await self.directory.reserve(action)
+            self._apply(self.hub.reserved(action, outcome, loop.time()))
 
     # -- handlers --------------------------------------------------------------------
 
@@ -192,8 +241,13 @@ class SignalingServer:
                 return
 
     async def healthz(self, request: web.Request) -> web.Response:
-        """``GET /healthz``: liveness and the registry's size."""
-        return web.json_response(self.hub.health())
+        """``GET /healthz``: liveness and the registry's size; ``degraded`` and why when Redis fails."""
+        body = self.hub.health()
+        if self.directory is not None:
+            healthy, why = self.directory.health()
+            if not healthy:
+                body["status"], body["problem"] = "degraded", why
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics``: Prometheus text format."""
@@ -203,6 +257,12 @@ class SignalingServer:
 
     def _apply(self, actions: list) -> None:
         for action in actions:
+            if not isinstance(action, (Send, Close)):
+                if isinstance(action, (Claim, Reserve)):
+                    self._request(action)
+                else:
+                    self.directory.submit(action)
+                continue
             peer = self._peers.get(action.conn)
             if peer is None or peer.aborted:
                 continue  # it went away meanwhile; its own close() already ran

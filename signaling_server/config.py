@@ -111,6 +111,13 @@ class ServerConfig:
             ) from exc
         return context
 
+    # -- cluster: several instances sharing Redis (see README, "Deploying several instances") --
+    #: ``redis://HOST:PORT/DB``: share the executor registry and relay messages
+    #: with every instance given the same URL; ``None``: a standalone server,
+    #: its registry in memory.
+    redis: str | None = None
+    # -- end cluster --
+
     def __post_init__(self) -> None:
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise ValueError("token must be a non-empty string, or None for an open server")
@@ -123,6 +130,8 @@ class ServerConfig:
             )
         if self.token_secret is not None:
             check_secret(self.token_secret)
+        if self.redis is not None and not str(self.redis).startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis must be a URL like redis://HOST:6379/0, not {self.redis!r}")
         for name in ("heartbeat_interval", "heartbeat_timeout", "hello_timeout", "rate_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

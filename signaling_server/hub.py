@@ -26,6 +26,15 @@ Executor names are bound to credentials: the first executor credential to
 register a name owns it for the server's lifetime (until it unregisters), so
 no other credential can take the name, in a reconnection window included; a
 token minted for a name owns it outright, across restarts of the server too.
+
+Several instances (``instance`` set: a cluster sharing Redis, see
+:mod:`signaling_server.cluster`): the same rules, but a decision that needs
+the shared state (taking a name, reserving an executor's slot) is answered
+with an action (:class:`~signaling_server.cluster.Claim`,
+:class:`~signaling_server.cluster.Reserve`) whose outcome comes back through
+:meth:`Hub.claimed` and :meth:`Hub.reserved`; a message for a connection of
+another instance leaves as :class:`~signaling_server.cluster.Forward` and
+arrives there through :meth:`Hub.deliver`.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from remotemedia.exceptions import SignalingError
 from remotemedia.signaling import messages
 from remotemedia.signaling.ticket import make_ticket
 
+from .cluster import UNAVAILABLE, Claim, Forward, Grant, Refresh, Release, Reserve, Unclaim
 from .auth import OPEN, Credential, Refusal, authenticate, name_refusal, role_refusal, scope_refusal
 from .config import ServerConfig
 from .ratelimit import TokenBucket
@@ -98,15 +108,41 @@ class _Connection:
     closing: bool = False
     executor: str | None = None  # executor name, for role "executor"
     sessions: set[str] = field(default_factory=set)  # for role "client"
+    pending: dict = field(default_factory=dict)  # cluster: session id -> pair message awaiting a Reserve
+    claiming: str | None = None  # cluster: the name of a register awaiting its Claim
     idle_since: float | None = None  # identified, yet neither registered nor in a session: since when
+
+
+class _Bounded(dict):
+    """A dict that forgets its oldest entries beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            del self[next(iter(self))]
 
 
 class Hub:
     """Signaling state: connections, the executor registry, sessions and statistics."""
 
-    def __init__(self, config: ServerConfig | None = None, *, wall_clock: Callable[[], float] = time.time) -> None:
-        """``wall_clock``: Unix time, for token expiry (the other events carry a monotonic ``now``)."""
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        instance: str | None = None,
+    ) -> None:
+        """
+        ``wall_clock``: Unix time, for token expiry (the other events carry a
+        monotonic ``now``); ``instance``: this instance's id in a cluster
+        (``None``: a standalone server, all state here).
+        """
         self.config = config or ServerConfig()
+        self.instance = instance
         self.registry = Registry()
         self.stats = Stats()
         self._conns: dict[str, _Connection] = {}
@@ -115,6 +151,11 @@ class Hub:
         self._ticket_secret = secrets.token_urlsafe(32)
         # Executor name -> id of the credential that owns it.
         self._owners: dict[str, str] = {}
+        # Cluster: records of registrations awaiting their Claim, by connection.
+        self._claims: dict[str, ExecutorRecord] = {}
+        # Cluster: name of the executor each closed executor connection had (a
+        # session forwarded to it after it left is answered with a bye). Bounded.
+        self._gone_executors: _Bounded = _Bounded(4096)
 
     # -- events ------------------------------------------------------------------
 
@@ -243,11 +284,14 @@ class Hub:
 
     def health(self) -> dict:
         """The body of ``/healthz``."""
-        return {
+        body = {
             "status": "ok",
             "executors": len(self.registry.executors),
             "sessions": len(self.registry.sessions),
         }
+        if self.instance is not None:
+            body["instance"] = self.instance  # the counts are this instance's connections'
+        return body
 
     # -- message handlers ----------------------------------------------------------
 
@@ -257,19 +301,13 @@ class Hub:
             already = f"as executor {conn.executor!r}" if conn.role == "executor" else "as a client"
             return [self._error(conn, "not_allowed", f"this connection is already registered {already}")]
         credential = conn.credential
-        refusal = role_refusal(self.config, credential, "executor") or name_refusal(
-            credential, name, self._owners.get(name)
-        )
+        # A cluster judges ownership where the owners are, in the shared registry (Claim).
+        owner = self._owners.get(name) if self.instance is None else None
+        refusal = role_refusal(self.config, credential, "executor") or name_refusal(credential, name, owner)
         if refusal is not None:
             return self._refusal(conn, refusal, message)
-        if name in self.registry.executors:
-            return [
-                self._error(
-                    conn,
-                    "name_taken",
-                    f"an executor named {name!r} is already registered; pick another name",
-                )
-            ]
+        if name in self.registry.executors or conn.claiming is not None:
+            return [self._name_taken(conn, name)]
         caps = message.get("capabilities", {})
         record = ExecutorRecord(
             name=name,
@@ -280,6 +318,62 @@ class Hub:
             services=tuple(caps.get("services", ())),
             last_seen=now,
         )
+        if self.instance is not None:
+            conn.claiming = name
+            conn.identified = True
+            self._claims[conn.id] = record
+            owner = credential.id if credential.role is not None else None
+            named = credential.claims is not None and credential.claims.name is not None
+            return [Claim(conn.id, name, self._shared_record(record), owner, named)]
+        return self._registered(conn, record)
+
+    def claimed(self, conn_id: str, outcome: str, now: float) -> list:
+        """
+        Cluster: the shared registry's answer to a :class:`Claim`: ``"ok"``,
+        ``"name_taken"``, ``"name_owned"`` or ``"unavailable"``.
+        """
+        conn = self._conns.get(conn_id)
+        record = self._claims.pop(conn_id, None)
+        if record is None:
+            return []
+        if conn is None or conn.closing:
+            # It went away while the claim ran: give the name back.
+            return [Unclaim(record.name, conn_id)] if outcome == "ok" else []
+        conn.claiming = None
+        if outcome == "ok":
+            record.last_seen = now
+            return self._registered(conn, record)
+        if outcome == "name_owned":
+            refusal = name_refusal(conn.credential, record.name, "another")
+            return self._refusal(conn, refusal, {})
+        if outcome == "name_taken":
+            return [self._name_taken(conn, record.name)]
+        return [
+            self._error(
+                conn,
+                UNAVAILABLE,
+                "the signaling cluster's shared registry (Redis) is unreachable; retry shortly",
+            )
+        ]
+
+    def _name_taken(self, conn: _Connection, name: str) -> Send:
+        return self._error(
+            conn, "name_taken", f"an executor named {name!r} is already registered; pick another name"
+        )
+
+    def _shared_record(self, record: ExecutorRecord) -> dict:
+        """An executor's record as instances share it."""
+        return {
+            "instance": self.instance,
+            "conn": record.conn,
+            "capacity": record.capacity,
+            "capabilities": record.capabilities(),
+            "load": record.load,
+            "reported": record.reported_sessions,
+        }
+
+    def _registered(self, conn: _Connection, record: ExecutorRecord) -> list:
+        name, credential = record.name, conn.credential
         self.registry.add_executor(record)
         if credential.role is not None:
             self._owners[name] = credential.id
@@ -306,6 +400,8 @@ class Hub:
         record = self.registry.executors[conn.executor]
         record.load = message["load"]
         record.reported_sessions = message["sessions"]
+        if self.instance is not None:
+            return [Refresh(record.name, conn.id, self._shared_record(record))]
         return []
 
     def _on_unregister(self, conn: _Connection, message: dict, now: float) -> list:
@@ -313,7 +409,8 @@ class Hub:
             return [self._error(conn, "not_allowed", "'unregister' is for registered executors")]
         if self._owners.get(conn.executor) == conn.credential.id:
             del self._owners[conn.executor]  # given up on purpose: another credential may take it
-        actions = self._drop_executor(conn, f"executor {conn.executor!r} unregistered")
+        actions = self._drop_executor(conn, f"executor {conn.executor!r} unregistered", disown=True)
+
         return actions + [Send(conn.id, {"type": "unregistered"})]
 
     def _on_pair(self, conn: _Connection, message: dict, now: float) -> list:
@@ -329,7 +426,7 @@ class Hub:
             return self._refusal(conn, refusal, message)
         conn.role, conn.identified = "client", True
         limit = self.config.max_sessions_per_client
-        if len(conn.sessions) >= limit:
+        if len(conn.sessions) + len(conn.pending) >= limit:
             return [
                 self._error(
                     conn,
@@ -350,6 +447,10 @@ class Hub:
                 )
             ]
         only = credential.claims.executors if credential.claims is not None else None
+        if self.instance is not None:
+            session_id = secrets.token_urlsafe(16)
+            conn.pending[session_id] = message
+            return [Reserve(conn.id, session_id, requirements, only, quota, credential.id)]
         record = self.registry.choose(requirements, only=only)
         if record is None:
             return [self._error(conn, "no_executor", self.registry.why_none(requirements, only=only), **request)]
@@ -381,11 +482,110 @@ class Hub:
         # The executor hears first, so it is ready for the offer the client sends next.
         return [Send(record.conn, to_executor), Send(conn.id, paired)]
 
+    def reserved(self, action: Reserve, outcome: Grant | tuple[str, str], now: float) -> list:
+        """
+        Cluster: the answer to ``action``: a :class:`Grant` (a slot is held
+        for its session), or ``(error code, message)``.
+        """
+        conn, session_id, credential = self._conns.get(action.conn), action.session, action.credential
+        message = conn.pending.pop(session_id, None) if conn is not None else None
+        if message is None or conn.closing:
+            # The client went away while its slot was reserved: free it.
+            return [Release(outcome.name, session_id, credential)] if isinstance(outcome, Grant) else []
+        request = {"request": message["request"]} if "request" in message else {}
+        if not isinstance(outcome, Grant):
+            code, text = outcome
+            return [self._error(conn, code, text, **request)]
+        local = outcome.instance == self.instance
+        if local and outcome.name not in self.registry.executors:
+            # Its executor left between the reservation and now.
+            return [
+                Release(outcome.name, session_id, credential),
+                self._error(conn, "no_executor", f"executor {outcome.name!r} just left; pair again", **request),
+            ]
+        session = SessionRecord(
+            session_id, conn.id, outcome.conn, outcome.name, credential,
+            executor_instance=None if local else outcome.instance,
+        )
+        self.registry.add_session(session)
+        conn.sessions.add(session_id)
+        self.stats.pairings_total += 1
+        ticket = make_ticket(self._ticket_secret, session_id, conn.id, outcome.name)
+        logger.info(
+            "session %s: client %s (credential %s) paired with executor %r on instance %s",
+            session_id, conn.id, conn.credential.label, outcome.name, outcome.instance,
+        )
+        requirements = message.get("requirements", {})
+        to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
+        if requirements:
+            to_executor["requirements"] = requirements
+        paired = {
+            "type": "paired",
+            "session": session_id,
+            "executor": outcome.name,
+            "client": conn.id,
+            "ticket": ticket,
+            "capabilities": outcome.capabilities,
+            **request,
+        }
+        first = (
+            Send(outcome.conn, to_executor)
+            if local
+            else Forward(outcome.instance, outcome.conn, to_executor, credential)
+        )
+        return [first, Send(conn.id, paired)]
+
+    def lost(self, conn_id: str, name: str, now: float) -> list:
+        """
+        Cluster: the shared registry gives executor ``name`` to another
+        connection now (its record was lost with Redis's data, and another
+        executor took the name first): this one is dropped and told so.
+        """
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.closing or conn.executor != name:
+            return []
+        reason = f"executor {name!r} is registered through another connection now"
+        actions = [a for a in self._drop_executor(conn, reason) if not isinstance(a, Unclaim)]
+        return actions + self._refuse(
+            conn,
+            "name_taken",
+            f"while the shared registry (Redis) was unreachable, another executor registered as {name!r}; "
+            "pick another name, or stop the other executor",
+        )
+
+    def deliver(self, origin: str, conn_id: str, message: dict, now: float, *, credential: str = "") -> list:
+        """
+        Cluster: instance ``origin`` forwarded ``message`` for the local
+        connection ``conn_id``: a ``session`` for an executor, or a relayed message.
+        """
+        conn = self._conns.get(conn_id)
+        kind = message.get("type")
+        if kind == "session":
+            session_id = message["session"]
+            if conn is None or conn.closing or conn.role != "executor":
+                # The executor left meanwhile: the client must hear it at once, not time out.
+                bye = {"type": "bye", "session": session_id, "reason": "executor disconnected"}
+                name = self._gone_executors.get(conn_id, "")
+                return [Forward(origin, message["client"], bye), Release(name, session_id, credential)]
+            session = SessionRecord(
+                session_id, message["client"], conn.id, conn.executor, credential, client_instance=origin
+            )
+            self.registry.add_session(session)
+            return [Send(conn.id, message)]
+        session = self.registry.sessions.get(message.get("session"))
+        if conn is None or session is None or session.far_end(conn_id) is None:
+            logger.debug("instance %s forwarded a %s for a session gone here; dropped", origin, kind)
+            return []
+        self.stats.relayed_total[kind] += 1
+        if kind == "bye":
+            self._forget_session(session)  # the origin released its slot
+        return [Send(conn_id, message)]
+
     def _relay(self, conn: _Connection, message: dict, now: float) -> list:
         session_id = message["session"]
         session = self.registry.sessions.get(session_id)
-        other = session.other_end(conn.id) if session is not None else None
-        if other is None:
+        far = session.far_end(conn.id) if session is not None else None
+        if far is None:
             # The same answer whether the session does not exist or is someone
             # else's, so that session ids cannot be probed.
             return [
@@ -397,9 +597,11 @@ class Hub:
                 )
             ]
         self.stats.relayed_total[message["type"]] += 1
+        actions = [self._to(far, message)]
         if message["type"] == "bye":
             self._forget_session(session)
-        return [Send(other, message)]
+            actions += self._released(session)
+        return actions
 
     _on_offer = _on_answer = _on_candidate = _on_bye = _relay
 
@@ -425,29 +627,52 @@ class Hub:
         logger.info("closing connection %s: %s: %s", conn.id, code, text)
         return [self._error(conn, code, text, **extra), Close(conn.id, close_code, code)]
 
+    def _to(self, far: tuple[str | None, str], message: dict) -> Send | Forward:
+        """Send ``message`` to a connection of this instance, or forward it to the one that holds it."""
+        instance, conn = far
+        return Send(conn, message) if instance is None else Forward(instance, conn, message)
+
+    def _released(self, session: SessionRecord) -> list:
+        """Cluster: free the session's slot and quota place in the shared state."""
+        if self.instance is None:
+            return []
+        return [Release(session.executor, session.id, session.credential)]
+
     def _forget_session(self, session: SessionRecord) -> None:
         self.registry.close_session(session.id)
         client = self._conns.get(session.client)
         if client is not None:
             client.sessions.discard(session.id)
 
-    def _drop_executor(self, conn: _Connection, reason: str) -> list:
+    def _drop_executor(self, conn: _Connection, reason: str, *, disown: bool = False) -> list:
         """Unregister the executor of ``conn``; its clients get ``bye``."""
         actions = []
         reason = reason[: messages.MAX_REASON]  # a long, escaped executor name must not make the bye invalid
+        shared = []
         for session in self.registry.remove_executor(conn.executor):
+            bye = {"type": "bye", "session": session.id, "reason": reason}
+            shared += self._released(session)
+            if session.client_instance is not None:
+                actions.append(Forward(session.client_instance, session.client, bye))
+                continue
             client = self._conns.get(session.client)
             if client is not None:
                 client.sessions.discard(session.id)
-                actions.append(Send(client.id, {"type": "bye", "session": session.id, "reason": reason}))
+                actions.append(Send(client.id, bye))
         logger.info("%s; %d sessions closed", reason, len(actions))
+        if self.instance is not None:
+            self._gone_executors[conn.id] = conn.executor
+            shared.append(Unclaim(conn.executor, conn.id, disown=disown, owner=conn.credential.id))
         conn.role, conn.executor = None, None
-        return actions
+        return actions + shared
 
     def _end_client_sessions(self, conn: _Connection, reason: str) -> list:
         actions = []
         for session_id in sorted(conn.sessions):
             session = self.registry.close_session(session_id)
-            actions.append(Send(session.executor_conn, {"type": "bye", "session": session_id, "reason": reason}))
+            bye = {"type": "bye", "session": session_id, "reason": reason}
+            actions.append(self._to((session.executor_instance, session.executor_conn), bye))
+            actions += self._released(session)
         conn.sessions.clear()
+        # Reservations still under way are freed when they answer (reserved()).
         return actions

@@ -83,13 +83,25 @@ class SessionRecord:
     executor: str
     #: Id of the client's credential, whose session quota the session counts against.
     credential: str = ""
+    #: Instance of a cluster that holds the client's connection (``None``: this one).
+    client_instance: str | None = None
+    #: Instance of a cluster that holds the executor's connection (``None``: this one).
+    executor_instance: str | None = None
 
     def other_end(self, conn: str) -> str | None:
         """The connection at the other end from ``conn``, or ``None`` if ``conn`` is not an end."""
-        if conn == self.client:
-            return self.executor_conn
-        if conn == self.executor_conn:
-            return self.client
+        far = self.far_end(conn)
+        return None if far is None else far[1]
+
+    def far_end(self, conn: str) -> tuple[str | None, str] | None:
+        """
+        ``(instance, connection)`` at the other end from the local connection
+        ``conn`` (instance ``None``: this one), or ``None`` if ``conn`` is not a local end.
+        """
+        if conn == self.client and self.client_instance is None:
+            return self.executor_instance, self.executor_conn
+        if conn == self.executor_conn and self.executor_instance is None:
+            return self.client_instance, self.client
         return None
 
 
@@ -168,6 +180,16 @@ class Registry:
         self.sessions[session_id] = session
         record.sessions.add(session_id)
         return session
+
+    def add_session(self, session: SessionRecord) -> None:
+        """
+        Hold a session of which only one end may be on this instance (a
+        cluster's): its local executor's record, if any, counts it.
+        """
+        self.sessions[session.id] = session
+        record = self.executors.get(session.executor)
+        if record is not None and session.executor_instance is None:
+            record.sessions.add(session.id)
 
     def sessions_of(self, credential: str) -> int:
         """

@@ -334,7 +334,8 @@ async def test_breaking_out_of_a_stream_leaves_the_session_usable(cluster):
 @contextlib.asynccontextmanager
 async def sleeping_call(server, tmp_path, name: str, seconds: float, **overrides):
     """A fresh executor process ``name`` running ``Tools.sleep(seconds)`` for a client: (process, call)."""
-    process = ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", name)
+    # A short drain: SIGTERM ends the stuck session after 1 s (see test_executor_drain.py for the drain itself).
+    process = ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", name, "--drain-timeout", "1")
     started = tmp_path / f"{name}-started"
     try:
         config = config_for(server, requirements={"executor": name}, timeout=60, **overrides)
@@ -442,7 +443,7 @@ async def test_sigterm_with_a_call_stuck_in_user_code_still_stops_the_executor(c
     server, _ = cluster
     async with sleeping_call(server, tmp_path, "stuck", 3600) as (stuck, call, _remote):
         stuck.proc.terminate()
-        # Teardown gives the object's cleanup 5 s behind the stuck call, then exits.
+        # The drain ends the session after 1 s; teardown gives the object's cleanup 5 s behind the stuck call, then exits.
         assert await asyncio.to_thread(stuck.proc.wait, 20) == 0
         assert "did not finish within 5 s" in stuck.log()
         with pytest.raises(ConnectionLostError):

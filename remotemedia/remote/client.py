@@ -247,8 +247,8 @@ class RemoteProxyClient:
             return max(0.1, deadline - loop.time())
 
         if self._signaling is None or self._signaling.closed:
-            self._signaling = await SignalingClient.connect(
-                config.url, token=config.token, timeout=limit, ssl_context=config.ssl_context()
+            self._signaling = await SignalingClient.connect_any(
+                config.urls, token=config.token, timeout=limit, ssl_context=config.ssl_context()
             )
         requirements = dict(config.requirements)
         if avoid:

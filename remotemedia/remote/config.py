@@ -67,6 +67,10 @@ class RemoteExecutorConfig:
     #: ``ssl_enabled``), for a server whose CA is your own; ``None`` reads
     #: ``REMOTEMEDIA_CA_FILE``, and without it the system's CAs are trusted.
     ca_file: str | None = None
+    #: Several instances of one signaling cluster (``ws://`` or ``wss://`` URLs), tried
+    #: in turn: the first that answers pairs, and a reconnection tries them again. Empty:
+    #: the single server of :attr:`host` and :attr:`port`.
+    signaling_urls: tuple = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -97,6 +101,13 @@ class RemoteExecutorConfig:
             if not (isinstance(server, str) or (isinstance(server, dict) and "urls" in server)):
                 raise ValueError(f"each ICE server must be a URL string or a dict with 'urls', not {server!r}")
         object.__setattr__(self, "ice_servers", servers)
+        if isinstance(self.signaling_urls, str):
+            raise ValueError("signaling_urls must be a list of URLs, not a single one (or use host and port)")
+        urls = tuple(self.signaling_urls)
+        for url in urls:
+            if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"each of signaling_urls must be a ws:// or wss:// URL, not {url!r}")
+        object.__setattr__(self, "signaling_urls", urls)
         if not isinstance(self.requirements, dict):
             raise ValueError(f"requirements must be a dict, not {self.requirements!r}")
         object.__setattr__(self, "requirements", dict(self.requirements))
@@ -107,6 +118,11 @@ class RemoteExecutorConfig:
         scheme = "wss" if self.ssl_enabled else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}/ws"
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The signaling URLs to try in turn: :attr:`signaling_urls`, else :attr:`url`."""
+        return self.signaling_urls or (self.url,)
 
     @property
     def token(self) -> str | None:
@@ -132,6 +148,7 @@ class RemoteExecutorConfig:
         """Plain JSON-ready values (lists, dicts, numbers, strings)."""
         out = dataclasses.asdict(self)
         out["ice_servers"] = list(self.ice_servers)
+        out["signaling_urls"] = list(self.signaling_urls)
         return out
 
     @classmethod

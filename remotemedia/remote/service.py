@@ -92,7 +92,7 @@ class RemoteServiceNode(Node):
 
         config = self.remote_config
         limit = config.connect_timeout
-        signaling = await SignalingClient.connect(config.url, token=config.token, timeout=limit)
+        signaling = await SignalingClient.connect_any(config.urls, token=config.token, timeout=limit)
         pc = None
         video, audio = LiveVideoTrack(), LiveAudioTrack()
         out: asyncio.Queue = asyncio.Queue()

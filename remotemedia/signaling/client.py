@@ -185,6 +185,25 @@ class SignalingClient:
             ) from exc
         return cls(ws, url, token)
 
+    @classmethod
+    async def connect_any(cls, urls, **options) -> SignalingClient:
+        """
+        :meth:`connect` to the first of ``urls`` (instances of one signaling
+        cluster) that answers, trying them in turn; raises what the last one
+        raised when none does. ``options`` go to :meth:`connect`.
+        """
+        urls = list(urls)
+        if not urls:
+            raise ValueError("connect_any needs at least one URL")
+        for i, url in enumerate(urls):
+            try:
+                return await cls.connect(url, **options)
+            except (SignalingError, RemoteTimeoutError) as exc:
+                if i == len(urls) - 1 or isinstance(exc, TLSError):
+                    raise
+                logger.info("signaling server at %s failed (%s); trying %s", url, exc, urls[i + 1])
+        raise AssertionError("unreachable")
+
     async def __aenter__(self) -> SignalingClient:
         return self
 
