@@ -214,19 +214,20 @@ class PipelineRun:
             )
 
     def _remote_nodes(self) -> list[tuple[int, Any]]:
-        # The class can only exist if its module was imported: a pipeline of
-        # local nodes never pays for importing aiortc.
-        module = sys.modules.get("remotemedia.remote.node")
-        if module is None:
-            return []
-        cls = module.RemoteObjectExecutionNode
-        return [(index, node) for index, node in enumerate(self.nodes) if isinstance(node, cls)]
+        """The nodes wrapped in ``RemoteObjectExecutionNode``: their sessions are this run's to open."""
+        return self._nodes_of("remotemedia.remote.node", "RemoteObjectExecutionNode")
 
     def _service_nodes(self) -> list[tuple[int, Any]]:
-        module = sys.modules.get("remotemedia.remote.service")
+        """The ``RemoteServiceNode``s: each opens its own session in ``stream()``."""
+        return self._nodes_of("remotemedia.remote.service", "RemoteServiceNode")
+
+    def _nodes_of(self, module_name: str, class_name: str) -> list[tuple[int, Any]]:
+        # The class can only exist if its module was imported: a pipeline of
+        # local nodes never pays for importing aiortc.
+        module = sys.modules.get(module_name)
         if module is None:
             return []
-        cls = module.RemoteServiceNode
+        cls = getattr(module, class_name)
         return [(index, node) for index, node in enumerate(self.nodes) if isinstance(node, cls)]
 
     async def _dispatch(self) -> None:
