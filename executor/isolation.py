@@ -496,10 +496,26 @@ def _python_paths() -> list[Path]:
     """
     found = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, os.getcwd())}
     found.update(Path(p).resolve() for p in sys.path if p and os.path.isdir(p))
+    # This project's packages: an editable install finds them through an
+    # import hook, not sys.path (a clone in a folder only root enters, say).
+    import remotemedia
+
+    found.update(Path(module.__file__).resolve().parent for module in (remotemedia, sys.modules[__package__]))
+    # A folder other users cannot enter is never shown whole (a checkout's
+    # secrets, root's home): only what a worker needs inside it.
+    found = {p for p in found if _enterable(p)}
     if model_cache() is not None:
         found.add(model_cache())
     # Only the outermost of nested folders (a bind mount brings the ones inside along).
     return sorted(p for p in found if not any(q in p.parents for q in found))
+
+
+def _enterable(folder: Path) -> bool:
+    """Whether users other than its owner and group may enter ``folder``."""
+    try:
+        return bool(folder.stat().st_mode & 0o001)
+    except OSError:
+        return False
 
 
 def _hidden_ancestor(path: Path) -> Path | None:
