@@ -455,7 +455,6 @@ class Hub:
         if record is None:
             return [self._error(conn, "no_executor", self.registry.why_none(requirements, only=only), **request)]
         session_id = secrets.token_urlsafe(16)
-        ticket = make_ticket(self._ticket_secret, session_id, conn.id, record.name)
         self.registry.open_session(session_id, conn.id, record, credential=credential.id)
         conn.sessions.add(session_id)
         self.stats.pairings_total += 1
@@ -463,24 +462,32 @@ class Hub:
             "session %s: client %s (credential %s) paired with executor %r",
             session_id, conn.id, credential.label, record.name,
         )
+        to_executor, paired = self._pairing(conn, session_id, record.name, record.capabilities(), message)
+        # The executor hears first, so it is ready for the offer the client sends next.
+        return [Send(record.conn, to_executor), Send(conn.id, paired)]
+
+    def _pairing(self, conn: _Connection, session_id: str, executor: str, capabilities: dict, message: dict) -> tuple[dict, dict]:
+        """The ``session`` message for the executor and the ``paired`` one for the client, whichever instance pairs them."""
+        ticket = make_ticket(self._ticket_secret, session_id, conn.id, executor)
         to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
+        requirements = message.get("requirements", {})
         if requirements:
             to_executor["requirements"] = requirements
         paired = {
             "type": "paired",
             "session": session_id,
-            "executor": record.name,
+            "executor": executor,
             "client": conn.id,
             "ticket": ticket,
-            "capabilities": record.capabilities(),
-            **request,
+            "capabilities": capabilities,
         }
-        if self.config.ice_servers:  # issue 26: each end gets its own TURN credentials
+        if "request" in message:
+            paired["request"] = message["request"]
+        if self.config.ice_servers:  # each end gets its own TURN credentials
             config, wall = self.config, self._wall_clock()
-            to_executor["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, record.name, wall)
+            to_executor["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, executor, wall)
             paired["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, conn.id, wall)
-        # The executor hears first, so it is ready for the offer the client sends next.
-        return [Send(record.conn, to_executor), Send(conn.id, paired)]
+        return to_executor, paired
 
     def reserved(self, action: Reserve, outcome: Grant | tuple[str, str], now: float) -> list:
         """
@@ -510,24 +517,11 @@ class Hub:
         self.registry.add_session(session)
         conn.sessions.add(session_id)
         self.stats.pairings_total += 1
-        ticket = make_ticket(self._ticket_secret, session_id, conn.id, outcome.name)
         logger.info(
             "session %s: client %s (credential %s) paired with executor %r on instance %s",
             session_id, conn.id, conn.credential.label, outcome.name, outcome.instance,
         )
-        requirements = message.get("requirements", {})
-        to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
-        if requirements:
-            to_executor["requirements"] = requirements
-        paired = {
-            "type": "paired",
-            "session": session_id,
-            "executor": outcome.name,
-            "client": conn.id,
-            "ticket": ticket,
-            "capabilities": outcome.capabilities,
-            **request,
-        }
+        to_executor, paired = self._pairing(conn, session_id, outcome.name, outcome.capabilities, message)
         first = (
             Send(outcome.conn, to_executor)
             if local

@@ -176,3 +176,20 @@ def test_an_executor_whose_name_went_to_another_connection_is_dropped():
     assert sent(actions, conn)[0]["code"] == "name_taken"
     assert not of(actions, Unclaim)  # the record is the other connection's
     assert h.lost(conn, "exec-1", 1.0) == []
+
+
+def test_a_pairing_through_another_instance_hands_out_ice_servers_too():
+    from signaling_server.config import ServerConfig
+
+    config = ServerConfig(ice_servers=("turn:turn.example.org:3478?transport=udp",), turn_secret="t" * 32)
+    a, b = Hub(config, instance="A", wall_clock=lambda: 1000.0), hub("B")
+    executor = register(b)
+    client = a.open(0.0)
+    (reserve,) = a.receive(client, json.dumps({"type": "pair"}), 0.0)
+    actions = a.reserved(reserve, Grant("exec-1", "B", executor, {"gpu": False}), 0.0)
+    (forward,) = of(actions, Forward)
+    (paired,) = sent(actions, client)
+    for message, name in ((forward.message, "exec-1"), (paired, client)):
+        (server,) = message["ice_servers"]
+        assert server["urls"] == ["turn:turn.example.org:3478?transport=udp"]
+        assert server["username"].endswith(f":{name}")  # each end its own credentials
