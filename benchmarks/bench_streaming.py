@@ -57,7 +57,7 @@ from remotemedia.rpc import compression  # noqa: E402
 
 MIB = 1024 * 1024
 MODES = ("process", "inprocess")
-#: Items in flight in a stream, each way (the client's STREAM_WINDOW and INPUT_WINDOW).
+#: Items in flight in a stream, each way (remotemedia.rpc.windows: STREAM_WINDOW and INPUT_WINDOW).
 WINDOW = 16
 #: The small items: (label, what our stream carries, size of the raw message).
 ITEMS = (("8 B ints", 2**40, 8), ("100 B bytes", bytes(100), 100))

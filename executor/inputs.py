@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from remotemedia.rpc.windows import INPUT_WINDOW
+
 __all__ = ["InputStream", "InputCancelled", "INPUT_WINDOW"]
 
-#: Items a client may send ahead of what the remote method has consumed.
-INPUT_WINDOW = 16
 
 _END = object()
 _CANCELLED = object()

@@ -31,20 +31,16 @@ from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import RemoteMediaError
 from remotemedia.rpc import Kind
+from remotemedia.rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
 from remotemedia.transport.media import kind_of
 from remotemedia.transport.tracks import MediaSlot
 
-from .inputs import INPUT_WINDOW
 from .objects import error_body
 
 __all__ = ["MediaBridge", "MEDIA_DRAIN", "MAX_WAITING_FRAMES"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait, after the client's end (or the last frame since), for its frames still on their way.
-MEDIA_DRAIN = 2.0
-#: Frames from the tracks that may wait for a slow method; older ones are dropped.
-MAX_WAITING_FRAMES = 64
 
 _END = object()
 

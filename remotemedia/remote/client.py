@@ -52,6 +52,7 @@ from ..exceptions import (
     TLSError,
 )
 from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
+from ..rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
@@ -67,14 +68,6 @@ __all__ = ["RemoteProxyClient"]
 
 logger = logging.getLogger(__name__)
 
-#: Items a stream may have in flight before the client grants more credit.
-STREAM_WINDOW = 16
-#: Inputs the client may send ahead of what the remote method consumed (the executor's window).
-INPUT_WINDOW = 16
-#: Seconds a stream waits, after its end, for media frames still on their way (lost ones never come).
-MEDIA_DRAIN = 2.0
-#: Frames from a media track that may wait for a slow consumer; later ones are dropped (tracks cannot wait).
-MAX_WAITING_FRAMES = 64
 #: Longest pause between two reconnection attempts, in seconds.
 MAX_BACKOFF = 2.0
 _END = object()
