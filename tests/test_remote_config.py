@@ -329,3 +329,20 @@ def test_the_ca_file_falls_back_to_the_environment_and_builds_a_verifying_contex
     monkeypatch.setenv("REMOTEMEDIA_CA_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match="REMOTEMEDIA_CA_FILE"):
         config.ssl_context()
+
+
+def test_requirements_cannot_change_so_the_hash_cannot_either():
+    import copy
+    import pickle
+
+    config = RemoteExecutorConfig(requirements={"gpu": True})
+    before = hash(config)
+    with pytest.raises(TypeError, match="dataclasses.replace"):
+        config.requirements["gpu"] = False
+    with pytest.raises(TypeError):
+        config.requirements.update(executor="x")
+    assert hash(config) == before and config.requirements == {"gpu": True}
+    for copied in (pickle.loads(pickle.dumps(config)), copy.deepcopy(config)):
+        assert copied == config and hash(copied) == before
+    assert dataclasses.replace(config, requirements={"gpu": False}).requirements == {"gpu": False}
+    assert {**config.requirements, "service": "demo"} == {"gpu": True, "service": "demo"}

@@ -16,6 +16,21 @@ __all__ = ["RemoteExecutorConfig", "CA_FILE_ENV"]
 CA_FILE_ENV = "REMOTEMEDIA_CA_FILE"
 
 
+class _Requirements(dict):
+    """A dict that cannot change: a config's requirements are part of its hash (and so of its identity)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "RemoteExecutorConfig.requirements cannot change (the config is frozen, and they are part of its "
+            "hash); make a new config: dataclasses.replace(config, requirements={...})"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self):
+        return (_Requirements, (dict(self),))
+
+
 @dataclass(frozen=True)
 class RemoteExecutorConfig:
     """
@@ -110,7 +125,7 @@ class RemoteExecutorConfig:
         object.__setattr__(self, "signaling_urls", urls)
         if not isinstance(self.requirements, dict):
             raise ValueError(f"requirements must be a dict, not {self.requirements!r}")
-        object.__setattr__(self, "requirements", dict(self.requirements))
+        object.__setattr__(self, "requirements", _Requirements(self.requirements))
 
     @property
     def url(self) -> str:
@@ -149,6 +164,7 @@ class RemoteExecutorConfig:
         out = dataclasses.asdict(self)
         out["ice_servers"] = list(self.ice_servers)
         out["signaling_urls"] = list(self.signaling_urls)
+        out["requirements"] = dict(self.requirements)  # a plain dict of the caller's own
         return out
 
     @classmethod
