@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import secrets
 import signal
@@ -24,6 +23,7 @@ import sys
 
 from executor.__main__ import add_executor_arguments, setup_logging
 from executor.__main__ import executor_config as make_executor_config
+from signaling_server.__main__ import access_settings, add_access_arguments
 
 from .tokens import add_token_command, run_token_command
 
@@ -45,41 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
-    serve.add_argument(
-        "--token",
-        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="token clients must present (default: $REMOTEMEDIA_TOKEN; none means open to anyone who can reach it)",
-    )
-    serve.add_argument(
-        "--executor-token",
-        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
-        help="credential more executors present to join (default: $REMOTEMEDIA_EXECUTOR_TOKEN; the embedded "
-        "executor needs none: with a --token or --token-secret and no --executor-token, a random one is made for it)",
-    )
-    serve.add_argument(
-        "--token-secret",
-        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
-        help="secret that signs tokens from 'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
-    )
-    serve.add_argument(
-        "--tls-cert", default=None, metavar="PEM", help="certificate chain: serve only TLS (https:// and wss://)"
-    )
-    serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
-    serve.add_argument(
-        "--ice-server", action="append", default=[], metavar="URL",
-        help="a STUN or TURN URL handed to clients and the page with each session (repeatable; "
-        "README: 'Across NATs and firewalls: TURN')",
-    )
-    serve.add_argument(
-        "--turn-secret", default=os.environ.get("REMOTEMEDIA_TURN_SECRET") or None,
-        help="the TURN server's shared secret: sessions get TURN credentials minted from it "
-        "(default: $REMOTEMEDIA_TURN_SECRET)",
-    )
-    serve.add_argument(
-        "--redis",
-        default=os.environ.get("REMOTEMEDIA_REDIS") or None,
-        metavar="URL",
-        help="redis://HOST:PORT/DB: join the signaling instances sharing this Redis (default: $REMOTEMEDIA_REDIS)",
+    add_access_arguments(
+        serve,
+        executor_token_help="credential more executors present to join (default: $REMOTEMEDIA_EXECUTOR_TOKEN; "
+        "the embedded executor needs none: with a --token or --token-secret and no --executor-token, a random "
+        "one is made for it)",
     )
     # The embedded executor serves the developer's own code on their own
     # machine: Python objects and WASM nodes alike (python -m executor: python).
@@ -98,15 +68,8 @@ async def _serve(args: argparse.Namespace) -> int:
         if executor_token is None and (args.token is not None or args.token_secret is not None):
             # Clients need a credential here, so executors do too: one only this process knows.
             executor_token = secrets.token_urlsafe(32)
-        server_config = ServerConfig(
-            token=args.token, executor_token=executor_token, token_secret=args.token_secret,
-            ice_servers=tuple(args.ice_server), turn_secret=args.turn_secret,
-        )
-        if args.redis:
-            server_config = dataclasses.replace(server_config, redis=args.redis)
-        if args.tls_cert or args.tls_key:
-            server_config = dataclasses.replace(server_config, tls_cert=args.tls_cert, tls_key=args.tls_key)
-            server_config.ssl_context()  # unreadable files are bad settings
+        server_config = ServerConfig(**{**access_settings(args), "executor_token": executor_token})
+        server_config.ssl_context()  # unreadable certificate files are bad settings
         executor_config = make_executor_config(
             args, signaling="", token=executor_token, name=f"embedded-{default_name()}"
         )  # signaling is set below, once the real port is known

@@ -19,7 +19,7 @@ import sys
 from .app import start_server
 from .config import ServerConfig
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "add_access_arguments", "access_settings"]
 
 _DEFAULTS = ServerConfig()
 
@@ -32,26 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
-        help="client credential: the secret clients present to pair (default: $REMOTEMEDIA_TOKEN, "
-        "which other users cannot read in the process list, unlike this flag; "
-        "it can never register an executor)",
-    )
-    parser.add_argument(
-        "--executor-token",
-        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
-        help="executor credential: the secret executors present to register, which clients never hold "
-        "(default: $REMOTEMEDIA_EXECUTOR_TOKEN; with no credential at all the server is open to anyone "
-        "who can reach it, for localhost development)",
-    )
-    parser.add_argument(
-        "--token-secret",
-        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
-        help="secret of at least 32 bytes that signs scoped, expiring tokens for both roles, minted with "
-        "'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
-    )
+    add_access_arguments(parser)
     parser.add_argument(
         "--heartbeat-timeout",
         type=float,
@@ -100,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="folder of the browser demo page served at / ('' serves none; default: the project's web_demo)",
     )
-    # -- transport: connection limits and TLS --
+    # -- transport: connection limits (TLS: add_access_arguments) --
     parser.add_argument(
         "--max-connections",
         type=int,
@@ -120,6 +101,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=_DEFAULTS.idle_timeout,
         help="close authenticated connections that are neither a registered executor nor in a session "
         "for this many seconds, with code 4408 (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def add_access_arguments(parser: argparse.ArgumentParser, *, executor_token_help: str | None = None) -> None:
+    """
+    Who may connect and how: credentials, TLS, ICE servers and the shared
+    Redis. Also ``python -m remotemedia serve``'s, which embeds this server;
+    :func:`access_settings` turns them into :class:`ServerConfig` fields.
+    """
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REMOTEMEDIA_TOKEN") or None,
+        help="client credential: the secret clients present to pair (default: $REMOTEMEDIA_TOKEN, "
+        "which other users cannot read in the process list, unlike this flag; "
+        "it can never register an executor)",
+    )
+    parser.add_argument(
+        "--executor-token",
+        default=os.environ.get("REMOTEMEDIA_EXECUTOR_TOKEN") or None,
+        help=executor_token_help
+        or "executor credential: the secret executors present to register, which clients never hold "
+        "(default: $REMOTEMEDIA_EXECUTOR_TOKEN; with no credential at all the server is open to anyone "
+        "who can reach it, for localhost development)",
+    )
+    parser.add_argument(
+        "--token-secret",
+        default=os.environ.get("REMOTEMEDIA_TOKEN_SECRET") or None,
+        help="secret of at least 32 bytes that signs scoped, expiring tokens for both roles, minted with "
+        "'python -m remotemedia token' (default: $REMOTEMEDIA_TOKEN_SECRET)",
     )
     parser.add_argument(
         "--tls-cert",
@@ -151,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=_DEFAULTS.turn_ttl,
         help="seconds the minted TURN credentials stay valid (default: %(default)s)",
     )
-    # -- cluster --
+    # -- the cluster (README, "Deploying several instances") --
     parser.add_argument(
         "--redis",
         default=os.environ.get("REMOTEMEDIA_REDIS") or None,
@@ -159,9 +171,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="redis://HOST:PORT/DB: share executors and relay messages with every instance given the same URL "
         "(default: $REMOTEMEDIA_REDIS; none: a standalone server with its registry in memory)",
     )
-    # -- end cluster --
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
+
+
+def access_settings(args: argparse.Namespace) -> dict:
+    """The :class:`ServerConfig` fields that :func:`add_access_arguments` gives."""
+    return {
+        "token": args.token,
+        "executor_token": args.executor_token,
+        "token_secret": args.token_secret,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "ice_servers": tuple(args.ice_server),
+        "turn_secret": args.turn_secret,
+        "turn_ttl": args.turn_ttl,
+        "redis": args.redis,
+    }
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -169,9 +193,6 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     if interval is None:
         interval = min(_DEFAULTS.heartbeat_interval, args.heartbeat_timeout / 3)
     return ServerConfig(
-        token=args.token,
-        executor_token=args.executor_token,
-        token_secret=args.token_secret,
         heartbeat_interval=interval,
         heartbeat_timeout=args.heartbeat_timeout,
         hello_timeout=args.hello_timeout,
@@ -183,12 +204,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
         idle_timeout=args.idle_timeout,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        ice_servers=tuple(args.ice_server),
-        turn_secret=args.turn_secret,
-        turn_ttl=args.turn_ttl,
-        redis=args.redis,
+        **access_settings(args),
     )
 
 
