@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from remotemedia.exceptions import RemoteMediaError
 
 from .dispatch import ACCEPTS
-from .service import Executor, ExecutorConfig, default_name
-from .services import default_services, load_services
+from .executor import Executor, ExecutorConfig, default_name
+from .registry import default_services, load_services
 from .isolation import PROTECTIONS
 from .session import MODES
 
@@ -161,7 +161,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | Non
         default=[],
         metavar="MODULE:ATTRIBUTE",
         help="offer your own named services besides demo, effects and transcribe: ATTRIBUTE is a dict of "
-        "name to node factory, or one factory (repeatable; see executor/services.py)",
+        "name to node factory, or one factory (repeatable; see executor/registry.py)",
     )
     parser.add_argument(
         "--isolation",

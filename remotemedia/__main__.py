@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from executor.service import Executor, default_name
+    from executor.executor import Executor, default_name
     from signaling_server.app import start_server
     from signaling_server.config import ServerConfig
 

@@ -24,7 +24,7 @@ from remotemedia.exceptions import RemoteMediaError
 from remotemedia.signaling import SignalingClient
 from remotemedia.transport import RPC_LABEL, make_offer, new_peer_connection
 
-from executor.service import Executor, ExecutorConfig
+from executor.executor import Executor, ExecutorConfig
 
 TOKEN = "capacity-s3cret"
 pytestmark = pytest.mark.timeout(180)

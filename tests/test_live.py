@@ -18,7 +18,7 @@ from remotemedia.nodes.effects import EFFECTS
 from remotemedia.nodes.live import LatestQueue
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 
-from executor.services import build, default_services, load_services
+from executor.registry import build, default_services, load_services
 
 
 def scene() -> VideoFrame:

@@ -192,7 +192,7 @@ async def test_a_client_that_ignores_credit_cannot_fill_the_relay():
 async def test_an_ended_session_is_freed_by_reference_counting_alone(monkeypatch, mode, ending):
     """ExecutorSession, RPCChannel and RTCPeerConnection of an ended session die with the garbage collector off."""
     import executor.session as session_module
-    from executor.service import Executor, ExecutorConfig
+    from executor.executor import Executor, ExecutorConfig
 
     alive: dict[str, weakref.ref] = {}
     made = session_module.ExecutorSession.__init__

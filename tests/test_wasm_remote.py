@@ -208,7 +208,7 @@ def test_a_relayed_message_says_whether_it_is_pickled_without_being_decoded():
 
 def test_accept_takes_three_values_and_the_embedded_server_takes_both():
     from executor.__main__ import parse_args
-    from executor.service import ExecutorConfig
+    from executor.executor import ExecutorConfig
     from remotemedia.__main__ import parse_args as parse_serve
 
     assert parse_args([]).accept == "python"

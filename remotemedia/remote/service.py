@@ -2,7 +2,7 @@
 :class:`RemoteServiceNode`: a named service of an executor, used from Python.
 
 Executors offer services by name (``demo``, ``effects``, ``transcribe``, and
-their operator's own: see :mod:`executor.services`); browsers use them
+their operator's own: see :mod:`executor.registry`); browsers use them
 because they cannot send Python objects. This node uses them the same way,
 with nothing to pickle: its input frames go out on live media tracks, like a
 camera and a microphone, and it yields what the service sends back.

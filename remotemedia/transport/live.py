@@ -3,7 +3,7 @@ Live tracks: outgoing media for a session with a person at the other end.
 
 :mod:`~remotemedia.transport.tracks` carries *streams* (every frame, with
 their timestamps, between two RemoteMedia ends). A live session (a browser's
-camera and microphone, see :mod:`executor.live`) wants what a call wants:
+camera and microphone, see :mod:`executor.service_session`) wants what a call wants:
 
 - :class:`LiveVideoTrack` sends the newest frame it was given, as soon as
   the encoder asks; a frame not sent yet is replaced by a newer one, so a

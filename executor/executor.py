@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
@@ -27,10 +26,11 @@ from remotemedia.signaling import SignalingClient, SignalingSession
 
 from .dispatch import ACCEPTS, Limits
 from .isolation import PROTECTIONS, Confinement
-from .live import ServiceSession
+from .gpu import has_gpu
+from .service_session import ServiceSession
 from .memory import return_freed_memory
 from .pool import WorkerPool
-from .services import Factory, default_services
+from .registry import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
 
 __all__ = ["ExecutorConfig", "Executor", "default_name"]
@@ -365,7 +365,7 @@ class Executor:
             await signaling.register(
                 self.config.name,
                 self.config.max_sessions,
-                {"gpu": _has_gpu(), "services": sorted(self.config.services)},
+                {"gpu": has_gpu(), "services": sorted(self.config.services)},
                 status=self._status,
             )
         except BaseException:
@@ -430,12 +430,3 @@ class Executor:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
-
-
-@functools.lru_cache(maxsize=None)
-def _has_gpu() -> bool:
-    # Announced to the signaling server for ``pair(requirements={"gpu": True})``;
-    # probed once per process (it imports CTranslate2 and ONNX Runtime: about 25 MB).
-    from remotemedia.models import gpu_available
-
-    return gpu_available()

@@ -1,5 +1,5 @@
 """
-A service session: a named service (see :mod:`executor.services`) serving
+A service session: a named service (see :mod:`executor.registry`) serving
 one client's camera and microphone, live.
 
 The client (a browser, or :class:`~remotemedia.remote.service.RemoteServiceNode`)
@@ -47,7 +47,8 @@ from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
 from remotemedia.transport.peer import SERVICE_LABEL, add_candidate, close_peer_connection
 
-from .services import Factory, build
+from .gpu import has_gpu
+from .registry import Factory, build
 from .session import SessionSettings, ticket_problem
 
 __all__ = ["ServiceSession", "MAX_AUDIO_BACKLOG"]
@@ -323,8 +324,6 @@ class ServiceSession:
             self._error("service_failed", f"building service {self.service!r} failed: {type(exc).__name__}: {exc}")
             self._end(f"service {self.service!r} failed to start")
             return False
-        from executor.service import _has_gpu
-
         self._send(
             {
                 "type": "welcome",
@@ -332,7 +331,7 @@ class ServiceSession:
                 "service": self.service,
                 "options": self._options(hello.get("options") or {}),
                 "choices": {k: list(v) for k, v in (getattr(self._node, "choices", None) or {}).items()},
-                "gpu": _has_gpu(),
+                "gpu": has_gpu(),
             }
         )
         return True

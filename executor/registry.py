@@ -8,7 +8,7 @@ options the client sent in its ``hello``. The executor announces the names
 it offers to the signaling server, which pairs a ``pair`` request for a
 service only with an executor that offers it. The session then feeds the
 client's camera and microphone frames to the node and sends back what it
-yields (see :mod:`executor.live` and ``signaling_server/PROTOCOL.md``).
+yields (see :mod:`executor.service_session` and ``signaling_server/PROTOCOL.md``).
 
 A node may also have:
 
