@@ -33,17 +33,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=50052, help="port, 0 for a free one (default: %(default)s)")
     add_access_arguments(parser)
+    # The executors' heartbeat on their signaling connection, not the sessions'
+    # data-channel heartbeat; the short names are the flags' old names.
     parser.add_argument(
+        "--signaling-heartbeat-timeout",
         "--heartbeat-timeout",
+        dest="signaling_heartbeat_timeout",
         type=float,
-        default=_DEFAULTS.heartbeat_timeout,
-        help="drop executors silent for this many seconds (default: %(default)s)",
+        default=_DEFAULTS.signaling_heartbeat_timeout,
+        help="drop executors silent on their signaling connection for this many seconds (default: %(default)s)",
     )
     parser.add_argument(
+        "--signaling-heartbeat-interval",
         "--heartbeat-interval",
+        dest="signaling_heartbeat_interval",
         type=float,
         default=None,
-        help="how often executors should send heartbeats (default: a third of the timeout, at most 5)",
+        help="how often executors should send heartbeats on their signaling connection "
+        "(default: a third of the timeout, at most 5)",
     )
     parser.add_argument(
         "--hello-timeout",
@@ -189,12 +196,12 @@ def access_settings(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    interval = args.heartbeat_interval
+    interval = args.signaling_heartbeat_interval
     if interval is None:
-        interval = min(_DEFAULTS.heartbeat_interval, args.heartbeat_timeout / 3)
+        interval = min(_DEFAULTS.signaling_heartbeat_interval, args.signaling_heartbeat_timeout / 3)
     return ServerConfig(
-        heartbeat_interval=interval,
-        heartbeat_timeout=args.heartbeat_timeout,
+        signaling_heartbeat_interval=interval,
+        signaling_heartbeat_timeout=args.signaling_heartbeat_timeout,
         hello_timeout=args.hello_timeout,
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,

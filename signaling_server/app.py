@@ -63,7 +63,7 @@ class SignalingServer:
         if self.config.redis is not None:
             from .redis_directory import RedisDirectory  # redis is imported only by clusters
 
-            self.directory = RedisDirectory(self.config.redis, heartbeat_timeout=self.config.heartbeat_timeout)
+            self.directory = RedisDirectory(self.config.redis, heartbeat_timeout=self.config.signaling_heartbeat_timeout)
         self._requests: set[asyncio.Task] = set()  # Claim and Reserve under way
         self._upkeep: asyncio.Task | None = None
         # -- end cluster --
@@ -112,7 +112,7 @@ class SignalingServer:
 
     async def _tick_forever(self) -> None:
         config = self.config
-        period = min(1.0, config.heartbeat_timeout / 4, config.hello_timeout / 4, config.idle_timeout / 4)
+        period = min(1.0, config.signaling_heartbeat_timeout / 4, config.hello_timeout / 4, config.idle_timeout / 4)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from remotemedia import validation as check
 from remotemedia.signaling.messages import MAX_MESSAGE_SIZE
 from remotemedia.tokens import check_secret
 
@@ -34,10 +35,14 @@ class ServerConfig:
     #: Secret (at least 32 bytes) that signs scoped, expiring tokens for both
     #: roles (:mod:`remotemedia.tokens`; ``python -m remotemedia token``).
     token_secret: str | None = None
-    #: How often executors are asked to send ``heartbeat``, in seconds.
-    heartbeat_interval: float = 5.0
-    #: An executor silent for this long is dropped and its sessions get ``bye``.
-    heartbeat_timeout: float = 15.0
+    #: How often executors are asked to send ``heartbeat`` on their signaling
+    #: connection, in seconds (``--signaling-heartbeat-interval``). Not the
+    #: data-channel heartbeat of a session (``heartbeat_interval`` of
+    #: ``RemoteExecutorConfig`` and ``ExecutorConfig``), which this server never sees.
+    signaling_heartbeat_interval: float = 5.0
+    #: An executor silent on its signaling connection for this long is dropped
+    #: and its sessions get ``bye`` (``--signaling-heartbeat-timeout``).
+    signaling_heartbeat_timeout: float = 15.0
     #: A connection that has not sent a valid ``register`` or ``pair`` within
     #: this many seconds is closed.
     hello_timeout: float = 10.0
@@ -119,10 +124,9 @@ class ServerConfig:
     # -- end cluster --
 
     def __post_init__(self) -> None:
-        if self.token is not None and (not isinstance(self.token, str) or not self.token):
-            raise ValueError("token must be a non-empty string, or None for an open server")
-        if self.executor_token is not None and (not isinstance(self.executor_token, str) or not self.executor_token):
-            raise ValueError("executor_token must be a non-empty string, or None")
+        # Checked once, here, with the checks every config shares (remotemedia/validation.py).
+        check.optional_text("token", self.token, none="for an open server")
+        check.optional_text("executor_token", self.executor_token)
         if self.executor_token is not None and self.executor_token == self.token:
             raise ValueError(
                 "executor_token must differ from token: clients hold the token, and a client "
@@ -132,34 +136,21 @@ class ServerConfig:
             check_secret(self.token_secret)
         if self.redis is not None and not str(self.redis).startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis must be a URL like redis://HOST:6379/0, not {self.redis!r}")
-        for name in ("heartbeat_interval", "heartbeat_timeout", "hello_timeout", "rate_limit"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise ValueError(
-                f"heartbeat_timeout ({self.heartbeat_timeout} s) must be longer than "
-                f"heartbeat_interval ({self.heartbeat_interval} s)"
-            )
-        object.__setattr__(self, "ice_servers", tuple(self.ice_servers))
-        for url in self.ice_servers:
-            if not isinstance(url, str) or not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
-                raise ValueError(f"each ICE server must be a stun: or turn: URL, not {url!r}")
-        if self.turn_secret is not None and (not isinstance(self.turn_secret, str) or not self.turn_secret):
-            raise ValueError("turn_secret must be a non-empty string, or None")
+        for name in ("signaling_heartbeat_interval", "signaling_heartbeat_timeout", "hello_timeout", "idle_timeout", "turn_ttl"):
+            check.positive(name, getattr(self, name))
+        check.positive("rate_limit", self.rate_limit, "messages per second")
+        check.longer(
+            "signaling_heartbeat_timeout", self.signaling_heartbeat_timeout,
+            "signaling_heartbeat_interval", self.signaling_heartbeat_interval,
+        )
+        object.__setattr__(self, "ice_servers", check.ice_servers("ice_servers", self.ice_servers, urls_only=True))
+        check.optional_text("turn_secret", self.turn_secret)
         if self.turn_secret is not None and not any(u.startswith(("turn:", "turns:")) for u in self.ice_servers):
             raise ValueError("turn_secret signs TURN credentials: give the TURN server's URL too (--ice-server turn:HOST:PORT)")
-        if isinstance(self.turn_ttl, bool) or not isinstance(self.turn_ttl, (int, float)) or not self.turn_ttl > 0:
-            raise ValueError(f"turn_ttl must be a positive number of seconds, not {self.turn_ttl!r}")
         if self.tls_key is not None and self.tls_cert is None:
             raise ValueError("tls_key needs tls_cert: pass the certificate chain too (--tls-cert)")
-        if not isinstance(self.idle_timeout, (int, float)) or isinstance(self.idle_timeout, bool) or not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be a positive number of seconds, not {self.idle_timeout!r}")
-        for name in ("max_connections", "max_connections_per_address"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        for name in ("max_message_size", "rate_burst", "max_sessions_per_client", "outbox_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        for name in (
+            "max_connections", "max_connections_per_address",
+            "max_message_size", "rate_burst", "max_sessions_per_client", "outbox_size",
+        ):
+            check.positive_int(name, getattr(self, name))

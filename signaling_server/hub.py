@@ -232,7 +232,7 @@ class Hub:
             if conn.role == "executor":
                 record = self.registry.executors[conn.executor]
                 silent = now - record.last_seen
-                if silent > self.config.heartbeat_timeout:
+                if silent > self.config.signaling_heartbeat_timeout:
                     logger.warning("executor %r missed heartbeats for %.1f s; dropping it", record.name, silent)
                     actions += self._drop_executor(
                         conn, f"executor {record.name!r} stopped sending heartbeats"
@@ -240,7 +240,7 @@ class Hub:
                     actions += self._refuse(
                         conn,
                         "heartbeat_timeout",
-                        f"no heartbeat for {silent:.1f} s (limit {self.config.heartbeat_timeout:g} s); "
+                        f"no heartbeat for {silent:.1f} s (limit {self.config.signaling_heartbeat_timeout:g} s); "
                         "register again",
                     )
             elif not conn.identified and now - conn.opened_at > self.config.hello_timeout:
@@ -388,8 +388,8 @@ class Hub:
                 {
                     "type": "registered",
                     "name": name,
-                    "heartbeat_interval": float(self.config.heartbeat_interval),
-                    "heartbeat_timeout": float(self.config.heartbeat_timeout),
+                    "heartbeat_interval": float(self.config.signaling_heartbeat_interval),
+                    "heartbeat_timeout": float(self.config.signaling_heartbeat_timeout),
                 },
             )
         ]

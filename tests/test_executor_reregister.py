@@ -75,7 +75,7 @@ async def test_a_session_outlives_its_signaling_server_and_the_new_one_learns_of
                 assert await counter.add(1) == expected
 
             # In this process, to read what the new server knows of the executor.
-            config = ServerConfig(token=TOKEN, executor_token=EXECUTOR_TOKEN, heartbeat_interval=0.5, heartbeat_timeout=5.0)
+            config = ServerConfig(token=TOKEN, executor_token=EXECUTOR_TOKEN, signaling_heartbeat_interval=0.5, signaling_heartbeat_timeout=5.0)
             second = await start_server(config, host="127.0.0.1", port=first.port)
             try:
                 executors = second.app[SERVER_KEY].hub.registry.executors

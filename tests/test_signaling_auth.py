@@ -169,7 +169,7 @@ def test_an_executor_token_for_a_name_registers_only_that_name():
 
 
 def test_a_name_stays_with_its_credential_through_a_reconnection_window():
-    world = World(token_secret=SECRET, heartbeat_interval=1.0, heartbeat_timeout=2.0)
+    world = World(token_secret=SECRET, signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=2.0)
     owner, other = mint_executor_token(SECRET), mint_executor_token(SECRET)
     first, _ = world.register("gpu-1", owner)
     world.hub.close(first, world.now)  # the executor lost its connection
@@ -183,7 +183,7 @@ def test_a_name_stays_with_its_credential_through_a_reconnection_window():
 
 
 def test_a_name_freed_by_missed_heartbeats_is_still_owned():
-    world = World(token_secret=SECRET, heartbeat_interval=1.0, heartbeat_timeout=2.0)
+    world = World(token_secret=SECRET, signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=2.0)
     owner, other = mint_executor_token(SECRET), mint_executor_token(SECRET)
     world.register("gpu-1", owner)
     world.now = 10.0

@@ -81,7 +81,7 @@ class World:
 
 
 def test_register_answers_with_the_heartbeat_settings():
-    world = World(heartbeat_interval=2.0, heartbeat_timeout=7.0)
+    world = World(signaling_heartbeat_interval=2.0, signaling_heartbeat_timeout=7.0)
     conn = world.connect()
     reply = only(world.send(conn, {"type": "register", "name": "gpu-1", "capacity": 3}), conn)
     assert reply == {"type": "registered", "name": "gpu-1", "heartbeat_interval": 2.0, "heartbeat_timeout": 7.0}
@@ -330,7 +330,7 @@ def test_unregister_ends_sessions_and_allows_registering_again():
 
 
 def test_silent_executor_is_dropped_on_tick():
-    world, executor, client, sid = paired_world(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world, executor, client, sid = paired_world(signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=3.0)
     world.now = 2.9
     assert world.hub.tick(world.now) == []
     world.now = 3.5
@@ -346,7 +346,7 @@ def test_silent_executor_is_dropped_on_tick():
 
 
 def test_heartbeats_keep_an_executor_alive_and_update_its_load():
-    world = World(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world = World(signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=3.0)
     executor = world.executor("e")
     for step in range(1, 10):
         world.now = step * 2.0
@@ -357,7 +357,7 @@ def test_heartbeats_keep_an_executor_alive_and_update_its_load():
 
 
 def test_any_valid_message_is_a_sign_of_life():
-    world, executor, client, sid = paired_world(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world, executor, client, sid = paired_world(signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=3.0)
     world.now = 2.0
     world.send(executor, {"type": "answer", "session": sid, "sdp": "v=0"})
     world.now = 4.0
@@ -365,7 +365,7 @@ def test_any_valid_message_is_a_sign_of_life():
 
 
 def test_invalid_messages_are_no_sign_of_life():
-    world = World(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    world = World(signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=3.0)
     executor = world.executor("e")
     world.now = 2.0
     world.send(executor, "not json")
@@ -528,9 +528,9 @@ def test_token_bucket():
     "kwargs",
     [
         {"token": ""},
-        {"heartbeat_timeout": 0},
-        {"heartbeat_interval": -1},
-        {"heartbeat_interval": 5.0, "heartbeat_timeout": 5.0},
+        {"signaling_heartbeat_timeout": 0},
+        {"signaling_heartbeat_interval": -1},
+        {"signaling_heartbeat_interval": 5.0, "signaling_heartbeat_timeout": 5.0},
         {"hello_timeout": True},
         {"rate_limit": 0},
         {"rate_burst": 0},
@@ -684,7 +684,7 @@ def test_refused_connection_is_forgotten_on_close():
 
 
 def test_heartbeat_timeout_is_reported_once_and_the_name_is_free_again():
-    world = World(heartbeat_interval=1.0, heartbeat_timeout=2.0)
+    world = World(signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=2.0)
     executor = world.executor("e")
     world.now = 2.0
     assert world.hub.tick(world.now) == []  # exactly at the limit: still alive
@@ -825,8 +825,8 @@ def test_token_bucket_clock_going_back_then_forward_adds_nothing():
         {"token": 5},
         {"hello_timeout": 0.0},
         {"rate_limit": float("nan")},
-        {"heartbeat_interval": "5"},
-        {"heartbeat_interval": 10.0, "heartbeat_timeout": 9.0},
+        {"signaling_heartbeat_interval": "5"},
+        {"signaling_heartbeat_interval": 10.0, "signaling_heartbeat_timeout": 9.0},
         {"rate_burst": True},
         {"outbox_size": 2.0},
         {"max_message_size": -1},
@@ -839,9 +839,9 @@ def test_server_config_refuses_more_bad_values(kwargs):
 
 def test_server_config_defaults_and_valid_values():
     config = ServerConfig()
-    assert config.token is None and config.heartbeat_timeout > config.heartbeat_interval
-    config = ServerConfig(token="t", heartbeat_interval=1, heartbeat_timeout=2, rate_limit=0.5, rate_burst=1)
-    assert (config.token, config.heartbeat_interval, config.rate_burst) == ("t", 1, 1)
+    assert config.token is None and config.signaling_heartbeat_timeout > config.signaling_heartbeat_interval
+    config = ServerConfig(token="t", signaling_heartbeat_interval=1, signaling_heartbeat_timeout=2, rate_limit=0.5, rate_burst=1)
+    assert (config.token, config.signaling_heartbeat_interval, config.rate_burst) == ("t", 1, 1)
 
 
 # -- what the hub sends is what a peer accepts ---------------------------------------
@@ -856,7 +856,7 @@ def assert_valid_to_peer(actions):
 
 
 def test_every_message_of_a_full_exchange_is_valid_for_peers():
-    world = World(token="s", heartbeat_interval=1.0, heartbeat_timeout=2.0, hello_timeout=1.0)
+    world = World(token="s", signaling_heartbeat_interval=1.0, signaling_heartbeat_timeout=2.0, hello_timeout=1.0)
     out = []
     executor = world.connect()
     out += world.send(executor, {"type": "register", "name": "gpu-1", "capacity": 2, "token": "exec-s",
@@ -909,7 +909,7 @@ def test_heartbeat_with_an_integer_load_too_big_for_a_float_is_a_bad_message():
 def test_an_authenticated_connection_holding_nothing_is_closed_after_the_idle_timeout():
     from remotemedia.signaling.messages import CLOSE_IDLE_TIMEOUT
 
-    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    world = World(idle_timeout=10.0, signaling_heartbeat_interval=100.0, signaling_heartbeat_timeout=1000.0)
     executor = world.executor("e", capacity=1)
     unlucky = world.connect()
     world.pair(world.connect())  # takes the only slot...
@@ -927,7 +927,7 @@ def test_an_authenticated_connection_holding_nothing_is_closed_after_the_idle_ti
 
 
 def test_a_session_keeps_a_client_busy_and_its_end_starts_the_idle_clock():
-    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    world = World(idle_timeout=10.0, signaling_heartbeat_interval=100.0, signaling_heartbeat_timeout=1000.0)
     world.executor("e")
     client = world.connect()
     paired, _ = world.pair(client)
@@ -942,7 +942,7 @@ def test_a_session_keeps_a_client_busy_and_its_end_starts_the_idle_clock():
 
 
 def test_an_executor_that_unregisters_and_stays_is_closed_when_idle():
-    world = World(idle_timeout=10.0, heartbeat_interval=100.0, heartbeat_timeout=1000.0)
+    world = World(idle_timeout=10.0, signaling_heartbeat_interval=100.0, signaling_heartbeat_timeout=1000.0)
     executor = world.executor("e")
     world.send(executor, {"type": "unregister"})
     world.hub.tick(world.now)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
+
+from remotemedia import validation as check
 
 __all__ = ["RemoteExecutorConfig", "CA_FILE_ENV"]
 
@@ -88,37 +89,21 @@ class RemoteExecutorConfig:
     signaling_urls: tuple = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host:
-            raise ValueError(f"host must be a non-empty string, not {self.host!r}")
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
-            raise ValueError(f"port must be an integer from 1 to 65535, not {self.port!r}")
+        # Checked once, here, with the checks every config shares (remotemedia/validation.py).
+        check.text("host", self.host)
+        check.port("port", self.port)
         for name in ("ssl_enabled", "reconnect", "allow_pickled_results"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
-        if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
-            raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
+            check.flag(name, getattr(self, name))
+        check.at_least("max_message_size", self.max_message_size, 1024, "1024 bytes")
         for name in ("timeout", "connect_timeout", "heartbeat_interval", "heartbeat_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
-        if self.ca_file is not None and (not isinstance(self.ca_file, str) or not self.ca_file):
-            raise ValueError(f"ca_file must be a path (a string) or None, not {self.ca_file!r}")
+            check.positive(name, getattr(self, name))
+        check.longer("heartbeat_timeout", self.heartbeat_timeout, "heartbeat_interval", self.heartbeat_interval)
+        check.optional_text("ca_file", self.ca_file, "a path (a string)")
         if self.ca_file is not None and not self.ssl_enabled:
             raise ValueError("ca_file verifies a TLS server: set ssl_enabled=True too")
-        if self.auth_token is not None and not isinstance(self.auth_token, str):
-            raise ValueError("auth_token must be a string or None")
-        if isinstance(self.ice_servers, (str, dict)):
-            raise ValueError("ice_servers must be a list of URLs or dicts, not a single one")
-        servers = tuple(self.ice_servers)
-        for server in servers:
-            if not (isinstance(server, str) or (isinstance(server, dict) and "urls" in server)):
-                raise ValueError(f"each ICE server must be a URL string or a dict with 'urls', not {server!r}")
-        object.__setattr__(self, "ice_servers", servers)
-        if isinstance(self.signaling_urls, str):
-            raise ValueError("signaling_urls must be a list of URLs, not a single one (or use host and port)")
-        urls = tuple(self.signaling_urls)
+        check.optional_text("auth_token", self.auth_token, "a string", empty=True)
+        object.__setattr__(self, "ice_servers", check.ice_servers("ice_servers", self.ice_servers))
+        urls = check.sequence("signaling_urls", self.signaling_urls, "ws:// or wss:// URLs (or use host and port)")
         for url in urls:
             if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"each of signaling_urls must be a ws:// or wss:// URL, not {url!r}")
