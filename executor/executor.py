@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import socket
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
+from remotemedia import validation as check
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
@@ -46,9 +50,16 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExecutorConfig:
-    """Settings of one executor (the command line's flags)."""
+    """
+    Settings of one executor (the command line's flags).
+
+    Frozen, and checked once, here (with :mod:`remotemedia.validation`): change
+    one with :func:`dataclasses.replace`, which checks again. What each session
+    uses is derived from it, never copied: :class:`~executor.session.SessionSettings`
+    reads through to it, and :attr:`limits` is what a session may spend.
+    """
 
     #: The signaling server's websocket URL, e.g. ``ws://127.0.0.1:50052/ws``.
     #: Several instances of one signaling cluster, comma-separated, are tried in turn
@@ -68,8 +79,8 @@ class ExecutorConfig:
     heartbeat_timeout: float = 5.0
     #: Seconds for a client's offer, its data channel and its HELLO to arrive.
     connect_timeout: float = 15.0
-    #: STUN/TURN servers for the executor's side of each peer connection.
-    ice_servers: list = field(default_factory=list)
+    #: STUN/TURN servers for the executor's side of each peer connection (a list is stored as a tuple).
+    ice_servers: tuple = ()
     #: Where sessions' objects run: ``"process"`` (a worker process per session) or ``"inprocess"``.
     mode: str = "process"
     #: Seconds one call may run (lowered to a client's shorter timeout); ``None``: no limit.
@@ -82,8 +93,9 @@ class ExecutorConfig:
     inflate_rate: int = DEFAULT_INFLATE_RATE
     #: What clients may send (see :data:`~executor.dispatch.ACCEPTS`): ``"wasm"`` refuses every pickle.
     accept: str = "python"
-    #: Named services offered to clients that ask for one (browsers): name to node factory.
-    services: dict[str, Factory] = field(default_factory=default_services)
+    #: Named services offered to clients that ask for one (browsers): name to node factory
+    #: (stored as a read-only mapping).
+    services: Mapping[str, Factory] = field(default_factory=default_services)
     #: PEM file of the CA certificates that may sign a ``wss://`` server's certificate
     #: (``--ca-file``, ``$REMOTEMEDIA_CA_FILE``); ``None`` trusts the system's CAs.
     ca_file: str | None = None
@@ -98,40 +110,50 @@ class ExecutorConfig:
     fork_server: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.accept not in ACCEPTS:
-            raise ValueError(f"accept must be one of {', '.join(ACCEPTS)}, not {self.accept!r}")
-        if self.call_timeout is not None and not self.call_timeout > 0:
-            raise ValueError(f"call_timeout must be positive, not {self.call_timeout!r}")
-        if not isinstance(self.inflate_rate, int) or self.inflate_rate < 1024 * 1024:
-            raise ValueError(f"inflate_rate must be at least 1 MiB/s (in bytes per second), not {self.inflate_rate!r}")
-        if not isinstance(self.max_objects, int) or self.max_objects < 1:
-            raise ValueError(f"max_objects must be a positive integer, not {self.max_objects!r}")
+        # Checked once, here, with the checks every config shares (remotemedia/validation.py).
+        check.text("name", self.name)
+        check.optional_text("token", self.token)
+        check.optional_text("ca_file", self.ca_file, "a path (a string)")
+        check.choice("mode", self.mode, MODES)
+        check.choice("accept", self.accept, ACCEPTS)
+        check.optional_positive("call_timeout", self.call_timeout)
+        check.at_least("inflate_rate", self.inflate_rate, 1024 * 1024, "1 MiB/s (in bytes per second)")
+        check.positive_int("max_objects", self.max_objects)
+        check.positive_int("max_sessions", self.max_sessions)
+        check.at_least("max_message_size", self.max_message_size, 1024, "1024 bytes")
+        for name in ("connect_timeout", "heartbeat_interval", "heartbeat_timeout"):
+            check.positive(name, getattr(self, name))
+        check.longer("heartbeat_timeout", self.heartbeat_timeout, "heartbeat_interval", self.heartbeat_interval)
+        check.non_negative_int("spare_workers", self.spare_workers)
+        check.flag("fork_server", self.fork_server)
+        object.__setattr__(self, "ice_servers", check.ice_servers("ice_servers", self.ice_servers))
+        isolation = check.sequence("isolation", self.isolation, "protection names")
+        unknown = set(isolation) - set(PROTECTIONS)
+        if unknown:
+            raise ValueError(f"isolation names protections among {', '.join(PROTECTIONS)}, not {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "isolation", isolation)
         for name, factory in self.services.items():
             if not isinstance(name, str) or not callable(factory):
                 raise ValueError(f"services maps names to node factories, not {name!r} to {factory!r}")
+        object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
         if self.memory_limit is not None:
             if self.mode != "process":
                 raise ValueError("memory_limit caps worker processes: it needs mode 'process'")
-            if not isinstance(self.memory_limit, int) or self.memory_limit < MIN_MEMORY_LIMIT:
-                raise ValueError(
-                    f"memory_limit must be at least {MIN_MEMORY_LIMIT} MB (a worker needs about 130 MB "
-                    f"to start), not {self.memory_limit!r}"
-                )
-        if not isinstance(self.max_sessions, int) or self.max_sessions < 1:
-            raise ValueError(f"max_sessions must be a positive integer, not {self.max_sessions!r}")
-        if not isinstance(self.max_message_size, int) or self.max_message_size < 1024:
-            raise ValueError(f"max_message_size must be at least 1024 bytes, not {self.max_message_size!r}")
-        if not self.connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
-        unknown = set(self.isolation) - set(PROTECTIONS)
-        if unknown:
-            raise ValueError(f"isolation names protections among {', '.join(PROTECTIONS)}, not {', '.join(sorted(unknown))}")
-        if not isinstance(self.spare_workers, int) or self.spare_workers < 0:
-            raise ValueError(f"spare_workers must be a non-negative integer, not {self.spare_workers!r}")
-        if not self.heartbeat_timeout > self.heartbeat_interval > 0:
-            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval, both positive")
+            check.at_least(
+                "memory_limit", self.memory_limit, MIN_MEMORY_LIMIT,
+                f"{MIN_MEMORY_LIMIT} MB (a worker needs about 130 MB to start)",
+            )
+
+    @property
+    def limits(self) -> Limits:
+        """What each session may use, derived from this config (a client's shorter timeout lowers its own)."""
+        return Limits(
+            call_timeout=self.call_timeout,
+            max_objects=self.max_objects,
+            memory_limit=self.memory_limit,
+            inflate_rate=self.inflate_rate,
+            accept=self.accept,
+        )
 
 
 class Executor:
@@ -176,16 +198,8 @@ class Executor:
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
         self._background: set[asyncio.Task] = set()
-        self._settings = SessionSettings(
-            executor=config.name,
-            max_message_size=config.max_message_size,
-            heartbeat_interval=config.heartbeat_interval,
-            heartbeat_timeout=config.heartbeat_timeout,
-            connect_timeout=config.connect_timeout,
-            ice_servers=list(config.ice_servers),
-            mode=config.mode,
-            limits=Limits(config.call_timeout, config.max_objects, config.memory_limit, config.inflate_rate, accept=config.accept),
-        )
+        #: What every session shares: this config, read through (the confinement joins it at start).
+        self._settings = SessionSettings(config)
 
     async def start(self) -> None:
         """
@@ -200,7 +214,7 @@ class Executor:
         if self.config.mode == "process" and self.confinement is None:
             # Before registering: a client paired at once finds its worker confined and booted.
             self.confinement = Confinement.probe(self.config.memory_limit, wanted=self.config.isolation)
-            self._settings.confinement = self.confinement
+            self._settings = dataclasses.replace(self._settings, confinement=self.confinement)
             for line in self.confinement.describe():
                 (logger.warning if line.startswith("isolation:") else logger.info)(line)
             if self.config.fork_server:

@@ -34,8 +34,8 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
@@ -51,6 +51,9 @@ from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
 from .relay import Refusal, RelayGuard
 
+if TYPE_CHECKING:  # executor.py imports this module
+    from .executor import ExecutorConfig
+
 __all__ = ["SessionSettings", "ExecutorSession", "ticket_problem", "DEFAULT_MAX_MESSAGE_SIZE", "MODES", "MAX_STRIKES"]
 
 logger = logging.getLogger(__name__)
@@ -65,29 +68,59 @@ _RELAYED = frozenset({Kind.CREATE, Kind.CALL, Kind.RELEASE, Kind.CANCEL, Kind.CR
 MAX_STRIKES = 16
 
 
-@dataclass
+@dataclass(frozen=True)
 class SessionSettings:
-    """What every session of one executor shares."""
+    """
+    What every session of one executor shares: the executor's config, read
+    through rather than copied (so a session sees exactly what the executor was
+    given), and how ``process`` mode confines its workers.
+    """
 
-    #: The executor's registered name (the ticket names it).
-    executor: str
-    #: Largest message accepted from a client, in bytes.
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Seconds between data-channel pings.
-    heartbeat_interval: float = 1.0
-    #: Seconds of silence after which the client is taken for dead.
-    heartbeat_timeout: float = 5.0
-    #: Seconds to wait for the offer, for the data channel to open, and for the client's HELLO.
-    connect_timeout: float = 15.0
-    #: STUN/TURN servers for this side's peer connections.
-    ice_servers: list = field(default_factory=list)
-    #: ``"process"``: each session's objects run in a worker process of their own;
-    #: ``"inprocess"``: in the executor (trusted code; lowest latency; shared models).
-    mode: str = "process"
-    #: The executor's own limits (its call timeout is lowered to the client's, if shorter).
-    limits: Limits = field(default_factory=Limits)
+    #: The executor's settings (``executor.executor.ExecutorConfig``).
+    config: ExecutorConfig
     #: How ``process`` mode confines each session's worker (``None``: not at all).
     confinement: Confinement | None = None
+
+    @property
+    def executor(self) -> str:
+        """The executor's registered name (the ticket names it)."""
+        return self.config.name
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest message accepted from a client, in bytes."""
+        return self.config.max_message_size
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between data-channel pings."""
+        return self.config.heartbeat_interval
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        """Seconds of data-channel silence after which the client is taken for dead."""
+        return self.config.heartbeat_timeout
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for the offer, for the data channel to open, and for the client's HELLO."""
+        return self.config.connect_timeout
+
+    @property
+    def ice_servers(self) -> tuple:
+        """STUN/TURN servers for this side's peer connections."""
+        return self.config.ice_servers
+
+    @property
+    def mode(self) -> str:
+        """``"process"``: each session's objects run in a worker process of their own;
+        ``"inprocess"``: in the executor (trusted code; lowest latency; shared models)."""
+        return self.config.mode
+
+    @property
+    def limits(self) -> Limits:
+        """The executor's own limits (its call timeout is lowered to the client's, if shorter)."""
+        return self.config.limits
 
 
 class _Ended(Exception):

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import secrets
 import signal
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 from executor.__main__ import add_executor_arguments, setup_logging
 from executor.__main__ import executor_config as make_executor_config
@@ -27,7 +29,10 @@ from signaling_server.__main__ import access_settings, add_access_arguments
 
 from .tokens import add_token_command, run_token_command
 
-__all__ = ["main", "parse_args"]
+if TYPE_CHECKING:
+    from executor.executor import ExecutorConfig
+
+__all__ = ["main", "parse_args", "dial_own_server"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +77,7 @@ async def _serve(args: argparse.Namespace) -> int:
         server_config.ssl_context()  # unreadable certificate files are bad settings
         executor_config = make_executor_config(
             args, signaling="", token=executor_token, name=f"embedded-{default_name()}"
-        )  # signaling is set below, once the real port is known
+        )  # dial_own_server gives it the signaling URL, once the real port is known
     except ValueError as exc:
         print(f"remotemedia serve: {exc}", file=sys.stderr)
         return 2
@@ -89,14 +94,7 @@ async def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    # The executor dials its own server; a wildcard address is reached on loopback.
-    dial = "127.0.0.1" if args.host in ("0.0.0.0", "") else ("::1" if args.host == "::" else args.host)
-    scheme = "wss" if server.tls else "ws"
-    executor_config.signaling = f"{scheme}://{f'[{dial}]' if ':' in dial else dial}:{server.port}/ws"
-    if server.tls:
-        # It dials the socket this process listens on, over loopback: the
-        # certificate (made for the public name) proves nothing there.
-        executor_config.ssl_context = _loopback_tls()
+    executor_config = dial_own_server(executor_config, args.host, server.port, tls=server.tls)
     executor = Executor(executor_config)
     try:
         await executor.start()
@@ -112,6 +110,20 @@ async def _serve(args: argparse.Namespace) -> int:
         await executor.close()
         await server.close()
     return 0
+
+
+def dial_own_server(config: ExecutorConfig, host: str, port: int, *, tls: bool) -> ExecutorConfig:
+    """
+    The embedded executor's ``config`` once its server listens on ``host:port``:
+    a new config (``config`` is frozen) that dials that server.
+    """
+    # A wildcard address is reached on loopback.
+    dial = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    scheme = "wss" if tls else "ws"
+    signaling = f"{scheme}://{f'[{dial}]' if ':' in dial else dial}:{port}/ws"
+    # With TLS it dials the socket this process listens on, over loopback: the
+    # certificate (made for the public name) proves nothing there.
+    return dataclasses.replace(config, signaling=signaling, ssl_context=_loopback_tls() if tls else None)
 
 
 def _loopback_tls() -> ssl.SSLContext:
