@@ -53,7 +53,11 @@ ACCEPTS = ("python", "wasm", "any")
 
 @dataclass(frozen=True)
 class Limits:
-    """What one session may use."""
+    """
+    What one session may use. An executor's come from its config
+    (``ExecutorConfig.limits``, checked there); they cross to the worker
+    process as :meth:`to_dict`.
+    """
 
     #: Seconds one call (a create, a plain call, a release) may run; ``None``: no limit.
     call_timeout: float | None = None
