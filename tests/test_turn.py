@@ -15,7 +15,7 @@ import socket
 
 import pytest
 from harness import client_config, running_cluster
-from test_signaling_hub import World, only
+from hub_world import World, only
 
 from remotemedia import RemoteProxyClient
 from remotemedia.exceptions import RemoteTimeoutError
