@@ -5,6 +5,12 @@ as subprocesses on free ports, for end-to-end tests and benchmarks.
 Servers are asked for port 0 and print the port they got, so there is no race
 between picking a free port and binding it. Each process prints one line when
 it is ready; its log goes to a file that is shown when it fails to start.
+
+The credentials and execution modes that tests and benchmarks share live here
+too, not in ``conftest.py``: this module is imported by name (by benchmarks,
+and by client scripts that tests run as subprocesses), while pytest loads
+``conftest.py`` as a plugin that is not meant to be imported. ``conftest.py``
+builds its fixtures (``cluster``, ``mode``) on what this module starts.
 """
 
 from __future__ import annotations
@@ -33,13 +39,20 @@ __all__ = [
     "mode_executor",
     "mode_config",
     "client_config",
+    "config_for",
     "wait_until",
+    "TOKEN",
     "EXECUTOR_TOKEN",
+    "MODES",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The client credential of the servers that tests start (see :func:`running_cluster`).
+TOKEN = "harness-client-credential"
 #: The executor credential of the servers that tests start with a client token (clients never hold it).
 EXECUTOR_TOKEN = "harness-executor-credential"
+#: The executor's execution modes that end-to-end tests run each remote test in (see :func:`mode_executor`).
+MODES = ("process", "inprocess")
 # Credentials in the test runner's environment must not leak into the processes.
 _CREDENTIALS = ("REMOTEMEDIA_TOKEN", "REMOTEMEDIA_EXECUTOR_TOKEN", "REMOTEMEDIA_TOKEN_SECRET")
 
@@ -209,18 +222,23 @@ def running_executor(url: str, *args: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def running_cluster(token: str, *executors: tuple[str, ...], server_args: tuple[str, ...] = ()):
+def running_cluster(
+    token: str, *executors: tuple[str, ...], server_args: tuple[str, ...] = (), env: dict | None = None
+):
     """
-    Context manager: a server that requires ``token`` of clients and
-    :data:`EXECUTOR_TOKEN` of executors, and one executor per entry of
-    ``executors`` (its arguments after ``--signaling URL --executor-token
-    EXECUTOR_TOKEN``), all always stopped; yields ``(server, [executor, ...])``.
-    ``server_args`` go to the server's command line.
+    Context manager: a server that requires ``token`` of clients (tests pass
+    :data:`TOKEN`) and :data:`EXECUTOR_TOKEN` of executors, and one executor
+    per entry of ``executors`` (its arguments after ``--signaling URL
+    --executor-token EXECUTOR_TOKEN``), all always stopped; yields ``(server,
+    [executor, ...])``. ``server_args`` go to the server's command line,
+    ``env`` to every process's environment.
     """
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running_server("--token", token, "--executor-token", EXECUTOR_TOKEN, *server_args))
+        server = stack.enter_context(
+            running_server("--token", token, "--executor-token", EXECUTOR_TOKEN, *server_args, env=env)
+        )
         started = [
-            stack.enter_context(running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, *args))
+            stack.enter_context(running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, *args, env=env))
             for args in executors
         ]
         yield server, started
@@ -238,6 +256,11 @@ def client_config(server, token: str | None, **overrides):
     settings = {"host": "127.0.0.1", "port": server.port, "auth_token": token, "timeout": 15.0}
     settings.update(overrides)
     return RemoteExecutorConfig(**settings)
+
+
+def config_for(server, **overrides):
+    """:func:`client_config` with :data:`TOKEN`: a client of the servers that tests start."""
+    return client_config(server, TOKEN, **overrides)
 
 
 def mode_config(server, token: str, mode: str):

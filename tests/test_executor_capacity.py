@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from harness import EXECUTOR_TOKEN, running_executor, running_server, wait_until
+from harness import TOKEN, running_cluster, wait_until
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient
 from remotemedia.exceptions import RemoteMediaError
@@ -26,7 +26,6 @@ from remotemedia.transport import RPC_LABEL, make_offer, new_peer_connection
 
 from executor.executor import Executor, ExecutorConfig
 
-TOKEN = "capacity-s3cret"
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -67,9 +66,8 @@ def workers_of(executor_pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def cluster(*args: str):
-    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as server, running_executor(
-        server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "cap", *args
-    ) as executor:
+    """A server and one executor, ``cap``, started with ``args``: ``(server, executor)``."""
+    with running_cluster(TOKEN, ("--name", "cap", *args)) as (server, (executor,)):
         yield server, executor
 
 

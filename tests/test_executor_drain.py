@@ -12,11 +12,10 @@ import signal
 import subprocess
 
 import pytest
-from harness import EXECUTOR_TOKEN, client_config, running_cluster, running_executor, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, client_config, running_cluster, running_executor, wait_until
 
 from remotemedia import RemoteProxyClient
 
-TOKEN = "s3cret"
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -22,13 +22,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, running_executor, running_server, wait_until
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient, ResourceLimitError
 
-TOKEN = "isolation-s3cret-token"
-#: The executors' credential (the server's --executor-token), also a secret no worker may see.
-EXECUTOR_TOKEN = "isolation-executor-s3cret"
 pytestmark = pytest.mark.timeout(180)
 
 EXECUTORS = {

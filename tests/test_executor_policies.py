@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import harness
-from harness import EXECUTOR_TOKEN, ROOT, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, ROOT, TOKEN, running_executor, running_server, wait_until
 
 from remotemedia import (
     ConnectionLostError,
@@ -34,7 +34,6 @@ from remotemedia import (
 from remotemedia.rpc import PROTOCOL_VERSION, Kind
 from remotemedia.serialization import dumps_object
 
-TOKEN = "s3cret"
 # Every test starts processes and waits for sessions to end: generous, the machine is shared.
 pytestmark = pytest.mark.timeout(180)
 
@@ -212,8 +211,6 @@ async def test_a_crash_in_process_mode_ends_only_its_own_session(server, executo
     assert why in executor.log()[logged:]  # the executor knows why the session ended
 
 
-
-
 @CRASHES
 async def test_the_client_is_told_that_the_worker_process_crashed(server, executors, method, args, why):
     executor = executors("process")
@@ -289,8 +286,6 @@ async def test_sync_code_past_the_call_timeout_ends_only_its_own_session(server,
     assert executor.alive
 
 
-
-
 @pytest.mark.parametrize(
     "mode, method, args",
     [
@@ -309,8 +304,6 @@ async def test_a_call_right_after_a_stuck_one_fails_with_the_lost_session(server
             await getattr(remote, method)(*args)
         with pytest.raises(ConnectionLostError):
             await remote.echo(1)
-
-
 
 
 @pytest.mark.parametrize(
@@ -421,8 +414,6 @@ async def test_leaving_the_block_cleans_up_in_the_worker_and_the_worker_exits(se
     assert marker.read_text() == str(worker)  # cleanup() ran in the session's worker
     await wait_until(lambda: not pid_exists(worker), timeout=15)
     assert executor.alive
-
-
 
 
 async def test_leaving_the_block_releases_every_object_before_it_returns(server, executors, tmp_path, caplog):

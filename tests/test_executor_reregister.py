@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from harness import EXECUTOR_TOKEN, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, config_for, running_executor, running_server, wait_until
 
-from remotemedia import RemoteExecutorConfig, RemoteProxyClient
+from remotemedia import RemoteProxyClient
 from signaling_server import ServerConfig, start_server
 from signaling_server.app import SERVER_KEY
 
-TOKEN = "s3cret"
 
 #: Logged by the executor when its first attempt to register again fails (the server is down).
 RETRYING = "registering again failed"
@@ -31,12 +30,6 @@ class Counter:
     def add(self, amount: int) -> int:
         self.total += amount
         return self.total
-
-
-def config_for(server, **overrides) -> RemoteExecutorConfig:
-    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": TOKEN, "timeout": 15.0}
-    settings.update(overrides)
-    return RemoteExecutorConfig(**settings)
 
 
 @pytest.mark.timeout(120)

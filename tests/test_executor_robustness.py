@@ -15,7 +15,7 @@ import struct
 import msgpack
 import pytest
 import harness
-from harness import mode_config, mode_executor, running_cluster
+from harness import MODES, TOKEN, mode_config
 
 from remotemedia import ConnectionLostError, RemoteProxyClient
 from remotemedia.codec import FORMAT_VERSION, MAX_NESTING
@@ -23,8 +23,6 @@ from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, compress
 from remotemedia.rpc.framing import chunk
 from remotemedia.rpc.protocol import HEADER_SIZE
 
-TOKEN = "robust-token"
-MODES = ["process", "inprocess"]
 pytestmark = pytest.mark.timeout(180)
 
 _HEADER = struct.Struct("!BBI")
@@ -38,9 +36,10 @@ class Echo:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, executors):
-        yield server, dict(zip(MODES, executors))
+def cluster(cluster_processes):
+    """The shared cluster (tests/conftest.py) as ``(server, {mode: executor})``."""
+    server, executors = cluster_processes
+    return server, dict(zip(MODES, executors))
 
 
 @contextlib.asynccontextmanager

@@ -14,14 +14,11 @@ import asyncio
 
 import numpy as np
 import pytest
-from harness import mode_config, mode_executor, raw_session, running_cluster, wait_until
+from harness import TOKEN, mode_config, raw_session, wait_until
 from media_samples import audio_frames, sine
 
 from remotemedia import AudioFrame, RemoteExecutionError, RemoteProxyClient, VideoFrame
 from remotemedia.rpc import PROTOCOL_VERSION, Kind
-
-TOKEN = "media"
-MODES = ("process", "inprocess")
 
 
 class Effects:
@@ -80,17 +77,6 @@ def gray_frames(n: int, fps: int = 30, width: int = 160, height: int = 120) -> l
 async def items(values):
     for value in values:
         yield value
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, _):
-        yield server
-
-
-@pytest.fixture(params=MODES)
-def mode(request) -> str:
-    return request.param
 
 
 def connect(server, mode: str, media_tracks: int = 1) -> RemoteProxyClient:

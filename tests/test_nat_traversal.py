@@ -22,10 +22,9 @@ import subprocess
 import sys
 
 import pytest
-from harness import EXECUTOR_TOKEN, ROOT, ManagedProcess
+from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ManagedProcess
 from netlab import PUBLIC_IP, Lab, Turn, unavailable
 
-TOKEN = "nat-client"
 _WHY = unavailable()
 if _WHY is not None and os.environ.get("REMOTEMEDIA_REQUIRE_NETLAB") == "1":
     raise RuntimeError(f"REMOTEMEDIA_REQUIRE_NETLAB=1, yet {_WHY}")

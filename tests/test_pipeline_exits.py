@@ -17,13 +17,12 @@ import traceback
 from pathlib import Path
 
 import pytest
-from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess
+from harness import EXECUTOR_TOKEN, TOKEN, ExecutorProcess, ServerProcess
 
 from remotemedia import ConnectionLostError, Node, Pipeline, PipelineError, RemoteExecutorConfig, RemoteObjectExecutionNode
 from remotemedia.nodes import ToneNode
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "s3cret"
 
 
 class Explodes(Node):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import client_config, running_cluster, running_server, wait_until
+from harness import config_for, running_server, wait_until
 from media_samples import random_image
 
 from remotemedia import (
@@ -35,8 +35,6 @@ from remotemedia import (
     SerializationError,
     VideoFrame,
 )
-
-TOKEN = "pipeline-remote"
 
 
 class Add(Node):
@@ -144,15 +142,16 @@ class FailAt(Node):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One signaling server with a token and one executor, shared by the module's tests."""
-    with running_cluster(TOKEN, ("--name", "exec-p", "--max-sessions", "8")) as (server, (executor,)):
-        yield server, executor
+def cluster_executors():
+    """One executor, ``exec-p``, shared by the module's tests."""
+    return (("--name", "exec-p", "--max-sessions", "8"),)
 
 
-def config_for(server, **overrides) -> RemoteExecutorConfig:
-    """A client's config for ``server`` with the module's token, then ``overrides``."""
-    return client_config(server, TOKEN, **overrides)
+@pytest.fixture(scope="module")
+def cluster(cluster_processes):
+    """The shared cluster (tests/conftest.py) as ``(server, executor)``."""
+    server, (executor,) = cluster_processes
+    return server, executor
 
 
 async def no_sessions_left(server) -> None:

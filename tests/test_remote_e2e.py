@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import EXECUTOR_TOKEN, ExecutorProcess, client_config, running_cluster, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, ExecutorProcess, config_for, running_executor, running_server, wait_until
 
 from remotemedia import (
     AuthenticationError,
@@ -31,8 +31,6 @@ from remotemedia import (
     RemoteTimeoutError,
     SerializationError,
 )
-
-TOKEN = "s3cret"
 
 
 class StreamingDataProcessor:
@@ -105,15 +103,16 @@ class Tools:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One signaling server with a token and one executor, shared by the module's tests."""
-    with running_cluster(TOKEN, ("--name", "exec-a", "--max-sessions", "8")) as (server, (executor,)):
-        yield server, executor
+def cluster_executors():
+    """One executor, ``exec-a``, shared by the module's tests."""
+    return (("--name", "exec-a", "--max-sessions", "8"),)
 
 
-def config_for(server, **overrides) -> RemoteExecutorConfig:
-    """A client's config for ``server`` with the module's token, then ``overrides``."""
-    return client_config(server, TOKEN, **overrides)
+@pytest.fixture(scope="module")
+def cluster(cluster_processes):
+    """The shared cluster (tests/conftest.py) as ``(server, executor)``."""
+    server, (executor,) = cluster_processes
+    return server, executor
 
 
 async def test_the_specifications_example_runs_remotely_and_keeps_state(cluster):

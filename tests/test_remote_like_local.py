@@ -11,13 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from harness import mode_config, mode_executor, running_cluster
+from harness import TOKEN, mode_config
 
 from remotemedia import AudioFrame, Pipeline, RemoteExecutionError, RemoteObjectExecutionNode, RemoteProxyClient, VideoFrame
 from remotemedia.nodes import VideoPatternNode
-
-TOKEN = "s3cret"
-MODES = ("inprocess", "process")
 
 
 class Brighten:
@@ -45,17 +42,6 @@ class Brighten:
     async def each(self, items):
         async for item in items:
             yield item
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, _):
-        yield server
-
-
-@pytest.fixture(params=MODES)
-def mode(request) -> str:
-    return request.param
 
 
 async def test_a_remote_node_may_modify_the_frames_it_receives(cluster, mode):

@@ -15,11 +15,10 @@ import signal
 from pathlib import Path
 
 import pytest
-from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, ExecutorProcess, ServerProcess, client_config, wait_until
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient
 
-TOKEN = "s3cret"
 
 # Quick to notice a lost executor, yet patient enough for a loaded 2-core machine.
 HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
@@ -85,9 +84,7 @@ def processes(executors: int, *server_args: str, executor_args: tuple = ()):
 
 
 def config_for(server: ServerProcess, **overrides) -> RemoteExecutorConfig:
-    settings = {"host": "127.0.0.1", "port": server.port, "auth_token": TOKEN, "timeout": 20.0, **HEARTBEAT}
-    settings.update(overrides)
-    return RemoteExecutorConfig(**settings)
+    return client_config(server, TOKEN, **{"timeout": 20.0, **HEARTBEAT, **overrides})
 
 
 def serving(client: RemoteProxyClient, executors: list[ExecutorProcess]) -> tuple[ExecutorProcess, list[ExecutorProcess]]:

@@ -15,12 +15,10 @@ import pickle
 
 import pytest
 import harness
-from harness import EXECUTOR_TOKEN, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, running_executor, running_server, wait_until
 
 from remotemedia.rpc import PROTOCOL_VERSION, Kind, Message
 from remotemedia.signaling import SignalingClient
-
-TOKEN = "s3cret"
 
 
 def guarded_server():

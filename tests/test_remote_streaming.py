@@ -19,14 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import mode_config, mode_executor, running_cluster, wait_until
+from harness import TOKEN, mode_config, wait_until
 
 from executor.inputs import INPUT_WINDOW
 from remotemedia import RemoteExecutionError, RemoteProxyClient, RemoteTimeoutError
 from remotemedia.remote.client import STREAM_WINDOW
 
-TOKEN = "duplex"
-MODES = ("process", "inprocess")
 #: Items a side may be ahead beyond the credit windows: the one item each
 #: loop holds while it waits for credit, and the one being handed over.
 SLACK = 2
@@ -238,18 +236,6 @@ def source_of(kind: str, items):
     return iter(list(items))
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """One signaling server and one executor per execution mode, named ``exec-MODE``."""
-    with running_cluster(TOKEN, *(mode_executor(mode) for mode in MODES)) as (server, _):
-        yield server
-
-
-@pytest.fixture(params=MODES)
-def mode(request) -> str:
-    return request.param
-
-
 @pytest.fixture(params=["async", "sync"])
 def flavour(request) -> str:
     """Whether the remote method is an ``async def`` generator or a sync one."""
@@ -382,8 +368,6 @@ async def test_breaking_out_of_a_duplex_stream_stops_the_remote_generator(cluste
         assert received == [0, 1, 2, 3, 4]
         await wait_until(marker.exists, timeout=15)
         await _still_usable(remote)
-
-
 
 
 @pytest.mark.parametrize(

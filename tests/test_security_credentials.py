@@ -24,6 +24,7 @@ import time
 
 import pytest
 from harness import ROOT, running_executor, running_server, wait_until
+from harness import TOKEN as CLIENT_TOKEN
 
 from remotemedia import NoExecutorAvailable, RemoteExecutorConfig, RemoteProxyClient
 from remotemedia.exceptions import (
@@ -36,8 +37,6 @@ from remotemedia.exceptions import (
 from remotemedia.signaling import SignalingClient
 from remotemedia.tokens import mint_client_token, mint_executor_token
 
-CLIENT_TOKEN = "client-credential"
-EXECUTOR_TOKEN = "executor-credential"
 SECRET = "security-test-secret-" + "x" * 20
 TIMEOUT = 15.0
 
@@ -72,12 +71,15 @@ def config(server, token, **overrides) -> RemoteExecutorConfig:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A server with separate credentials and token signing, and one real executor, ``real``."""
-    with running_server(
-        "--token", CLIENT_TOKEN, "--executor-token", EXECUTOR_TOKEN, "--token-secret", SECRET
-    ) as server, running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "real", "--max-sessions", "8"):
-        yield server
+def cluster_executors():
+    """One real executor, ``real``, registered with the ``cluster`` (tests/conftest.py)."""
+    return (("--name", "real", "--max-sessions", "8"),)
+
+
+@pytest.fixture(scope="module")
+def cluster_server_args():
+    """The ``cluster``'s server also signs tokens (its client and executor credentials differ anyway)."""
+    return ("--token-secret", SECRET)
 
 
 # -- impersonation -------------------------------------------------------------------------

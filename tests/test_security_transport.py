@@ -21,7 +21,7 @@ import sys
 import urllib.request
 
 import pytest
-from harness import EXECUTOR_TOKEN, ROOT, ServeProcess, client_config, running_executor, running_server, wait_until
+from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ServeProcess, client_config, running_executor, running_server, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -30,8 +30,6 @@ from remotemedia.signaling import SignalingClient
 from remotemedia.signaling.messages import CLOSE_ADDRESS_FULL, CLOSE_IDLE_TIMEOUT, CLOSE_SERVER_FULL
 
 trustme = pytest.importorskip("trustme")
-
-TOKEN = "transport-token"
 
 
 class Doubler:

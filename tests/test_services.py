@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from harness import ROOT, client_config, running_cluster
+from harness import ROOT, TOKEN, client_config
 
 from remotemedia import AudioFrame, NoExecutorAvailable, RemoteExecutionError, Transcript, VideoFrame
 from remotemedia import Pipeline
@@ -21,23 +21,16 @@ from remotemedia.remote import RemoteServiceNode
 
 from speech_samples import FIRST, SECOND, say, word_error_rate
 
-TOKEN = "services-token"
+
+@pytest.fixture(scope="module")
+def cluster_executors():
+    return (("--name", "svc", "--services", "services_sample:SERVICES", "--max-sessions", "8"),)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    # The executor imports the sample services from tests/ (it inherits our environment).
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), old]))
-    try:
-        args = ("--name", "svc", "--services", "services_sample:SERVICES", "--max-sessions", "8")
-        with running_cluster(TOKEN, args) as (server, _):
-            yield server
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+def cluster_env():
+    # The executor imports the sample services from tests/.
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
 
 
 def scene(i: int, size=(240, 320)) -> VideoFrame:

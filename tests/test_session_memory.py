@@ -21,7 +21,7 @@ import weakref
 
 import pytest
 import harness
-from harness import running_cluster, wait_until
+from harness import TOKEN, running_cluster, wait_until
 
 from remotemedia import RemoteProxyClient
 from remotemedia.exceptions import RemoteMediaError
@@ -29,7 +29,6 @@ from remotemedia.rpc import PROTOCOL_VERSION, Kind, compression
 from remotemedia.rpc.framing import CHUNK_SIZE, chunk
 from remotemedia.serialization import dumps_object
 
-TOKEN = "memory-token"
 #: How far above its start an executor may stay once the attackers have left.
 SLACK_MB = 50
 pytestmark = pytest.mark.timeout(240)

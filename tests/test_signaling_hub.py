@@ -1,5 +1,9 @@
 """
 The signaling hub without I/O: events in, actions out, time passed by hand.
+
+The pieces it is built from have their own files: test_signaling_registry.py
+(choosing executors), test_token_bucket.py (the rate limit) and
+test_signaling_config.py (ServerConfig's validation).
 """
 
 from __future__ import annotations
@@ -7,74 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hub_world import World, closes, only, sent
 
-from signaling_server.config import ServerConfig
-from signaling_server.hub import POLICY_VIOLATION, Close, Hub, Send
-from signaling_server.ratelimit import TokenBucket
-from signaling_server.registry import ExecutorRecord, Registry
-from remotemedia.signaling.messages import TO_SERVER, validate
+from signaling_server.hub import POLICY_VIOLATION, Close, Send
 from remotemedia.signaling.ticket import verify_ticket
-
-
-def sent(actions, conn) -> list[dict]:
-    """Messages that ``actions`` send to ``conn``, in order."""
-    return [a.message for a in actions if isinstance(a, Send) and a.conn == conn]
-
-
-def closes(actions, conn) -> list[Close]:
-    return [a for a in actions if isinstance(a, Close) and a.conn == conn]
-
-
-def only(actions, conn) -> dict:
-    messages = sent(actions, conn)
-    assert len(messages) == 1, actions
-    return messages[0]
-
-
-class World:
-    """A hub and helpers that speak to it like peers do."""
-
-    def __init__(self, **config) -> None:
-        if config.get("token") and "executor_token" not in config:
-            config["executor_token"] = "exec-" + config["token"]  # executors hold their own credential
-        #: Unix time the hub reads for token expiry.
-        self.wall = 1_000_000.0
-        self.hub = Hub(ServerConfig(**config), wall_clock=lambda: self.wall)
-        self.now = 0.0
-        self.token = config.get("token")
-        self.executor_token = config.get("executor_token")
-
-    def connect(self) -> str:
-        return self.hub.open(self.now)
-
-    def send(self, conn, message) -> list:
-        data = message if isinstance(message, (str, bytes)) else json.dumps(message)
-        return self.hub.receive(conn, data, self.now)
-
-    def executor(self, name, capacity=4, **caps) -> str:
-        conn = self.connect()
-        message = {"type": "register", "name": name, "capacity": capacity}
-        if caps:
-            message["capabilities"] = caps
-        if self.executor_token:
-            message["token"] = self.executor_token
-        assert only(self.send(conn, message), conn)["type"] == "registered"
-        return conn
-
-    def pair(self, client, requirements=None, **extra) -> tuple[dict, list]:
-        message = {"type": "pair", **extra}
-        if requirements is not None:
-            message["requirements"] = requirements
-        if self.token:
-            message["token"] = self.token
-        actions = self.send(client, message)
-        return only(actions, client), actions
-
-    def error_code(self, actions, conn) -> str:
-        message = only(actions, conn)
-        assert message["type"] == "error", message
-        assert message["message"]
-        return message["code"]
 
 
 # -- registration ------------------------------------------------------------------
@@ -512,78 +452,6 @@ def test_rate_limit_refills_with_time():
         assert world.pair(conn)[0]["code"] == "no_executor"
 
 
-# -- the pieces --------------------------------------------------------------------
-
-
-def test_token_bucket():
-    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
-    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.take(0.5)  # one token back after 0.5 s
-    assert not bucket.take(0.5)
-    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]  # never above burst
-    assert not bucket.take(50.0)  # time going backwards adds nothing
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"token": ""},
-        {"signaling_heartbeat_timeout": 0},
-        {"signaling_heartbeat_interval": -1},
-        {"signaling_heartbeat_interval": 5.0, "signaling_heartbeat_timeout": 5.0},
-        {"hello_timeout": True},
-        {"rate_limit": 0},
-        {"rate_burst": 0},
-        {"max_message_size": 1.5},
-        {"max_sessions_per_client": True},
-        {"outbox_size": 0},
-    ],
-)
-def test_server_config_refuses_bad_values(kwargs):
-    with pytest.raises(ValueError):
-        ServerConfig(**kwargs)
-
-
-def test_registry_records_sessions_and_frees_them():
-    registry = Registry()
-    record = ExecutorRecord(name="e", conn="c1", capacity=2)
-    registry.add_executor(record)
-    session = registry.open_session("s1", "client", record)
-    assert record.free == 1 and session.other_end("client") == "c1" and session.other_end("c1") == "client"
-    assert session.other_end("someone") is None
-    registry.close_session("s1")
-    assert record.free == 2
-    registry.open_session("s2", "client", record)
-    assert [s.id for s in registry.remove_executor("e")] == ["s2"]
-    assert registry.sessions == {}
-
-
-def test_sessions_an_executor_reports_count_against_its_capacity():
-    # After a restart of the server, an executor still serves sessions this registry never paired.
-    registry = Registry()
-    record = ExecutorRecord(name="e", conn="c1", capacity=3)
-    registry.add_executor(record)
-    record.reported_sessions = 2
-    assert record.free == 1
-    registry.open_session("s1", "client", record)
-    assert record.free == 1  # the new one is among those it will report
-    record.reported_sessions = 3
-    assert record.free == 0 and registry.choose({}) is None
-
-
-def test_avoided_executors_are_chosen_only_when_no_other_matches():
-    registry = Registry()
-    roomy = ExecutorRecord(name="roomy", conn="c1", capacity=8)
-    small = ExecutorRecord(name="small", conn="c2", capacity=1)
-    registry.add_executor(roomy)
-    registry.add_executor(small)
-    assert registry.choose({}) is roomy
-    assert registry.choose({"avoid": ["roomy"]}) is small
-    registry.open_session("s1", "client", small)
-    assert registry.choose({"avoid": ["roomy"]}) is roomy  # a preference, not a requirement
-    assert validate({"type": "pair", "requirements": {"avoid": ["a", "b"]}}, TO_SERVER)["requirements"]["avoid"] == ["a", "b"]
-
-
 # -- more choice, relay and lifecycle rules ------------------------------------------
 
 
@@ -601,26 +469,6 @@ def test_equal_free_capacity_and_load_goes_to_the_earlier_registration():
     world.executor("roomy", capacity=9)
     world.send(world.hub.registry.executors["roomy"].conn, {"type": "heartbeat", "load": 99.0, "sessions": 0})
     assert world.pair(client)[0]["executor"] == "roomy"
-
-
-def test_registry_choice_and_explanations_directly():
-    registry = Registry()
-    assert registry.choose({}) is None
-    assert "no executor is registered" in registry.why_none({})
-    a = ExecutorRecord(name="a", conn="ca", capacity=1, gpu=True)
-    b = ExecutorRecord(name="b", conn="cb", capacity=1, load=0.1)
-    registry.add_executor(a)
-    registry.add_executor(b)
-    assert (a.order, b.order) == (0, 1)
-    assert registry.choose({}) is a  # equal free, a's load 0.0 < 0.1
-    assert registry.choose({"gpu": True}) is a
-    assert registry.choose({"executor": "b"}) is b
-    assert registry.choose({"model": "m"}) is None
-    assert "none of the 2 registered executors matches" in registry.why_none({"model": "m"})
-    assert "model='m'" in registry.why_none({"model": "m"})
-    registry.open_session("s", "client", a)
-    assert registry.choose({"gpu": True}) is None
-    assert "all 1 matching executors are at capacity" in registry.why_none({"gpu": True})
 
 
 def test_pairing_counts_and_relay_counts_by_type():
@@ -801,47 +649,6 @@ def test_too_many_sessions_keeps_the_connection_and_a_bye_makes_room():
     assert world.hub.health()["sessions"] == 1
     world.send(client, {"type": "bye", "session": sid})
     assert world.pair(client)[0]["type"] == "paired"
-
-
-def test_token_bucket_refills_fractionally_and_caps_at_burst():
-    bucket = TokenBucket(rate=4.0, burst=2, now=10.0)
-    assert bucket.take(10.0) and bucket.take(10.0) and not bucket.take(10.0)
-    assert not bucket.take(10.2)  # 0.8 of a token
-    assert bucket.take(10.25)  # 0.8 + 0.2 = 1.0
-    assert not bucket.take(10.25)
-    assert bucket.take(1e9) and bucket.take(1e9) and not bucket.take(1e9)
-
-
-def test_token_bucket_clock_going_back_then_forward_adds_nothing():
-    bucket = TokenBucket(rate=1.0, burst=2, now=100.0)
-    assert bucket.take(100.0) and bucket.take(100.0)
-    assert not bucket.take(50.0)
-    assert not bucket.take(100.0)  # no time passed beyond 100.0
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"token": 5},
-        {"hello_timeout": 0.0},
-        {"rate_limit": float("nan")},
-        {"signaling_heartbeat_interval": "5"},
-        {"signaling_heartbeat_interval": 10.0, "signaling_heartbeat_timeout": 9.0},
-        {"rate_burst": True},
-        {"outbox_size": 2.0},
-        {"max_message_size": -1},
-    ],
-)
-def test_server_config_refuses_more_bad_values(kwargs):
-    with pytest.raises(ValueError):
-        ServerConfig(**kwargs)
-
-
-def test_server_config_defaults_and_valid_values():
-    config = ServerConfig()
-    assert config.token is None and config.signaling_heartbeat_timeout > config.signaling_heartbeat_interval
-    config = ServerConfig(token="t", signaling_heartbeat_interval=1, signaling_heartbeat_timeout=2, rate_limit=0.5, rate_burst=1)
-    assert (config.token, config.signaling_heartbeat_interval, config.rate_burst) == ("t", 1, 1)
 
 
 # -- what the hub sends is what a peer accepts ---------------------------------------

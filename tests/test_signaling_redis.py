@@ -15,14 +15,13 @@ import signal
 from collections import Counter as Tally
 
 import pytest
-from harness import EXECUTOR_TOKEN, ExecutorProcess, ServerProcess, client_config, wait_until
+from harness import EXECUTOR_TOKEN, TOKEN, ExecutorProcess, ServerProcess, client_config, wait_until
 from redislab import running_redis
 
 from remotemedia import ConnectionLostError, RemoteExecutorConfig, RemoteProxyClient
 from remotemedia.exceptions import NoExecutorAvailable, SignalingError
 from remotemedia.signaling import SignalingClient
 
-TOKEN = "s3cret"
 #: Quick expiry of silent executors, yet patient enough for a loaded machine.
 SERVER_ARGS = ("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN, "--heartbeat-timeout", "3")
 

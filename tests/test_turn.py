@@ -14,8 +14,8 @@ import hmac
 import socket
 
 import pytest
-from harness import client_config, running_cluster
-from test_signaling_hub import World, only
+from harness import config_for
+from hub_world import World, only
 
 from remotemedia import RemoteProxyClient
 from remotemedia.exceptions import RemoteTimeoutError
@@ -119,9 +119,8 @@ async def test_where_turn_over_udp_does_not_answer_the_tcp_url_is_put_first():
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with running_cluster("route", ("--name", "route-exec", "--mode", "inprocess")) as (server, _):
-        yield server
+def cluster_executors():
+    return (("--name", "route-exec", "--mode", "inprocess"),)
 
 
 class Echo:
@@ -130,7 +129,7 @@ class Echo:
 
 
 async def test_on_one_host_the_route_is_direct_between_host_candidates(cluster):
-    async with RemoteProxyClient(client_config(cluster, "route")) as client:
+    async with RemoteProxyClient(config_for(cluster)) as client:
         remote = await client.create_proxy(Echo())
         assert await remote.ping(1) == 1
         route = client.route
@@ -143,7 +142,7 @@ async def test_on_one_host_the_route_is_direct_between_host_candidates(cluster):
 async def test_a_turn_server_that_cannot_be_reached_does_not_stop_a_direct_connection(cluster):
     # No TURN server listens there: gathering goes on without a relay candidate.
     dead = [{"urls": ["turn:127.0.0.1:9?transport=tcp"], "username": "u", "credential": "c"}]
-    config = client_config(cluster, "route", ice_servers=dead, connect_timeout=8.0, reconnect=False)
+    config = config_for(cluster, ice_servers=dead, connect_timeout=8.0, reconnect=False)
     async with RemoteProxyClient(config) as client:
         # Host candidates still meet on one machine: the session works without the relay.
         assert client.route.kind == "direct"
@@ -163,7 +162,7 @@ async def test_a_connection_with_no_path_names_its_candidates_and_suggests_ice_s
     real_description, real_offer = peer.RTCSessionDescription, SignalingSession.send_offer
     monkeypatch.setattr(peer, "RTCSessionDescription", lambda sdp, kind: real_description(_nowhere(sdp) if kind == "answer" else sdp, kind))
     monkeypatch.setattr(SignalingSession, "send_offer", lambda self, sdp: real_offer(self, _nowhere(sdp)))
-    config = client_config(cluster, "route", connect_timeout=4.0, reconnect=False)
+    config = config_for(cluster, connect_timeout=4.0, reconnect=False)
     with pytest.raises(RemoteTimeoutError) as caught:
         async with RemoteProxyClient(config):
             pass
@@ -177,6 +176,6 @@ def test_the_executor_and_the_embedded_server_take_ice_servers_on_their_command_
     from remotemedia.__main__ import parse_args as remotemedia_args
 
     args = executor_args(["--signaling", "ws://127.0.0.1:1/ws", "--ice-server", "stun:198.19.0.1:3478"])
-    assert executor_config(args, signaling="ws://127.0.0.1:1/ws", token=None, name="x").ice_servers == ["stun:198.19.0.1:3478"]
+    assert executor_config(args, signaling="ws://127.0.0.1:1/ws", token=None, name="x").ice_servers == ("stun:198.19.0.1:3478",)
     serve = remotemedia_args(["serve", "--ice-server", URLS[1], "--turn-secret", SECRET])
     assert serve.ice_server == [URLS[1]] and serve.turn_secret == SECRET

@@ -15,7 +15,7 @@ import pathlib
 import cloudpickle
 import numpy as np
 import pytest
-from harness import client_config, running_cluster
+from harness import TOKEN, client_config
 
 from executor.dispatch import Dispatcher, Limits
 from executor.objects import ObjectTable
@@ -32,8 +32,6 @@ from remotemedia.nodes import InvertNode, ToneNode, VideoPatternNode, WasmNode
 from remotemedia.rpc import Kind, Message
 from remotemedia.wasm import example, lowpass
 
-TOKEN = "wasm-remote"
-
 
 class Touch:
     """Unpickling this creates the file ``path``: the proof that a pickle was loaded."""
@@ -49,12 +47,11 @@ class Touch:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster_executors():
     # With a memory cap: wasmtime's address-space reservations must not count against it.
     wasm_only = ("--name", "wasm-only", "--accept", "wasm", "--mode", "process", "--max-sessions", "8", "--memory-limit", "400")
     python_only = ("--name", "python-only", "--mode", "process", "--max-sessions", "8")
-    with running_cluster(TOKEN, wasm_only, python_only) as (server, _):
-        yield server
+    return wasm_only, python_only
 
 
 def config(server, executor: str = "wasm-only"):

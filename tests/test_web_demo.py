@@ -24,14 +24,13 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 from browser import DemoPage, launch, require_browser, write_microphone_wav
-from harness import ROOT, running_cluster, running_executor, running_server
+from harness import ROOT, TOKEN, running_cluster, running_executor, running_server
 from speech_samples import FIRST, resample, say, word_error_rate
 
 from remotemedia.tokens import mint_client_token
 
 pytestmark = pytest.mark.timeout(180)
 
-TOKEN = "web-demo-token"
 #: The cluster's --token-secret: it also takes signed client tokens.
 TOKEN_SECRET = "web-demo-token-secret-" + "x" * 16
 EXECUTOR = "web-demo-exec"
@@ -114,12 +113,15 @@ def browser(microphone):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A server that wants :data:`TOKEN`, and one executor named :data:`EXECUTOR`."""
-    with running_cluster(
-        TOKEN, ("--name", EXECUTOR, "--max-sessions", "8"), server_args=("--token-secret", TOKEN_SECRET)
-    ) as (server, _):
-        yield server
+def cluster_executors():
+    """The ``cluster`` (tests/conftest.py) has one executor, named :data:`EXECUTOR`."""
+    return (("--name", EXECUTOR, "--max-sessions", "8"),)
+
+
+@pytest.fixture(scope="module")
+def cluster_server_args():
+    """The ``cluster``'s server also accepts client tokens signed with :data:`TOKEN_SECRET`."""
+    return ("--token-secret", TOKEN_SECRET)
 
 
 @pytest.fixture(scope="module")
