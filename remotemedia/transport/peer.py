@@ -206,14 +206,17 @@ def _no_path(pc: RTCPeerConnection, what: str, why: str) -> str:
     )
 
 
-async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) -> None:
+async def watch_bye(
+    session: SignalingSession, on_bye: Callable[[str], None], *, on_candidate: Callable[[dict | None], None] | None = None
+) -> None:
     """
     After negotiation, read ``session`` until the other end says ``bye``, then call ``on_bye(reason)``.
 
     The server says bye the moment the other end's websocket drops (a crash,
     a kill): far sooner than a data-channel heartbeat notices. Losing the
     signaling server itself does not end a peer connection that is up, so
-    that only logs: the heartbeat decides.
+    that only logs: the heartbeat decides. Candidates trickled after the
+    answer (browsers do) go to ``on_candidate``; without one they are ignored.
     """
     try:
         while True:
@@ -222,6 +225,9 @@ async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) ->
                 on_bye(session.ended or "bye")
                 return
             if message["type"] == "candidate":
-                logger.debug("session %s: a late candidate, ignored", session.id)
+                if on_candidate is not None:
+                    on_candidate(message.get("candidate"))
+                else:
+                    logger.debug("session %s: a late candidate, ignored", session.id)
     except RemoteMediaError as exc:
         logger.warning("session %s: signaling ended: %s", session.id, exc)
