@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import ssl
 from dataclasses import dataclass, field
 
+from remotemedia.aio import Backoff, Tasks
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
@@ -175,7 +175,7 @@ class Executor:
         self._runners: dict[str, ExecutorSession | ServiceSession] = {}
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
-        self._background: set[asyncio.Task] = set()
+        self._background = Tasks()  # refusals, queued pairings, load reports: ended by close()
         self._settings = SessionSettings(
             executor=config.name,
             max_message_size=config.max_message_size,
@@ -274,9 +274,7 @@ class Executor:
         for task in list(self.sessions.values()):
             task.cancel()
         await asyncio.gather(*self.sessions.values(), return_exceptions=True)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
         if self._pool is not None:
             await self._pool.close()
         if self.confinement is not None:
@@ -351,9 +349,7 @@ class Executor:
 
     def _in_background(self, coro, name: str) -> None:
         """Run ``coro`` in a task that :meth:`close` ends if it is still running."""
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro, name)
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
@@ -386,7 +382,9 @@ class Executor:
         """Replace the lost signaling connection: retry with backoff until registered or closed."""
         await self.signaling.close()  # its reader is done; the sessions it paired stay up
         loop = asyncio.get_running_loop()
-        lost_at, delay, attempts, last_reason = loop.time(), self.RECONNECT_FIRST_DELAY, 0, None
+        lost_at, attempts, last_reason = loop.time(), 0, None
+        # Jitter spreads the executors of a restarted server over time.
+        backoff = Backoff(self.RECONNECT_FIRST_DELAY, self.RECONNECT_MAX_DELAY, jitter=0.5)
         while True:
             attempts += 1
             try:
@@ -410,12 +408,10 @@ class Executor:
                     self.config.name, self.config.signaling, loop.time() - lost_at, attempts, len(self.sessions),
                 )
                 return
-            # Jitter spreads the executors of a restarted server over time.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+                await asyncio.wait_for(self._closing.wait(), backoff.next())
             if self._closing.is_set():
                 return
-            delay = min(2 * delay, self.RECONNECT_MAX_DELAY)
 
     @classmethod
     def _retryable(cls, exc: Exception) -> bool:

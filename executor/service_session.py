@@ -11,7 +11,7 @@ after its answer. The protocol is in ``signaling_server/PROTOCOL.md``
 - nothing is looked at before the client's ``hello`` shows the session's
   ticket; then the service's node is built with the client's options;
 - received frames go to the node in arrival order; video it has not taken
-  yet is replaced by newer frames (:class:`~remotemedia.nodes.live.LatestQueue`
+  yet is replaced by newer frames (:class:`~remotemedia.aio.Latest`
   semantics), audio is kept up to :data:`MAX_AUDIO_BACKLOG` seconds;
 - the node's video goes back on the video track (the latest frame), its
   audio is played on the audio track, anything else goes on the data
@@ -36,6 +36,7 @@ from typing import Any, Callable
 import av
 from aiortc.mediastreams import MediaStreamError
 
+from remotemedia.aio import in_thread
 from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
@@ -373,7 +374,7 @@ class ServiceSession(PeerSession):
             return None
         if inspect.iscoroutinefunction(method):
             return await method()
-        return await asyncio.to_thread(method)
+        return await in_thread(method)
 
     async def _serve_node(self) -> None:
         node = self._node if getattr(self._node, "is_streaming", False) else ProcessStream(self._node)

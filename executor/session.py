@@ -37,6 +37,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from remotemedia.aio import Tasks
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
@@ -120,7 +121,7 @@ class ExecutorSession(PeerSession):
         self._guard: RelayGuard | None = None  # process mode
         self._strikes = 0
         self._hello_timer: asyncio.TimerHandle | None = None
-        self._replies: set[asyncio.Task] = set()  # replies being sent; cancelled at teardown
+        self._replies = Tasks()  # replies being sent; cancelled at teardown
         # Encodes what a bridge passes to the worker (a local socket: no compression), and decodes what it must look into.
         self._worker_codec = RPCProtocol(settings.max_message_size, compress=False)
 
@@ -178,8 +179,7 @@ class ExecutorSession(PeerSession):
             await self._worker.close(2 * CLEANUP_TIMEOUT)
         if self._lane is not None:
             await self._lane.close()  # bounded: the slot is freed even when TURN is unreachable
-        for task in list(self._replies):
-            task.cancel()
+        await self._replies.close()
         # What holds our bound methods goes, so nothing is left for the garbage collector.
         self._dispatcher = self._worker = self._guard = self._lane = None
         self._bridges.clear()
@@ -404,11 +404,4 @@ class ExecutorSession(PeerSession):
 
     def _reply_later(self, coro: Any) -> None:
         """Send a reply without waiting for it; kept, and cancelled at teardown if still under way."""
-        task = asyncio.ensure_future(coro)
-        self._replies.add(task)
-        task.add_done_callback(self._reply_sent)
-
-    def _reply_sent(self, task: asyncio.Task) -> None:
-        self._replies.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed reply was logged where it failed
+        self._replies.spawn(coro)

@@ -39,6 +39,7 @@ import time
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
 
+from ..aio import Backoff, Tasks
 from ..exceptions import (
     AuthenticationError,
     ConnectionLostError,
@@ -184,7 +185,7 @@ class RemoteProxyClient:
         self._streams: dict[int, asyncio.Queue] = {}
         self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
-        self._cancels: set[asyncio.Task] = set()  # CANCELs of timed-out calls, being sent
+        self._cancels = Tasks()  # CANCELs of timed-out calls, being sent
         self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
@@ -305,7 +306,7 @@ class RemoteProxyClient:
         """Pair again and re-create every remote object; on failure, stay closed saying why."""
         lost, budget = self._lost, max(self.config.connect_timeout, 2 * self.config.heartbeat_timeout)
         deadline = asyncio.get_running_loop().time() + budget
-        delay, before = 0.1, self.executor
+        backoff, before = Backoff(0.1, MAX_BACKOFF), self.executor
         # The lost executor may be frozen yet still registered: prefer any other.
         avoid = [before] if before else []
         while True:
@@ -327,14 +328,13 @@ class RemoteProxyClient:
             except (RemoteMediaError, OSError) as exc:
                 if self.executor and self.executor not in avoid:
                     avoid.append(self.executor)  # it did not answer either
-                if asyncio.get_running_loop().time() + delay > deadline:
+                if asyncio.get_running_loop().time() + backoff.delay > deadline:
                     self._lost = f"{lost}; reconnecting failed for {budget:g} s: {exc}"
                     logger.warning("giving up reconnecting: %s", exc)
                     await self._teardown()
                     return
-                logger.info("reconnecting failed (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                logger.info("reconnecting failed (%s); retrying in %.1f s", exc, backoff.delay)
+                await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
         """Release every remote object, then close the connection; safe to call twice."""
@@ -356,10 +356,8 @@ class RemoteProxyClient:
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
         self._on_lost("the client closed the session", self._generation)
-        if self._cancels:
-            await asyncio.wait(set(self._cancels), timeout=1.0)  # last words, not waited for long
-            for task in self._cancels:
-                task.cancel()
+        await self._cancels.wait(1.0)  # last words, not waited for long
+        await self._cancels.close()
         await self._teardown()
         if self._signaling is not None:
             await self._signaling.close()
@@ -623,9 +621,7 @@ class RemoteProxyClient:
         rpc = self._rpc
         if rpc is not None and self._lost is None:
             # Kept, and ended by close(): a timeout while closing logs nothing.
-            task = asyncio.ensure_future(self._send_quietly(rpc, Kind.CANCEL, call_id))
-            self._cancels.add(task)
-            task.add_done_callback(self._cancels.discard)
+            self._cancels.spawn(self._send_quietly(rpc, Kind.CANCEL, call_id))
 
     @staticmethod
     async def _send_quietly(rpc: RPCConnection, kind: Kind, call_id: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from ..aio import Tasks
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
 from .ice import candidates_tried
@@ -67,6 +68,9 @@ def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnec
         RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers], bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     )
 
+
+# Trickled candidates being applied, referenced until applied.
+_applying = Tasks()
 
 #: Seconds to wait for a peer connection to close before leaving it to finish alone.
 CLOSE_WAIT = 1.0
@@ -133,7 +137,7 @@ def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
         return
     parsed.sdpMid = candidate.get("sdpMid")
     parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-    asyncio.ensure_future(pc.addIceCandidate(parsed))
+    _applying.spawn(pc.addIceCandidate(parsed))
 
 
 async def make_offer(pc: RTCPeerConnection, session: SignalingSession, timeout: float) -> None:
