@@ -245,20 +245,79 @@ async def _abandon(pc: Any, slots: list[MediaSlot], watcher: asyncio.Task | None
     await close_peer_connection(pc)
 
 
-async def open_lane(session: SignalingSession, **kwargs: Any) -> Lane:
+async def open_lane(
+    session: SignalingSession,
+    *,
+    ice_servers: Iterable[str | dict],
+    media_tracks: int,
+    protocol: RPCProtocol,
+    on_event: Callable[[Event], None],
+    on_lost: Callable[[str], None],
+    on_bye: Callable[[str], None],
+    heartbeat_interval: float,
+    heartbeat_timeout: float,
+    timeout: float,
+    what: str,
+) -> Lane:
     """
-    The client's lane to the executor paired in ``session`` (see :meth:`DataChannelLane.connect` for the arguments).
+    The client's lane to the executor paired in ``session``, open within ``timeout`` seconds.
+
+    ``ice_servers`` in the order to use them; ``media_tracks`` media slots;
+    ``protocol`` the RPC core to run (the lane owns it from now on);
+    ``on_event``/``on_lost``: see :class:`RPCConnection`; ``on_bye(reason)``
+    when the signaling server says the executor left; ``what`` names the
+    connection in errors. Raises :exc:`~remotemedia.exceptions.RemoteTimeoutError`
+    (with what ICE tried) or the signaling session's errors.
 
     The one place a client chooses its lane: a second lane is a branch here.
     """
-    return await DataChannelLane.connect(session, **kwargs)
+    return await DataChannelLane.connect(
+        session,
+        ice_servers=ice_servers,
+        media_tracks=media_tracks,
+        protocol=protocol,
+        on_event=on_event,
+        on_lost=on_lost,
+        on_bye=on_bye,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        timeout=timeout,
+        what=what,
+    )
 
 
-async def accept_lane(session: SignalingSession, **kwargs: Any) -> Lane | None:
+async def accept_lane(
+    session: SignalingSession,
+    *,
+    ice_servers: Iterable[str | dict],
+    protocol: RPCProtocol,
+    on_event: Callable[[Event], None],
+    on_lost: Callable[[str], None],
+    on_bye: Callable[[str], None],
+    heartbeat_interval: float,
+    heartbeat_timeout: float,
+    timeout: float,
+    ended: asyncio.Event,
+) -> Lane | None:
     """
-    The executor's lane to the client paired in ``session``, ``None`` if the session ended first
-    (see :meth:`DataChannelLane.accept` for the arguments).
+    The executor's lane to the client paired in ``session``; ``None`` if
+    ``ended`` is set before it opens (the session ended: a bye).
+
+    The arguments are :func:`open_lane`'s; the media slots are as many as
+    the client offered. ``timeout`` bounds the wait for the offer, then for
+    the connection: :exc:`asyncio.TimeoutError` after it.
 
     The one place an executor takes a lane: a second lane is a branch here.
     """
-    return await DataChannelLane.accept(session, **kwargs)
+    return await DataChannelLane.accept(
+        session,
+        ice_servers=ice_servers,
+        protocol=protocol,
+        on_event=on_event,
+        on_lost=on_lost,
+        on_bye=on_bye,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        timeout=timeout,
+        ended=ended,
+    )
