@@ -29,6 +29,7 @@ from .isolation import PROTECTIONS, Confinement
 from .gpu import has_gpu
 from .service_session import ServiceSession
 from .memory import return_freed_memory
+from .peer_session import PeerSession
 from .pool import WorkerPool
 from .registry import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
@@ -172,7 +173,7 @@ class Executor:
         self._pool: WorkerPool | None = None
         #: Whether :meth:`drain` began: no new session is taken.
         self.draining = False
-        self._runners: dict[str, ExecutorSession | ServiceSession] = {}
+        self._runners: dict[str, PeerSession] = {}
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
         self._background = Tasks()  # refusals, queued pairings, load reports: ended by close()
@@ -308,17 +309,20 @@ class Executor:
                 f"refuse-{session.id}",
             )
             return
-        service = session.requirements.get("service")
-        if service is not None:
-            logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
-            runner = ServiceSession(session, self._settings, self.config.services)
-        else:
-            logger.info("session %s: paired with client %s", session.id, session.client)
-            runner = ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
+        runner = self._runner_for(session)
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
         self._runners[session.id] = runner
         task.add_done_callback(lambda _t, sid=session.id: self._session_over(sid))
+
+    def _runner_for(self, session: SignalingSession) -> PeerSession:
+        """The session that serves ``session``'s client: a named service, or the RPC (which opens its lane itself)."""
+        service = session.requirements.get("service")
+        if service is not None:
+            logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
+            return ServiceSession(session, self._settings, self.config.services)
+        logger.info("session %s: paired with client %s", session.id, session.client)
+        return ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
 
     def _session_over(self, id: str) -> None:
         self.sessions.pop(id, None)
