@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import socket
 import ssl
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from remotemedia import validation as check
+from remotemedia.aio import Backoff, Tasks
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
@@ -33,6 +33,7 @@ from .isolation import PROTECTIONS, Confinement
 from .gpu import has_gpu
 from .service_session import ServiceSession
 from .memory import return_freed_memory
+from .peer_session import PeerSession
 from .pool import WorkerPool
 from .registry import Factory, default_services
 from .session import DEFAULT_MAX_MESSAGE_SIZE, MODES, ExecutorSession, SessionSettings
@@ -194,10 +195,10 @@ class Executor:
         self._pool: WorkerPool | None = None
         #: Whether :meth:`drain` began: no new session is taken.
         self.draining = False
-        self._runners: dict[str, ExecutorSession | ServiceSession] = {}
+        self._runners: dict[str, PeerSession] = {}
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
-        self._background: set[asyncio.Task] = set()
+        self._background = Tasks()  # refusals, queued pairings, load reports: ended by close()
         #: What every session shares: this config, read through (the confinement joins it at start).
         self._settings = SessionSettings(config)
 
@@ -288,9 +289,7 @@ class Executor:
         for task in list(self.sessions.values()):
             task.cancel()
         await asyncio.gather(*self.sessions.values(), return_exceptions=True)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
         if self._pool is not None:
             await self._pool.close()
         if self.confinement is not None:
@@ -324,17 +323,20 @@ class Executor:
                 f"refuse-{session.id}",
             )
             return
-        service = session.requirements.get("service")
-        if service is not None:
-            logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
-            runner = ServiceSession(session, self._settings, self.config.services)
-        else:
-            logger.info("session %s: paired with client %s", session.id, session.client)
-            runner = ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
+        runner = self._runner_for(session)
         task = asyncio.create_task(runner.run(), name=f"session-{session.id}")
         self.sessions[session.id] = task
         self._runners[session.id] = runner
         task.add_done_callback(lambda _t, sid=session.id: self._session_over(sid))
+
+    def _runner_for(self, session: SignalingSession) -> PeerSession:
+        """The session that serves ``session``'s client: a named service, or the RPC (which opens its lane itself)."""
+        service = session.requirements.get("service")
+        if service is not None:
+            logger.info("session %s: paired with client %s for service %r", session.id, session.client, service)
+            return ServiceSession(session, self._settings, self.config.services)
+        logger.info("session %s: paired with client %s", session.id, session.client)
+        return ExecutorSession(session, self._settings, self._pool.take() if self._pool is not None else None)
 
     def _session_over(self, id: str) -> None:
         self.sessions.pop(id, None)
@@ -365,9 +367,7 @@ class Executor:
 
     def _in_background(self, coro, name: str) -> None:
         """Run ``coro`` in a task that :meth:`close` ends if it is still running."""
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro, name)
 
     async def _register(self) -> SignalingClient:
         """A new signaling connection, registered; its heartbeats report this executor's sessions."""
@@ -400,7 +400,9 @@ class Executor:
         """Replace the lost signaling connection: retry with backoff until registered or closed."""
         await self.signaling.close()  # its reader is done; the sessions it paired stay up
         loop = asyncio.get_running_loop()
-        lost_at, delay, attempts, last_reason = loop.time(), self.RECONNECT_FIRST_DELAY, 0, None
+        lost_at, attempts, last_reason = loop.time(), 0, None
+        # Jitter spreads the executors of a restarted server over time.
+        backoff = Backoff(self.RECONNECT_FIRST_DELAY, self.RECONNECT_MAX_DELAY, jitter=0.5)
         while True:
             attempts += 1
             try:
@@ -424,12 +426,10 @@ class Executor:
                     self.config.name, self.config.signaling, loop.time() - lost_at, attempts, len(self.sessions),
                 )
                 return
-            # Jitter spreads the executors of a restarted server over time.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+                await asyncio.wait_for(self._closing.wait(), backoff.next())
             if self._closing.is_set():
                 return
-            delay = min(2 * delay, self.RECONNECT_MAX_DELAY)
 
     @classmethod
     def _retryable(cls, exc: Exception) -> bool:

@@ -11,7 +11,7 @@ after its answer. The protocol is in ``signaling_server/PROTOCOL.md``
 - nothing is looked at before the client's ``hello`` shows the session's
   ticket; then the service's node is built with the client's options;
 - received frames go to the node in arrival order; video it has not taken
-  yet is replaced by newer frames (:class:`~remotemedia.nodes.live.LatestQueue`
+  yet is replaced by newer frames (:class:`~remotemedia.aio.Latest`
   semantics), audio is kept up to :data:`MAX_AUDIO_BACKLOG` seconds;
 - the node's video goes back on the video track (the latest frame), its
   audio is played on the audio track, anything else goes on the data
@@ -34,21 +34,28 @@ import time
 from typing import Any, Callable
 
 import av
-from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from remotemedia.exceptions import RemoteMediaError
+from remotemedia.aio import in_thread
 from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
 from remotemedia.signaling import SignalingSession
-from remotemedia.transport import new_peer_connection
+from remotemedia.transport.connection import opened_or_ended
 from remotemedia.transport.ice import order_ice_servers
 from remotemedia.transport.live import LiveAudioTrack, LiveVideoTrack
 from remotemedia.transport.media import KINDS
-from remotemedia.transport.peer import SERVICE_LABEL, add_candidate, close_peer_connection
+from remotemedia.transport.peer import (
+    SERVICE_LABEL,
+    add_candidate,
+    close_peer_connection,
+    make_answer,
+    new_peer_connection,
+    watch_bye,
+)
 
 from .gpu import has_gpu
 from .registry import Factory, build
+from .peer_session import PeerSession, SessionOver
 from .session import SessionSettings, ticket_problem
 
 __all__ = ["ServiceSession", "MAX_AUDIO_BACKLOG"]
@@ -128,16 +135,16 @@ class _Input:
             yield out
 
 
-class ServiceSession:
+class ServiceSession(PeerSession):
     """Serves one client with one named service until either ends (see the module docstring)."""
 
+    EXPECTED_FAILURES = (*PeerSession.EXPECTED_FAILURES, LookupError)
+
     def __init__(self, signaling: SignalingSession, settings: SessionSettings, services: dict[str, Factory]) -> None:
-        self.signaling = signaling
-        self.settings = settings
+        super().__init__(signaling, settings)
         self.services = services
         self.service = str(signaling.requirements.get("service", ""))
-        self._done = asyncio.Event()
-        self._why = ""
+        self._pc: Any = None
         self._channel: Any = None
         self._node: Any = None
         self._input = _Input()
@@ -148,18 +155,8 @@ class ServiceSession:
         self._process_ms: list[float] = []
         self.frames_out = 0
 
-    def end(self, why: str) -> None:
-        """End the session; an authenticated client is told ``why`` (``session_ended``)."""
-        self._end(why)
-
-    def _end(self, why: str) -> None:
-        if not self._done.is_set():
-            self._why = why
-            self._done.set()
-
-    async def run(self) -> None:
-        """Negotiate, serve, and free everything of the session, whatever happens."""
-        pc = new_peer_connection(await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers]))
+    async def _serve(self) -> None:
+        self._pc = pc = new_peer_connection(await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers]))
         opened: asyncio.Future = asyncio.get_running_loop().create_future()
 
         @pc.on("datachannel")
@@ -180,58 +177,51 @@ class ServiceSession:
             if pc.connectionState in ("failed", "closed"):
                 self._end(f"the peer connection {pc.connectionState}")
 
-        try:
-            factory = self.services.get(self.service)
-            if factory is None:
-                raise LookupError(f"this executor offers no service {self.service!r} (it offers {', '.join(self.services)})")
-            timeout = self.settings.connect_timeout
-            self.signaling.on_candidate(lambda candidate: add_candidate(pc, candidate))
-            offer = await self.signaling.expect("offer", timeout)
-            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-            self._add_tracks(pc)
-            await pc.setLocalDescription(await pc.createAnswer())
-            await self.signaling.send_answer(pc.localDescription.sdp)
-            self._spawn(self._watch_signaling(pc), "service-signaling")
-            # A bye while the channel is awaited ends the session at once: its slot is freed now.
-            ended = asyncio.ensure_future(self._done.wait())
-            try:
-                await asyncio.wait({opened, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ended.cancel()
-            if not opened.done():
-                if self._done.is_set():
-                    return  # the finally below says why
-                raise asyncio.TimeoutError()
-            self._channel = opened.result()
-            if await self._hello(factory, timeout):
-                self._spawn(self._serve_node(), "service-node")
-                self._spawn(self._control(), "service-control")
-                self._spawn(self._stats(), "service-stats")
-                await self._done.wait()
-        except (asyncio.TimeoutError, RemoteMediaError, LookupError) as exc:
-            self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
-        except Exception as exc:  # a malformed offer makes aiortc raise all sorts
-            logger.warning("session %s: setup failed", self.signaling.id, exc_info=True)
-            self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
-        finally:
-            self._input.end()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks.clear()  # a cancelled task's traceback holds its frame, and so this session
-            if self._node is not None:
-                await self._call(getattr(self._node, "cleanup", None))
-            self._video.stop()
-            self._audio.stop()
-            self.signaling.on_candidate(None)
-            await close_peer_connection(pc)
-            await self.signaling.close(self._why[:200] or "the executor is stopping")
-            logger.info("session %s (service %s) ended: %s", self.signaling.id, self.service, self._why or "done")
+        factory = self.services.get(self.service)
+        if factory is None:
+            raise LookupError(f"this executor offers no service {self.service!r} (it offers {', '.join(self.services)})")
+        timeout = self.settings.connect_timeout
+        await make_answer(pc, self.signaling, timeout, self._add_tracks)
+        # Browsers trickle: candidates after the answer are applied as they come; bye ends the session.
+        self._spawn(
+            watch_bye(
+                self.signaling,
+                lambda why: self._end(f"the client left ({why})"),
+                on_candidate=lambda candidate: add_candidate(pc, candidate),
+            ),
+            "service-signaling",
+        )
+        # A bye while the channel is awaited ends the session at once: its slot is freed now.
+        if not await opened_or_ended(opened, self._done, timeout):
+            if self._done.is_set():
+                raise SessionOver()  # the teardown says why
+            raise asyncio.TimeoutError()
+        self._channel = opened.result()
+        if await self._hello(factory, timeout):
+            self._spawn(self._serve_node(), "service-node")
+            self._spawn(self._control(), "service-control")
+            self._spawn(self._stats(), "service-stats")
+            await self._done.wait()
 
-    @property
-    def ending(self) -> bool:
-        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
-        return self._done.is_set()
+    async def _teardown(self) -> None:
+        self._input.end()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()  # a cancelled task's traceback holds its frame, and so this session
+        if self._node is not None:
+            await self._call(getattr(self._node, "cleanup", None))
+        self._video.stop()
+        self._audio.stop()
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            await close_peer_connection(pc)  # bounded: the slot is freed even when TURN is unreachable
+
+    def _bye_reason(self) -> str:
+        return self._why[:200] or "the executor is stopping"
+
+    def _name(self) -> str:
+        return f"{self.signaling.id} (service {self.service})"
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.signaling.id}"))
@@ -243,20 +233,6 @@ class ServiceSession:
         for transceiver in pc.getTransceivers():
             # Ours go back on the client's transceivers: processed video, and speech (or silence).
             pc.addTrack(self._video if transceiver.kind == "video" else self._audio)
-
-    async def _watch_signaling(self, pc: Any) -> None:
-        """Trickled candidates after the answer; ``bye`` ends the session."""
-        try:
-            while True:
-                message = await self.signaling.recv()
-                if message["type"] == "candidate":
-                    add_candidate(pc, message["candidate"])
-                elif message["type"] == "bye":
-                    self._end(f"the client left ({self.signaling.ended})")
-                    return
-        except RemoteMediaError as exc:
-            # Losing the signaling server does not end a peer connection that is up.
-            logger.warning("session %s: signaling ended: %s", self.signaling.id, exc)
 
     async def _read_track(self, track: Any) -> None:
         """Hand the track's frames to the node, once it exists and if it takes their kind."""
@@ -398,7 +374,7 @@ class ServiceSession:
             return None
         if inspect.iscoroutinefunction(method):
             return await method()
-        return await asyncio.to_thread(method)
+        return await in_thread(method)
 
     async def _serve_node(self) -> None:
         node = self._node if getattr(self._node, "is_streaming", False) else ProcessStream(self._node)

@@ -37,16 +37,17 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from remotemedia.aio import Tasks
 from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
 from remotemedia.signaling import SignalingSession
-from remotemedia.transport.ice import first_turn, order_ice_servers, selected_route
-from remotemedia.transport import RPC_LABEL, RPCChannel, close_peer_connection, make_answer, new_peer_connection, watch_bye
-from remotemedia.transport.tracks import MediaSlot, answer_slots
+from remotemedia.transport.connection import Lane, RPCConnection, accept_lane
+from remotemedia.transport.tracks import MediaSlot
 
 from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
 from .isolation import Confinement
 from .media import MediaBridge
+from .peer_session import PeerSession, SessionOver
 from .objects import CLEANUP_TIMEOUT, ObjectTable, RemoteCallError, error_body
 from .process import WorkerProcess
 from .relay import Refusal, RelayGuard
@@ -123,10 +124,6 @@ class SessionSettings:
         return self.config.limits
 
 
-class _Ended(Exception):
-    """The session ended (a bye, say) before its data channel opened."""
-
-
 def ticket_problem(settings: SessionSettings, session: SignalingSession, ticket: Any) -> str | None:
     """
     Why ``ticket``, shown by a peer of ``session``, does not let it in (``None`` when it does).
@@ -139,142 +136,91 @@ def ticket_problem(settings: SessionSettings, session: SignalingSession, ticket:
     return None
 
 
-class ExecutorSession:
+class ExecutorSession(PeerSession):
     """Serves one paired client until it leaves, goes silent or breaks the protocol."""
 
     def __init__(self, signaling: SignalingSession, settings: SessionSettings, worker: WorkerProcess | None = None) -> None:
         """``worker``: a worker process started ahead of time (``process`` mode), or ``None`` to start one."""
-        self.signaling = signaling
+        super().__init__(signaling, settings)
         self._spare = worker
-        self.settings = settings
         self.authenticated = False
         self._refused = False
-        self._rpc: RPCChannel | None = None
+        self._lane: Lane | None = None
+        self._rpc: RPCConnection | None = None
         self._dispatcher: Dispatcher | None = None  # inprocess mode, once authenticated
         self._worker: WorkerProcess | None = None  # process mode
-        self._done = asyncio.Event()
-        self._why = ""
-        self._ending = False
         self._slots: list[MediaSlot] = []
         self._bridges: dict[int, MediaBridge] = {}
         self._guard: RelayGuard | None = None  # process mode
         self._strikes = 0
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._replies = Tasks()  # replies being sent; cancelled at teardown
         # Encodes what a bridge passes to the worker (a local socket: no compression), and decodes what it must look into.
         self._worker_codec = RPCProtocol(settings.max_message_size, compress=False)
 
-    async def run(self) -> None:
-        """Negotiate, serve, and free everything of the session, whatever happens."""
-        # The executor's own servers first, then those the signaling server handed out (--ice-server).
-        servers = await order_ice_servers([*self.settings.ice_servers, *self.signaling.ice_servers])
-        pc = new_peer_connection(servers)
-        opened: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        @pc.on("datachannel")
-        def on_datachannel(channel: Any) -> None:
-            if channel.label == RPC_LABEL and not opened.done():
-                opened.set_result(channel)
-
-        watcher = None
-        try:
-            if self.settings.mode == "process":
-                worker, self._spare = self._spare, None
-                if worker is None or not worker.alive:
-                    if worker is not None:
-                        await worker.close(1.0)
-                    # Booting now, while ICE and DTLS negotiate.
-                    worker = WorkerProcess(confinement=self.settings.confinement)
-                    self._worker = worker
-                    await worker.start()
+    async def _serve(self) -> None:
+        if self.settings.mode == "process":
+            worker, self._spare = self._spare, None
+            if worker is None or not worker.alive:
+                if worker is not None:
+                    await worker.close(1.0)
+                # Booting now, while ICE and DTLS negotiate.
+                worker = WorkerProcess(confinement=self.settings.confinement)
                 self._worker = worker
-                self._worker.bind(self._relay_reply, self._end)
-            await make_answer(pc, self.signaling, self.settings.connect_timeout, self._add_slots)
-            # Only now: before, the offer is read by make_answer itself.
-            watcher = asyncio.create_task(watch_bye(self.signaling, lambda why: self._end(f"the client left ({why})")))
+                await worker.start()
+            self._worker = worker
+            self._worker.bind(self._relay_reply, self._end)
+            self._guard = RelayGuard()
+        inflate = InflateBudget(self.settings.limits.inflate_rate, largest=self.settings.max_message_size)
+        # The executor's own servers first, then those the signaling server handed out (--ice-server).
+        self._lane = await accept_lane(
+            self.signaling,
+            ice_servers=[*self.settings.ice_servers, *self.signaling.ice_servers],
+            protocol=RPCProtocol(self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset(), inflate=inflate),
+            on_event=self._on_event,
+            on_lost=self._end,
+            on_bye=lambda why: self._end(f"the client left ({why})"),
+            heartbeat_interval=self.settings.heartbeat_interval,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
+            timeout=self.settings.connect_timeout,
             # A bye (or anything else that ends the session) stops the wait at once: the slot is freed now.
-            ended = asyncio.ensure_future(self._done.wait())
-            try:
-                await asyncio.wait({opened, ended}, timeout=self.settings.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ended.cancel()
-            if not opened.done():
-                raise asyncio.TimeoutError() if not self._done.is_set() else _Ended()
-            channel = opened.result()
-            # Operators see how each session goes (a relay costs the TURN server's bandwidth).
-            logger.info("session %s: route %s", self.signaling.id, selected_route(pc, first_turn(servers)))
-            inflate = InflateBudget(self.settings.limits.inflate_rate, largest=self.settings.max_message_size)
-            if self._worker is not None:
-                self._guard = RelayGuard()
-            self._rpc = RPCChannel(
-                channel,
-                RPCProtocol(
-                    self.settings.max_message_size, relay=_RELAYED if self._worker else frozenset(), inflate=inflate
-                ),
-                self._on_event,
-                self._end,
-                heartbeat_interval=self.settings.heartbeat_interval,
-                heartbeat_timeout=self.settings.heartbeat_timeout,
-            )
-            # A peer that connects but never authenticates must not hold a slot.
-            self._hello_timer = asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._no_hello)
-            await self._done.wait()
-        except _Ended:
-            pass
-        except (asyncio.TimeoutError, RemoteMediaError) as exc:
-            self._why = self._why or f"setup failed: {exc or type(exc).__name__}"
-        except Exception as exc:  # a malformed offer makes aiortc raise all sorts
-            logger.warning("session %s: setup failed", self.signaling.id, exc_info=True)
-            self._why = self._why or f"setup failed: {type(exc).__name__}: {exc}"
-        finally:
-            self._ending = True  # requests from now on are not served
-            if self._hello_timer is not None:
-                self._hello_timer.cancel()
-            self.signaling.on_candidate(None)
-            if watcher is not None:
-                watcher.cancel()
-            for bridge in list(self._bridges.values()):
-                bridge.close()
-            for slot in self._slots:
-                slot.close()
-            await self._say_why(self._why or "the executor is stopping")
-            if self._spare is not None:  # given but not used
-                await self._spare.close(1.0)
-            if self._dispatcher is not None:
-                await self._dispatcher.close()
-            if self._worker is not None:
-                # Cleanups run in the worker; it is killed if they take too long.
-                await self._worker.close(2 * CLEANUP_TIMEOUT)
-            if self._rpc is not None:
-                self._rpc.close()
-            await close_peer_connection(pc)  # bounded: the slot is freed even when TURN is unreachable
-            await self.signaling.close(self._why[:200])
-            # What holds our bound methods goes, so nothing is left for the garbage collector.
-            self._dispatcher = self._worker = self._guard = None
-            self._bridges.clear()
-            self._slots = []
-            logger.info("session %s ended: %s", self.signaling.id, self._why or "done")
+            ended=self._done,
+        )
+        if self._lane is None:
+            raise SessionOver()
+        self._rpc, self._slots = self._lane.rpc, self._lane.slots
+        # Operators see how each session goes (a relay costs the TURN server's bandwidth).
+        logger.info("session %s: route %s", self.signaling.id, self._lane.route)
+        # A peer that connects but never authenticates must not hold a slot.
+        self._hello_timer = asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._no_hello)
+        await self._done.wait()
+
+    async def _teardown(self) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        for bridge in list(self._bridges.values()):
+            bridge.close()
+        for slot in self._slots:
+            slot.close()
+        await self._say_why(self._why or "the executor is stopping")
+        if self._spare is not None:  # given but not used
+            await self._spare.close(1.0)
+        if self._dispatcher is not None:
+            await self._dispatcher.close()
+        if self._worker is not None:
+            # Cleanups run in the worker; it is killed if they take too long.
+            await self._worker.close(2 * CLEANUP_TIMEOUT)
+        if self._lane is not None:
+            await self._lane.close()  # bounded: the slot is freed even when TURN is unreachable
+        await self._replies.close()
+        # What holds our bound methods goes, so nothing is left for the garbage collector.
+        self._dispatcher = self._worker = self._guard = self._lane = None
+        self._bridges.clear()
+        self._slots = []
 
     def _no_hello(self) -> None:
         if not self.authenticated:
             self._end(f"no HELLO within {self.settings.connect_timeout:g} s")
-
-    @property
-    def ending(self) -> bool:
-        """The session is over and being torn down (its slot is freed when :meth:`run` returns)."""
-        return self._done.is_set() or self._ending
-
-    def _add_slots(self, pc: Any) -> None:
-        # Our tracks join the client's transceivers before the answer: media needs no renegotiation.
-        self._slots = answer_slots(pc)
-
-    def end(self, why: str) -> None:
-        """End the session; an authenticated client is told ``why`` (``session_ended``)."""
-        self._end(why)
-
-    def _end(self, why: str) -> None:
-        if not self._done.is_set():
-            self._why = why
-            self._done.set()
 
     # -- requests ----------------------------------------------------------------------
 
@@ -490,5 +436,5 @@ class ExecutorSession:
         self._end(f"refused: {why}")
 
     def _reply_later(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        """Send a reply without waiting for it; kept, and cancelled at teardown if still under way."""
+        self._replies.spawn(coro)

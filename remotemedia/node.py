@@ -10,9 +10,10 @@ runs.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any, AsyncIterator
+
+from .aio import in_thread
 
 __all__ = ["Node", "check_node", "ProcessStream"]
 
@@ -146,7 +147,7 @@ class ProcessStream:
         process = self.node.process
         on_loop = inspect.iscoroutinefunction(process)
         async for frame in frames:
-            result = await process(frame) if on_loop else await asyncio.to_thread(process, frame)
+            result = await process(frame) if on_loop else await in_thread(process, frame)
             if result is not None:
                 yield result
 

@@ -39,6 +39,7 @@ import sys
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
+from .aio import in_thread
 from .exceptions import PipelineError
 from .inline import InlinePolicy, wants_thread
 from .stats import NodeStats
@@ -167,9 +168,7 @@ class PipelineRun:
         if inspect.iscoroutinefunction(method):
             result = await method(*args)
         else:
-            future = asyncio.get_running_loop().run_in_executor(
-                self.threads, method, *args
-            )
+            future = in_thread(method, *args, threads=self.threads)
             try:
                 result = await asyncio.shield(future)
             except asyncio.CancelledError:

@@ -191,12 +191,13 @@ async def test_a_client_that_ignores_credit_cannot_fill_the_relay():
 async def test_an_ended_session_is_freed_by_reference_counting_alone(monkeypatch, mode, ending):
     """ExecutorSession, RPCChannel and RTCPeerConnection of an ended session die with the garbage collector off."""
     import executor.session as session_module
+    import remotemedia.transport.connection as lane_module  # where the executor's peer connection and channel are made
     from executor.executor import Executor, ExecutorConfig
 
     alive: dict[str, weakref.ref] = {}
     made = session_module.ExecutorSession.__init__
-    new_pc = session_module.new_peer_connection
-    new_rpc = session_module.RPCChannel
+    new_pc = lane_module.new_peer_connection
+    new_rpc = lane_module.RPCChannel
 
     def init(self, *args, **kwargs):
         made(self, *args, **kwargs)
@@ -213,8 +214,8 @@ async def test_an_ended_session_is_freed_by_reference_counting_alone(monkeypatch
         return rpc
 
     monkeypatch.setattr(session_module.ExecutorSession, "__init__", init)
-    monkeypatch.setattr(session_module, "new_peer_connection", peer_connection)
-    monkeypatch.setattr(session_module, "RPCChannel", channel)
+    monkeypatch.setattr(lane_module, "new_peer_connection", peer_connection)
+    monkeypatch.setattr(lane_module, "RPCChannel", channel)
 
     with harness.running_server("--token", TOKEN, "--executor-token", harness.EXECUTOR_TOKEN) as server:
         executor = Executor(ExecutorConfig(signaling=server.url, token=harness.EXECUTOR_TOKEN, name="gc", mode=mode))

@@ -39,6 +39,7 @@ import time
 from collections.abc import AsyncIterable, Iterator
 from typing import Any, AsyncIterator
 
+from ..aio import Backoff, Tasks
 from ..exceptions import (
     AuthenticationError,
     ConnectionLostError,
@@ -55,10 +56,10 @@ from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProto
 from ..rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
-from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
-from ..transport.ice import Route, first_turn, order_ice_servers, selected_route
+from ..transport.connection import Lane, RPCConnection, open_lane
+from ..transport.ice import Route
 from ..transport.media import kind_of
-from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
+from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot
 from ..wasm.spec import create_body as wasm_create_body
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
@@ -177,15 +178,14 @@ class RemoteProxyClient:
         self.executor: str | None = None
         self._signaling: SignalingClient | None = None
         self._session: SignalingSession | None = None
-        self._pc: Any = None
-        self._rpc: RPCChannel | None = None
-        self._watcher: asyncio.Task | None = None
+        self._lane: Lane | None = None  # the connection and what came with it (peer connection, media slots)
+        self._rpc: RPCConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._streams: dict[int, asyncio.Queue] = {}
         self._input_credits: dict[int, asyncio.Semaphore] = {}
         self._proxies: dict[int, RemoteProxy] = {}
-        self._cancels: set[asyncio.Task] = set()  # CANCELs of timed-out calls, being sent
+        self._cancels = Tasks()  # CANCELs of timed-out calls, being sent
         self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
         self._slots: list[MediaSlot] = []
         self._media_calls: dict[int, MediaSlot] = {}
@@ -198,7 +198,6 @@ class RemoteProxyClient:
         self._reconnecting: asyncio.Task | None = None
         #: How many times the session was re-established after a loss.
         self.reconnects = 0
-        self._turn: str | None = None  # the TURN URL this end's peer connection allocates on
 
     @property
     def route(self) -> Route | None:
@@ -208,7 +207,7 @@ class RemoteProxyClient:
         server), from the candidate pair ICE selected; ``None`` while not
         connected. See :class:`remotemedia.transport.ice.Route`.
         """
-        return selected_route(self._pc, self._turn) if self._pc is not None else None
+        return self._lane.route if self._lane is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -248,32 +247,26 @@ class RemoteProxyClient:
             requirements["avoid"] = avoid[-16:]
         self._session = await self._signaling.pair(requirements or None, timeout=left())
         self.executor = self._session.executor
+        generation = self._generation + 1
         # The config's own servers first, then those the signaling server hands out (--ice-server).
-        servers = await order_ice_servers([*config.ice_servers, *self._session.ice_servers])
-        self._turn = first_turn(servers)
-        self._pc = new_peer_connection(servers)
-        channel = self._pc.createDataChannel(RPC_LABEL)
-        # Every slot's tracks are in the first offer: no frame waits for a renegotiation.
-        self._slots = add_slots(self._pc, self.media_tracks)
-        await make_offer(self._pc, self._session, left())
-        listen_slots(self._pc, self._slots)
-        await wait_open(channel, left(), f"connecting to executor {self.executor!r}", self._pc)
-        self._generation += 1
-        generation = self._generation
-        self._lost = None
-        self._welcomed = False
-        self._rpc = RPCChannel(
-            channel,
-            RPCProtocol(config.max_message_size),
-            lambda event: self._on_event(event, generation),
-            lambda why: self._on_lost(why, generation),
+        self._lane = await open_lane(
+            self._session,
+            ice_servers=[*config.ice_servers, *self._session.ice_servers],
+            media_tracks=self.media_tracks,
+            protocol=RPCProtocol(config.max_message_size),
+            on_event=lambda event: self._on_event(event, generation),
+            on_lost=lambda why: self._on_lost(why, generation),
+            on_bye=lambda why: self._on_lost(f"the executor left ({why})", generation),
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
+            timeout=left(),
+            what=f"connecting to executor {self.executor!r}",
         )
-        self._watcher = asyncio.create_task(
-            watch_bye(self._session, lambda why: self._on_lost(f"the executor left ({why})", generation)),
-            name="remote-signaling-watch",
-        )
+        # Nothing of the new lane has run yet (no await since it was made): its events count from here.
+        self._generation = generation
+        self._lost = None
+        self._welcomed = False
+        self._rpc, self._slots = self._lane.rpc, self._lane.slots
         hello = {
             "ticket": self._session.ticket,
             "version": PROTOCOL_VERSION,
@@ -301,18 +294,11 @@ class RemoteProxyClient:
 
     async def _teardown(self) -> None:
         """Close the current connection's pieces (not the signaling client)."""
-        watcher, rpc, pc, session = self._watcher, self._rpc, self._pc, self._session
-        self._watcher = self._rpc = self._pc = self._session = None
-        for slot in self._slots:
-            slot.close()
+        lane, session = self._lane, self._session
+        self._lane = self._rpc = self._session = None
         self._slots, self._media_calls = [], {}
-        if watcher is not None:
-            watcher.cancel()
-        if rpc is not None:
-            rpc.close()
-        if pc is not None:
-            # Bounded: releasing a TURN allocation over a broken route takes ~30 s (see close_peer_connection).
-            await close_peer_connection(pc)
+        if lane is not None:
+            await lane.close()  # bounded in time (see Lane.close)
         if session is not None:
             await session.close("client closed")
 
@@ -320,7 +306,7 @@ class RemoteProxyClient:
         """Pair again and re-create every remote object; on failure, stay closed saying why."""
         lost, budget = self._lost, max(self.config.connect_timeout, 2 * self.config.heartbeat_timeout)
         deadline = asyncio.get_running_loop().time() + budget
-        delay, before = 0.1, self.executor
+        backoff, before = Backoff(0.1, MAX_BACKOFF), self.executor
         # The lost executor may be frozen yet still registered: prefer any other.
         avoid = [before] if before else []
         while True:
@@ -342,14 +328,13 @@ class RemoteProxyClient:
             except (RemoteMediaError, OSError) as exc:
                 if self.executor and self.executor not in avoid:
                     avoid.append(self.executor)  # it did not answer either
-                if asyncio.get_running_loop().time() + delay > deadline:
+                if asyncio.get_running_loop().time() + backoff.delay > deadline:
                     self._lost = f"{lost}; reconnecting failed for {budget:g} s: {exc}"
                     logger.warning("giving up reconnecting: %s", exc)
                     await self._teardown()
                     return
-                logger.info("reconnecting failed (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                logger.info("reconnecting failed (%s); retrying in %.1f s", exc, backoff.delay)
+                await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
         """Release every remote object, then close the connection; safe to call twice."""
@@ -371,10 +356,8 @@ class RemoteProxyClient:
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
         self._on_lost("the client closed the session", self._generation)
-        if self._cancels:
-            await asyncio.wait(set(self._cancels), timeout=1.0)  # last words, not waited for long
-            for task in self._cancels:
-                task.cancel()
+        await self._cancels.wait(1.0)  # last words, not waited for long
+        await self._cancels.close()
         await self._teardown()
         if self._signaling is not None:
             await self._signaling.close()
@@ -525,7 +508,7 @@ class RemoteProxyClient:
 
     async def _feed(
         self,
-        rpc: RPCChannel,
+        rpc: RPCConnection,
         call_id: int,
         source: Any,
         credit: asyncio.Semaphore,
@@ -598,7 +581,7 @@ class RemoteProxyClient:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    async def _ready(self) -> RPCChannel:
+    async def _ready(self) -> RPCConnection:
         """The connection, once usable: waits for a reconnection under way."""
         reconnecting = self._reconnecting
         if reconnecting is not None and not reconnecting.done():
@@ -638,12 +621,10 @@ class RemoteProxyClient:
         rpc = self._rpc
         if rpc is not None and self._lost is None:
             # Kept, and ended by close(): a timeout while closing logs nothing.
-            task = asyncio.ensure_future(self._send_quietly(rpc, Kind.CANCEL, call_id))
-            self._cancels.add(task)
-            task.add_done_callback(self._cancels.discard)
+            self._cancels.spawn(self._send_quietly(rpc, Kind.CANCEL, call_id))
 
     @staticmethod
-    async def _send_quietly(rpc: RPCChannel, kind: Kind, call_id: int) -> None:
+    async def _send_quietly(rpc: RPCConnection, kind: Kind, call_id: int) -> None:
         try:
             await rpc.send(kind, call_id)
         except (RemoteMediaError, ConnectionError):

@@ -22,6 +22,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..aio import Latest
 from ..frames import AudioFrame, VideoFrame
 from .media import AUDIO_CLOCK, AUDIO_PACKET, VIDEO_CLOCK
 
@@ -40,28 +41,29 @@ class LiveVideoTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._frame: VideoFrame | None = None
-        self._ready = asyncio.Event()
+        self._frame: Latest[VideoFrame] = Latest()
         self._start: float | None = None
         self._last_pts = -1
-        #: Frames given, frames sent, frames replaced before they were sent.
-        self.given = self.sent = self.replaced = 0
+        #: Frames given, frames sent.
+        self.given = self.sent = 0
+
+    @property
+    def replaced(self) -> int:
+        """Frames replaced by a newer one before they were sent."""
+        return self._frame.replaced
 
     def put(self, frame: VideoFrame) -> None:
         """Send ``frame`` next, instead of any frame not sent yet."""
-        if self._frame is not None:
-            self.replaced += 1
         self.given += 1
-        self._frame = frame
-        self._ready.set()
+        self._frame.put(frame)
 
     async def recv(self) -> av.VideoFrame:
-        while self._frame is None:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._frame = self._frame, None
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            frame = await self._frame.get()
+        except StopAsyncIteration:
+            raise MediaStreamError from None
         if self.readyState != "live":
             raise MediaStreamError
         out = frame.to_av()
@@ -76,7 +78,7 @@ class LiveVideoTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._ready.set()
+        self._frame.close()
 
 
 class LiveAudioTrack(MediaStreamTrack):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from ..aio import Tasks
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
 from .ice import candidates_tried
@@ -67,6 +68,9 @@ def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnec
         RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers], bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     )
 
+
+# Trickled candidates being applied, referenced until applied.
+_applying = Tasks()
 
 #: Seconds to wait for a peer connection to close before leaving it to finish alone.
 CLOSE_WAIT = 1.0
@@ -133,7 +137,7 @@ def add_candidate(pc: RTCPeerConnection, candidate: dict | None) -> None:
         return
     parsed.sdpMid = candidate.get("sdpMid")
     parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-    asyncio.ensure_future(pc.addIceCandidate(parsed))
+    _applying.spawn(pc.addIceCandidate(parsed))
 
 
 async def make_offer(pc: RTCPeerConnection, session: SignalingSession, timeout: float) -> None:
@@ -206,14 +210,17 @@ def _no_path(pc: RTCPeerConnection, what: str, why: str) -> str:
     )
 
 
-async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) -> None:
+async def watch_bye(
+    session: SignalingSession, on_bye: Callable[[str], None], *, on_candidate: Callable[[dict | None], None] | None = None
+) -> None:
     """
     After negotiation, read ``session`` until the other end says ``bye``, then call ``on_bye(reason)``.
 
     The server says bye the moment the other end's websocket drops (a crash,
     a kill): far sooner than a data-channel heartbeat notices. Losing the
     signaling server itself does not end a peer connection that is up, so
-    that only logs: the heartbeat decides.
+    that only logs: the heartbeat decides. Candidates trickled after the
+    answer (browsers do) go to ``on_candidate``; without one they are ignored.
     """
     try:
         while True:
@@ -222,6 +229,9 @@ async def watch_bye(session: SignalingSession, on_bye: Callable[[str], None]) ->
                 on_bye(session.ended or "bye")
                 return
             if message["type"] == "candidate":
-                logger.debug("session %s: a late candidate, ignored", session.id)
+                if on_candidate is not None:
+                    on_candidate(message.get("candidate"))
+                else:
+                    logger.debug("session %s: a late candidate, ignored", session.id)
     except RemoteMediaError as exc:
         logger.warning("session %s: signaling ended: %s", session.id, exc)
