@@ -30,11 +30,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
-from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge
+from remotemedia.exceptions import DecodeError, MessageTooLargeError, RemoteMediaError
+from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge, calls
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
-from remotemedia.wasm.spec import is_create_body, spec_from_body
+from remotemedia.wasm.spec import spec_from_body
 
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
@@ -189,8 +189,12 @@ class Dispatcher:
                 task.cancel()
         elif kind is Kind.CREDIT:
             credits = self._credits.get(id)
-            if credits is not None and isinstance(event.body, int) and 0 < event.body <= 1 << 16:
-                for _ in range(event.body):
+            if credits is not None:
+                try:
+                    granted = calls.parse_credit(event.body)
+                except DecodeError:
+                    return  # not a grant: the stream goes on with what it has
+                for _ in range(granted):
                     credits.release()
         elif kind in (Kind.INPUT, Kind.INPUT_END):
             self._input(event)
@@ -214,7 +218,7 @@ class Dispatcher:
             if message.kind is Kind.CREATE:
                 await self._create(message)
             elif message.kind is Kind.RELEASE:
-                handle = await self._body(message)
+                handle = calls.parse_release(await self._body(message))
                 await self._limited(self.objects.release(handle), "releasing an object", sync=True)
                 await self._send(Kind.RESULT, message.id, None)
             else:
@@ -222,6 +226,8 @@ class Dispatcher:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            if isinstance(exc, DecodeError):  # a malformed body: the client's fault, said as such
+                exc = RemoteCallError(str(exc), ErrorCode.BAD_REQUEST)
             await self._error(message.id, exc)
             if isinstance(exc, _Stuck):
                 # After the reply, so the client learns why its session ends.
@@ -235,16 +241,15 @@ class Dispatcher:
                 stream.end()
 
     async def _create(self, message: Message) -> None:
+        create = calls.parse_create(message.body, message.pickled)
         build = loads_object
-        if message.pickled:
+        if create.pickled:
             if not self.limits.unpickles:
                 raise pickle_refused(Kind.CREATE, self.limits.accept)
-        elif is_create_body(message.body):
+        else:
             if self.limits.accept == "python":
                 raise not_accepted("a WASM node", self.limits.accept)
             build = functools.partial(_build_wasm, call_timeout=self.limits.call_timeout)
-        else:
-            raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
         if held >= self.limits.max_objects:
             raise RemoteCallError(
@@ -252,34 +257,27 @@ class Dispatcher:
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
                 ErrorCode.OBJECTS,
             )
-        obj = await self._limited(self.objects.create(message.id, message.body, build), "creating the object", sync=True)
-        await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
+        obj = await self._limited(self.objects.create(message.id, create.body, build), "creating the object", sync=True)
+        await self._send(Kind.RESULT, message.id, calls.created_body(obj))
 
     async def _call(self, message: Message) -> None:
-        body = await self._body(message)
-        if not (isinstance(body, (list, tuple)) and len(body) == 6):
-            raise RemoteCallError("a CALL body is [handle, method, args, kwargs, stream credit, streamed input]")
-        handle, name, args, kwargs, credit, where = body
-        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-            raise RemoteCallError("a CALL's arguments are a list and a dict")
-        method = self.objects.method(handle, name)
-        args, kwargs = list(args), dict(kwargs)
+        call = calls.parse_call(await self._body(message))
+        name, credit, where = call.method, call.credit, call.where
+        method = self.objects.method(call.handle, name)
+        args, kwargs = call.args, call.kwargs
         if where is not None:
-            if not credit:
-                raise RemoteCallError("only a streamed call (`async for`) can take an input stream")
             stream = self._input_stream(message.id)
-            if isinstance(where, int) and 0 <= where < len(args):
+            if isinstance(where, int):
+                args = list(args)
                 args[where] = stream
-            elif isinstance(where, str):
-                kwargs[where] = stream
             else:
-                raise RemoteCallError(f"the streamed input's position {where!r} is not among the arguments")
+                kwargs = {**kwargs, where: stream}
         if not credit:
             is_sync = not asyncio.iscoroutinefunction(method)
             result = await self._limited(self.objects.call(method, tuple(args), kwargs), f"{name}()", sync=is_sync)
             await self._send(Kind.RESULT, message.id, result)
             return
-        credits = self._credits[message.id] = asyncio.Semaphore(int(credit))
+        credits = self._credits[message.id] = asyncio.Semaphore(credit)
         items = self.objects.stream(method, tuple(args), kwargs)
         try:
             async for item in items:
@@ -287,7 +285,7 @@ class Dispatcher:
                 await self._send(Kind.YIELD, message.id, item)
         finally:
             await items.aclose()
-        await self._send(Kind.END, message.id)
+        await self._send(Kind.END, message.id, calls.ends_body())
 
     def _input_stream(self, id: int) -> InputStream:
         # Made by whichever comes first: the call's task, or its first input
@@ -318,7 +316,7 @@ class Dispatcher:
 
     def _grant(self, id: int, n: int) -> None:
         if id in self._tasks:
-            self._later(self._send(Kind.CREDIT, id, n))
+            self._later(self._send(Kind.CREDIT, id, calls.credit_body(n)))
 
     async def _limited(self, work: Awaitable[Any], what: str, *, sync: bool) -> Any:
         limit = self.limits.call_timeout

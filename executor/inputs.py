@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from remotemedia.rpc.windows import INPUT_WINDOW
+from remotemedia.rpc.calls import INPUT_WINDOW
 
 __all__ = ["InputStream", "InputCancelled", "INPUT_WINDOW"]
 

@@ -29,9 +29,9 @@ import contextlib
 import logging
 from typing import Any, Awaitable, Callable
 
-from remotemedia.exceptions import RemoteMediaError
-from remotemedia.rpc import Kind
-from remotemedia.rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
+from remotemedia.exceptions import DecodeError, RemoteMediaError
+from remotemedia.rpc import Kind, calls
+from remotemedia.rpc.calls import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
 from remotemedia.transport.media import kind_of
 from remotemedia.transport.tracks import MediaSlot
 
@@ -154,7 +154,7 @@ class MediaBridge:
                 await self._input_ready.wait()
             item = self._inputs.popleft()
             if item is _END:
-                self._to_method(Kind.INPUT_END, None)
+                self._to_method(Kind.INPUT_END, calls.ends_body())
                 return
             await self._credit.acquire()
             if kind_of(item) is not None:
@@ -162,7 +162,7 @@ class MediaBridge:
                 self._to_method(Kind.INPUT, item)
             else:
                 self._forward_input(item)
-                await self._send(Kind.CREDIT, 1)  # the client may send another
+                await self._send(Kind.CREDIT, calls.credit_body(1))  # the client may send another
 
     # -- from the method -----------------------------------------------------------------
 
@@ -173,10 +173,12 @@ class MediaBridge:
         ``forward()`` sends it to the client unchanged.
         """
         if kind is Kind.CREDIT:
-            body = decode()
-            if isinstance(body, int) and 0 < body <= INPUT_WINDOW:
-                for _ in range(body):
-                    self._credit.release()
+            try:
+                granted = calls.parse_credit(decode(), INPUT_WINDOW)
+            except DecodeError:
+                return
+            for _ in range(granted):
+                self._credit.release()
             return
         self._outputs.put_nowait((kind, decode, forward))
 
@@ -187,7 +189,7 @@ class MediaBridge:
                 body = decode()
                 if kind_of(body) is not None:
                     await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
-                    self._to_method(Kind.CREDIT, 1)  # it is on its way: the method may yield another
+                    self._to_method(Kind.CREDIT, calls.credit_body(1))  # it is on its way: the method may yield another
                 else:
                     await forward()
                 continue

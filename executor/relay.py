@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from remotemedia.exceptions import DecodeError
 from remotemedia.rpc import ErrorCode, Kind
-
-from .inputs import INPUT_WINDOW
+from remotemedia.rpc.calls import INPUT_WINDOW, parse_credit
 
 __all__ = ["RelayGuard", "Refusal", "DEFAULT_MAX_BACKLOG"]
 
@@ -118,8 +118,13 @@ class RelayGuard:
     def granted(self, id: int, n: int) -> None:
         """The worker (or a media bridge) granted call ``id`` ``n`` more inputs."""
         left = self._credit.get(id)
-        if left is not None and isinstance(n, int) and 0 < n <= self.window:
-            self._credit[id] = min(self.window, left + n)
+        if left is None:
+            return
+        try:
+            n = parse_credit(n, self.window)
+        except DecodeError:
+            return
+        self._credit[id] = min(self.window, left + n)
 
     def reply(self, kind: int, id: int) -> None:
         """The worker sent ``kind`` for call ``id``: a call that ended needs no credit any more."""

@@ -51,15 +51,16 @@ from ..exceptions import (
     SerializationError,
     TLSError,
 )
-from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
-from ..rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
+from ..exceptions import DecodeError
+from ..rpc import ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
+from ..rpc import calls
+from ..rpc.calls import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
 from ..transport.ice import Route, first_turn, order_ice_servers, selected_route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot, add_slots, listen_slots
-from ..wasm.spec import create_body as wasm_create_body
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 from .tracebacks import SourceMap
@@ -274,14 +275,9 @@ class RemoteProxyClient:
             watch_bye(self._session, lambda why: self._on_lost(f"the executor left ({why})", generation)),
             name="remote-signaling-watch",
         )
-        hello = {
-            "ticket": self._session.ticket,
-            "version": PROTOCOL_VERSION,
-            "max_message_size": config.max_message_size,
-            "timeout": config.timeout,
-        }
+        hello = calls.hello_body(self._session.ticket, config.max_message_size, config.timeout)
         body = await self._request(Kind.HELLO, 0, hello, "the handshake", limit, "connect_timeout")
-        self._rpc.protocol.peer_limit(body["max_message_size"])
+        self._rpc.protocol.peer_limit(calls.parse_welcome(body).max_message_size)
         self._welcomed = True
         logger.info("connected to executor %r (session %s, route %s)", self.executor, self._session.id, self.route)
 
@@ -366,7 +362,7 @@ class RemoteProxyClient:
                 self._uploads.pop(handle, None)
                 try:
                     await self._request(
-                        Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout
+                        Kind.RELEASE, next(self._ids), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
                     )
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
@@ -396,15 +392,13 @@ class RemoteProxyClient:
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
         # A WASM node travels as data, never as a pickle (executors started with --accept wasm take only that).
-        if _is_wasm_node(obj):
-            data, pickled = wasm_create_body(obj.spec), False
-        else:
-            data, pickled = dumps_object(obj), True
+        create = calls.create_body(wasm=obj.spec) if _is_wasm_node(obj) else calls.create_body(pickle=dumps_object(obj))
+        data, pickled = create.body, create.pickled
         await self._ready()
         handle = next(self._ids)
         body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=pickled)
         self._sources.add(obj)
-        proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
+        proxy = RemoteProxy(self, handle, obj, calls.parse_created(body))
         self._proxies[handle] = proxy
         if self.config.reconnect:
             self._uploads[handle] = (data, pickled)
@@ -428,8 +422,7 @@ class RemoteProxyClient:
                 f"streamed call can feed: use `async for out in remote.{name}(...)`, or pass a list"
             )
         await self._ready()
-        # args as a list: a tuple costs the codec a nested extension per call.
-        body = [handle, name, list(args), kwargs, 0, None]
+        body = calls.call_body(handle, name, list(args), kwargs)
         return await self._request(Kind.CALL, next(self._ids), body, f"remote call {name}()", self.config.timeout)
 
     async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict, *, media: bool = False) -> AsyncIterator[Any]:
@@ -443,8 +436,8 @@ class RemoteProxyClient:
         feeder = None
         try:
             if slot is not None:
-                await rpc.send(Kind.MEDIA, call_id, {"slot": slot.index})
-            await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
+                await rpc.send(Kind.MEDIA, call_id, calls.media_slot_body(slot.index))
+            await rpc.send(Kind.CALL, call_id, calls.call_body(handle, name, args, kwargs, STREAM_WINDOW, where), pickle_fallback=True)
             inputs = None
             if source is not None:
                 inputs = _InputActivity()
@@ -489,7 +482,7 @@ class RemoteProxyClient:
                 yield item
                 consumed += 1
                 if consumed % (STREAM_WINDOW // 2) == 0:
-                    await rpc.send(Kind.CREDIT, call_id, STREAM_WINDOW // 2)
+                    await rpc.send(Kind.CREDIT, call_id, calls.credit_body(STREAM_WINDOW // 2))
         finally:
             self._streams.pop(call_id, None)
             self._input_credits.pop(call_id, None)
@@ -564,7 +557,7 @@ class RemoteProxyClient:
             if slot is not None:
                 await slot.finish_sending(lambda ends: rpc.send(Kind.INPUT_END, call_id, ends))
             else:
-                await rpc.send(Kind.INPUT_END, call_id)
+                await rpc.send(Kind.INPUT_END, call_id, calls.ends_body())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller's own iterator failed, or an input cannot be sent
@@ -579,7 +572,9 @@ class RemoteProxyClient:
             await self._ready()
         except ConnectionLostError:
             return  # the session ended, and the remote object with it: nothing is left to release
-        await self._request(Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout)
+        await self._request(
+            Kind.RELEASE, next(self._ids), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
+        )
 
     async def wait_reconnection(self) -> ConnectionLostError | None:
         """
@@ -688,11 +683,17 @@ class RemoteProxyClient:
             return
         if kind in (Kind.RESULT, Kind.WELCOME):
             self._settle(event.id, value=body)
-        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == ErrorCode.SESSION_ENDED:
-            # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
-            self._on_lost(f"the executor ended the session: {body.get('message', '')}", generation)
         elif kind is Kind.ERROR:
-            self._settle(event.id, error=self._error(body))
+            try:
+                error = calls.parse_error(body)
+            except DecodeError:
+                self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}"))
+                return
+            if event.id == 0 and self._welcomed and error.code is ErrorCode.SESSION_ENDED:
+                # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
+                self._on_lost(f"the executor ended the session: {error.message}", generation)
+            else:
+                self._settle(event.id, error=self._error(error))
         elif kind is Kind.YIELD:
             queue = self._streams.get(event.id)
             if queue is not None:
@@ -702,19 +703,23 @@ class RemoteProxyClient:
             if queue is not None:
                 slot = self._media_calls.get(event.id)
                 if slot is not None:
-                    slot.end_receiving(body if isinstance(body, dict) else None)
+                    slot.end_receiving(body if isinstance(body, dict) else None)  # malformed ends: none
                 queue.put_nowait(_END)
         elif kind is Kind.MEDIA:
             slot = self._media_calls.get(event.id)
             if slot is not None:
                 try:
-                    slot.begin_receiving(body)
+                    slot.begin_receiving(calls.parse_media(body).announcement)
                 except ValueError as exc:
                     self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
         elif kind is Kind.CREDIT:
             credit = self._input_credits.get(event.id)
-            if credit is not None and isinstance(body, int) and 0 < body <= INPUT_WINDOW:
-                for _ in range(body):
+            if credit is not None:
+                try:
+                    granted = calls.parse_credit(body, INPUT_WINDOW)
+                except DecodeError:
+                    return  # a grant beyond the window is not one this client holds to
+                for _ in range(granted):
                     credit.release()
         else:
             logger.warning("unexpected %s from executor %r", kind.name, self.executor)
@@ -729,29 +734,27 @@ class RemoteProxyClient:
         elif error is not None and call_id in self._streams:
             self._streams[call_id].put_nowait(_Failed(error))
 
-    def _error(self, body: Any) -> Exception:
-        if not isinstance(body, dict):
-            return RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}")
-        code, message = body.get("code"), str(body.get("message", ""))
+    def _error(self, error: calls.Error) -> Exception:
+        code, message = error.code, error.message
         if code == ErrorCode.TOO_LARGE:
             return MessageTooLargeError(message)
         if code == ErrorCode.TIMEOUT:
             return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
         if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED, ErrorCode.CPU, ErrorCode.TIME):
-            return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
+            return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=str(code))
         if code == ErrorCode.UNAUTHORIZED:
             return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
         if code == ErrorCode.SERIALIZATION:
-            module = body.get("module")
+            module = error.module
             hint = f" (module {module!r} is not installed on the executor; install it there)" if module else ""
             return SerializationError(f"executor {self.executor!r}: {message}{hint}")
-        remote_type = str(body.get("type") or code)
+        remote_type = error.type or str(code)
         summary = f"{remote_type}: {message}" if code == ErrorCode.EXCEPTION else message
         return RemoteExecutionError(
             f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
             remote_type=remote_type,
             remote_message=message,
-            remote_traceback=self._sources.annotate(str(body.get("traceback", ""))),
+            remote_traceback=self._sources.annotate(error.traceback),
         )
 
     def _on_lost(self, reason: str, generation: int) -> None:
