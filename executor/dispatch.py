@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import DecodeError, MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge, calls
+from remotemedia.rpc.conversation import Credit
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
 from remotemedia.wasm.spec import spec_from_body
@@ -158,7 +159,7 @@ class Dispatcher:
         self._transport = send
         self._on_stuck = on_stuck
         self._tasks: dict[int, asyncio.Task] = {}
-        self._credits: dict[int, asyncio.Semaphore] = {}
+        self._credits: dict[int, tuple[Credit, asyncio.Event]] = {}  # a stream's YIELD credit, and its wake-up
         self._inputs: dict[int, InputStream] = {}
 
     def handle(self, event: Message | TooLarge | Rejected) -> None:
@@ -189,13 +190,8 @@ class Dispatcher:
                 task.cancel()
         elif kind is Kind.CREDIT:
             credits = self._credits.get(id)
-            if credits is not None:
-                try:
-                    granted = calls.parse_credit(event.body)
-                except DecodeError:
-                    return  # not a grant: the stream goes on with what it has
-                for _ in range(granted):
-                    credits.release()
+            if credits is not None and credits[0].grant(event.body):
+                credits[1].set()
         elif kind in (Kind.INPUT, Kind.INPUT_END):
             self._input(event)
         else:
@@ -277,11 +273,13 @@ class Dispatcher:
             result = await self._limited(self.objects.call(method, tuple(args), kwargs), f"{name}()", sync=is_sync)
             await self._send(Kind.RESULT, message.id, result)
             return
-        credits = self._credits[message.id] = asyncio.Semaphore(credit)
+        credits, granted = self._credits[message.id] = (Credit(credit), asyncio.Event())
         items = self.objects.stream(method, tuple(args), kwargs)
         try:
             async for item in items:
-                await credits.acquire()  # the client has room for one more
+                while not credits.take():  # the client has room for one more
+                    granted.clear()
+                    await granted.wait()
                 await self._send(Kind.YIELD, message.id, item)
         finally:
             await items.aclose()

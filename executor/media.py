@@ -29,9 +29,10 @@ import contextlib
 import logging
 from typing import Any, Awaitable, Callable
 
-from remotemedia.exceptions import DecodeError, RemoteMediaError
+from remotemedia.exceptions import RemoteMediaError
 from remotemedia.rpc import Kind, calls
 from remotemedia.rpc.calls import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
+from remotemedia.rpc.conversation import Credit
 from remotemedia.transport.media import kind_of
 from remotemedia.transport.tracks import MediaSlot
 
@@ -74,7 +75,8 @@ class MediaBridge:
         self._waiting_frames = 0
         self._dropped = 0
         self._input_ready = asyncio.Event()
-        self._credit = asyncio.Semaphore(INPUT_WINDOW)  # the method's input credit
+        self._credit = Credit(INPUT_WINDOW)  # the method's input credit
+        self._granted = asyncio.Event()
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._drain: asyncio.TimerHandle | None = None
         self._input_ended = False
@@ -156,7 +158,9 @@ class MediaBridge:
             if item is _END:
                 self._to_method(Kind.INPUT_END, calls.ends_body())
                 return
-            await self._credit.acquire()
+            while not self._credit.take():
+                self._granted.clear()
+                await self._granted.wait()
             if kind_of(item) is not None:
                 self._waiting_frames -= 1
                 self._to_method(Kind.INPUT, item)
@@ -173,12 +177,8 @@ class MediaBridge:
         ``forward()`` sends it to the client unchanged.
         """
         if kind is Kind.CREDIT:
-            try:
-                granted = calls.parse_credit(decode(), INPUT_WINDOW)
-            except DecodeError:
-                return
-            for _ in range(granted):
-                self._credit.release()
+            if self._credit.grant(decode()):
+                self._granted.set()
             return
         self._outputs.put_nowait((kind, decode, forward))
 

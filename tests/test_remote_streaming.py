@@ -23,7 +23,7 @@ from harness import mode_config, mode_executor, running_cluster, wait_until
 
 from executor.inputs import INPUT_WINDOW
 from remotemedia import RemoteExecutionError, RemoteProxyClient, RemoteTimeoutError
-from remotemedia.remote.client import STREAM_WINDOW
+from remotemedia.rpc.calls import STREAM_WINDOW
 
 TOKEN = "duplex"
 MODES = ("process", "inprocess")

@@ -32,7 +32,6 @@ for the reconnection. With ``reconnect=False`` the client stays closed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import sys
 import time
@@ -47,14 +46,12 @@ from ..exceptions import (
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
-    ResourceLimitError,
     SerializationError,
     TLSError,
 )
-from ..exceptions import DecodeError
-from ..rpc import ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
-from ..rpc import calls
-from ..rpc.calls import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
+from ..rpc import Kind, Message, Rejected, RPCProtocol, TooLarge, calls
+from ..rpc.calls import MAX_WAITING_FRAMES, MEDIA_DRAIN
+from ..rpc.conversation import Announcement, Answer, ClientCalls, Credit, Failure, Granted, Item, SessionEnded, StreamEnd, exception_for
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport import RPC_LABEL, RPCChannel, close_peer_connection, make_offer, new_peer_connection, wait_open, watch_bye
@@ -134,19 +131,6 @@ def _is_wasm_node(obj: Any) -> bool:
     return module is not None and type(obj) is module.WasmNode
 
 
-def _hint(remote_type: str, message: str) -> str:
-    """What to do about a remote error that a common mistake on this side causes."""
-    if remote_type.endswith("TypeError") and (
-        "requires an object with __aiter__ method, got list" in message
-        or "requires an object with __aiter__ method, got tuple" in message
-    ):
-        return (
-            " (a list or tuple is sent whole, as one argument; to stream its items into "
-            "the remote method, pass an iterator: remote.method(iter(items)))"
-        )
-    return ""
-
-
 class _Failed:
     __slots__ = ("error",)
 
@@ -181,10 +165,10 @@ class RemoteProxyClient:
         self._pc: Any = None
         self._rpc: RPCChannel | None = None
         self._watcher: asyncio.Task | None = None
-        self._ids = itertools.count(1)
+        self._calls = ClientCalls()  # ids, open streams and their credit: the conversation's rules
         self._pending: dict[int, asyncio.Future] = {}
         self._streams: dict[int, asyncio.Queue] = {}
-        self._input_credits: dict[int, asyncio.Semaphore] = {}
+        self._input_credits: dict[int, asyncio.Event] = {}  # set when a duplex stream is granted input credit
         self._proxies: dict[int, RemoteProxy] = {}
         self._cancels: set[asyncio.Task] = set()  # CANCELs of timed-out calls, being sent
         self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
@@ -194,12 +178,20 @@ class RemoteProxyClient:
         self._uploads: dict[int, tuple[Any, bool]] = {}  # handle: (CREATE body, pickled)
         self._lost: str | None = None
         self._closed = False
-        self._welcomed = False  # the executor has accepted our ticket
         self._generation = 0  # of the connection; events of an older one are ignored
         self._reconnecting: asyncio.Task | None = None
         #: How many times the session was re-established after a loss.
         self.reconnects = 0
         self._turn: str | None = None  # the TURN URL this end's peer connection allocates on
+
+    @property
+    def _welcomed(self) -> bool:
+        # The executor has accepted our ticket (the conversation's state: an ERROR 0 means the session's end only then).
+        return self._calls.welcomed
+
+    @_welcomed.setter
+    def _welcomed(self, welcomed: bool) -> None:
+        self._calls.welcomed = welcomed
 
     @property
     def route(self) -> Route | None:
@@ -362,7 +354,7 @@ class RemoteProxyClient:
                 self._uploads.pop(handle, None)
                 try:
                     await self._request(
-                        Kind.RELEASE, next(self._ids), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
+                        Kind.RELEASE, self._calls.new_id(), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
                     )
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
@@ -395,7 +387,7 @@ class RemoteProxyClient:
         create = calls.create_body(wasm=obj.spec) if _is_wasm_node(obj) else calls.create_body(pickle=dumps_object(obj))
         data, pickled = create.body, create.pickled
         await self._ready()
-        handle = next(self._ids)
+        handle = self._calls.new_id()
         body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=pickled)
         self._sources.add(obj)
         proxy = RemoteProxy(self, handle, obj, calls.parse_created(body))
@@ -423,29 +415,30 @@ class RemoteProxyClient:
             )
         await self._ready()
         body = calls.call_body(handle, name, list(args), kwargs)
-        return await self._request(Kind.CALL, next(self._ids), body, f"remote call {name}()", self.config.timeout)
+        return await self._request(Kind.CALL, self._calls.new_id(), body, f"remote call {name}()", self.config.timeout)
 
     async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict, *, media: bool = False) -> AsyncIterator[Any]:
         args, kwargs, where, source = _split_input(args, kwargs)
         rpc = await self._ready()
-        call_id = next(self._ids)
+        call_id = self._calls.new_id()
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[call_id] = queue
+        stream = self._calls.open_stream(call_id, duplex=source is not None)
         slot = self._take_slot(call_id, queue) if media else None
         finished = False
         feeder = None
         try:
             if slot is not None:
                 await rpc.send(Kind.MEDIA, call_id, calls.media_slot_body(slot.index))
-            await rpc.send(Kind.CALL, call_id, calls.call_body(handle, name, args, kwargs, STREAM_WINDOW, where), pickle_fallback=True)
+            body = calls.call_body(handle, name, args, kwargs, stream.window.initial, where)
+            await rpc.send(Kind.CALL, call_id, body, pickle_fallback=True)
             inputs = None
             if source is not None:
                 inputs = _InputActivity()
-                credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
+                granted = self._input_credits[call_id] = asyncio.Event()
                 feeder = asyncio.create_task(
-                    self._feed(rpc, call_id, source, credit, queue, slot, inputs), name=f"remote-feed-{name}"
+                    self._feed(rpc, call_id, source, stream.inputs, granted, queue, slot, inputs), name=f"remote-feed-{name}"
                 )
-            consumed = 0
             ended = False  # END came; media frames may still be on their way
             while True:
                 timeout = MEDIA_DRAIN if ended else self.config.timeout
@@ -480,10 +473,11 @@ class RemoteProxyClient:
                     yield item.frame
                     continue
                 yield item
-                consumed += 1
-                if consumed % (STREAM_WINDOW // 2) == 0:
-                    await rpc.send(Kind.CREDIT, call_id, calls.credit_body(STREAM_WINDOW // 2))
+                grant = stream.window.consume()
+                if grant:
+                    await rpc.send(Kind.CREDIT, call_id, calls.credit_body(grant))
         finally:
+            self._calls.close_stream(call_id)
             self._streams.pop(call_id, None)
             self._input_credits.pop(call_id, None)
             if self._media_calls.pop(call_id, None) is not None:
@@ -521,7 +515,8 @@ class RemoteProxyClient:
         rpc: RPCChannel,
         call_id: int,
         source: Any,
-        credit: asyncio.Semaphore,
+        credit: Credit,
+        granted: asyncio.Event,
         queue: asyncio.Queue,
         slot: MediaSlot | None,
         activity: _InputActivity,
@@ -533,7 +528,9 @@ class RemoteProxyClient:
                 # Paced by the track (real time); the data channel announces each kind's first frame.
                 await slot.send(item, lambda announcement: rpc.send(Kind.MEDIA, call_id, announcement))
             else:
-                await credit.acquire()
+                while not credit.take():
+                    granted.clear()
+                    await granted.wait()
                 await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
 
         try:
@@ -573,7 +570,7 @@ class RemoteProxyClient:
         except ConnectionLostError:
             return  # the session ended, and the remote object with it: nothing is left to release
         await self._request(
-            Kind.RELEASE, next(self._ids), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
+            Kind.RELEASE, self._calls.new_id(), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
         )
 
     async def wait_reconnection(self) -> ConnectionLostError | None:
@@ -681,47 +678,38 @@ class RemoteProxyClient:
         except SerializationError as exc:
             self._settle(event.id, error=exc)
             return
-        if kind in (Kind.RESULT, Kind.WELCOME):
-            self._settle(event.id, value=body)
-        elif kind is Kind.ERROR:
-            try:
-                error = calls.parse_error(body)
-            except DecodeError:
-                self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}"))
-                return
-            if event.id == 0 and self._welcomed and error.code is ErrorCode.SESSION_ENDED:
-                # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
-                self._on_lost(f"the executor ended the session: {error.message}", generation)
+        meaning = self._calls.receive(kind, event.id, body)
+        what = type(meaning)
+        if what is Answer:
+            self._settle(meaning.id, value=meaning.value)
+        elif what is Item:
+            self._streams[meaning.id].put_nowait(meaning.value)
+        elif what is Failure:
+            if meaning.error is None:
+                error = RemoteExecutionError(f"executor {self.executor!r} sent {meaning.reason}")
             else:
-                self._settle(event.id, error=self._error(error))
-        elif kind is Kind.YIELD:
-            queue = self._streams.get(event.id)
-            if queue is not None:
-                queue.put_nowait(body)
-        elif kind is Kind.END:
-            queue = self._streams.get(event.id)
-            if queue is not None:
-                slot = self._media_calls.get(event.id)
-                if slot is not None:
-                    slot.end_receiving(body if isinstance(body, dict) else None)  # malformed ends: none
-                queue.put_nowait(_END)
-        elif kind is Kind.MEDIA:
-            slot = self._media_calls.get(event.id)
+                error = exception_for(meaning.error, self.executor, self._sources.annotate)
+            self._settle(meaning.id, error=error)
+        elif what is StreamEnd:
+            slot = self._media_calls.get(meaning.id)
+            if slot is not None:
+                slot.end_receiving(meaning.ends)
+            self._streams[meaning.id].put_nowait(_END)
+        elif what is Granted:
+            granted = self._input_credits.get(meaning.id)
+            if meaning.n and granted is not None:
+                granted.set()
+        elif what is Announcement:
+            slot = self._media_calls.get(meaning.id)
             if slot is not None:
                 try:
-                    slot.begin_receiving(calls.parse_media(body).announcement)
+                    slot.begin_receiving(meaning.announcement)
                 except ValueError as exc:
-                    self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
-        elif kind is Kind.CREDIT:
-            credit = self._input_credits.get(event.id)
-            if credit is not None:
-                try:
-                    granted = calls.parse_credit(body, INPUT_WINDOW)
-                except DecodeError:
-                    return  # a grant beyond the window is not one this client holds to
-                for _ in range(granted):
-                    credit.release()
-        else:
+                    self._settle(meaning.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
+        elif what is SessionEnded:
+            # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
+            self._on_lost(f"the executor ended the session: {meaning.message}", generation)
+        elif meaning.unexpected:
             logger.warning("unexpected %s from executor %r", kind.name, self.executor)
 
     def _settle(self, call_id: int, *, value: Any = None, error: Exception | None = None) -> None:
@@ -733,29 +721,6 @@ class RemoteProxyClient:
                 future.set_exception(error)
         elif error is not None and call_id in self._streams:
             self._streams[call_id].put_nowait(_Failed(error))
-
-    def _error(self, error: calls.Error) -> Exception:
-        code, message = error.code, error.message
-        if code == ErrorCode.TOO_LARGE:
-            return MessageTooLargeError(message)
-        if code == ErrorCode.TIMEOUT:
-            return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
-        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED, ErrorCode.CPU, ErrorCode.TIME):
-            return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=str(code))
-        if code == ErrorCode.UNAUTHORIZED:
-            return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
-        if code == ErrorCode.SERIALIZATION:
-            module = error.module
-            hint = f" (module {module!r} is not installed on the executor; install it there)" if module else ""
-            return SerializationError(f"executor {self.executor!r}: {message}{hint}")
-        remote_type = error.type or str(code)
-        summary = f"{remote_type}: {message}" if code == ErrorCode.EXCEPTION else message
-        return RemoteExecutionError(
-            f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
-            remote_type=remote_type,
-            remote_message=message,
-            remote_traceback=self._sources.annotate(error.traceback),
-        )
 
     def _on_lost(self, reason: str, generation: int) -> None:
         if self._lost is not None or generation != self._generation:

@@ -87,6 +87,7 @@ __all__ = [
     "MEDIA_DRAIN",
     "MAX_WAITING_FRAMES",
     "MAX_CREDIT",
+    "FINAL",
     "Kind",
     "ErrorCode",
     "Hello",
@@ -163,6 +164,10 @@ class Kind(enum.IntEnum):
     INPUT = 14
     INPUT_END = 15
     MEDIA = 16
+
+
+#: What the executor ends a call with (``RESULT``, ``ERROR``) or a stream (``END``, ``ERROR``).
+FINAL = frozenset({Kind.RESULT, Kind.ERROR, Kind.END})
 
 
 class ErrorCode(str, enum.Enum):
