@@ -76,7 +76,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..exceptions import DecodeError
 
@@ -337,9 +337,13 @@ def parse_created(body: Any) -> str:
 # -- CALL -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A ``CALL``: a method of an object, its arguments, and how it is answered."""
+class Call(NamedTuple):
+    """
+    A ``CALL``: a method of an object, its arguments, and how it is answered.
+
+    A named tuple, not a dataclass: one is made per call, and a tuple is the
+    cheapest immutable record (a third of a frozen dataclass's cost).
+    """
 
     #: The object's handle (its ``CREATE``'s id).
     handle: int
