@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import DecodeError, MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge, calls
-from remotemedia.rpc.conversation import Credit
+from remotemedia.rpc.conversation import ExecutorCalls, Feed, Refuse, Resume, Serve, Stop
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
 from remotemedia.wasm.spec import spec_from_body
@@ -158,8 +158,9 @@ class Dispatcher:
         self.limits = limits
         self._transport = send
         self._on_stuck = on_stuck
+        self._calls = ExecutorCalls()  # running calls and their credit: the conversation's rules
         self._tasks: dict[int, asyncio.Task] = {}
-        self._credits: dict[int, tuple[Credit, asyncio.Event]] = {}  # a stream's YIELD credit, and its wake-up
+        self._granted: dict[int, asyncio.Event] = {}  # set when a stream is granted YIELD credit
         self._inputs: dict[int, InputStream] = {}
 
     def handle(self, event: Message | TooLarge | Rejected) -> None:
@@ -176,27 +177,24 @@ class Dispatcher:
             # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
             self._later(self._error(id, pickle_refused(kind, self.limits.accept)))
             return
-        if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
-            if id in self._tasks:
-                self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
-                return
+        action = self._calls.receive(kind, id, event.body)
+        what = type(action)
+        if what is Serve:
             self._tasks[id] = asyncio.create_task(self._serve(event))
-        elif kind is Kind.CANCEL:
+        elif what is Feed:
+            self._input(event, action.end)
+        elif what is Resume:
+            self._granted[id].set()
+        elif what is Stop:
             stream = self._inputs.get(id)
             if stream is not None:
                 stream.cancel()  # wakes a sync generator blocked on its next input
             task = self._tasks.get(id)
             if task is not None:
                 task.cancel()
-        elif kind is Kind.CREDIT:
-            credits = self._credits.get(id)
-            if credits is not None and credits[0].grant(event.body):
-                credits[1].set()
-        elif kind in (Kind.INPUT, Kind.INPUT_END):
-            self._input(event)
-        else:
-            logger.warning("unexpected %s from the client", kind.name)
-            self._later(self._error(id, RemoteCallError(f"a {kind.name} is not a request", ErrorCode.BAD_REQUEST)))
+        elif what is Refuse:
+            logger.warning("refused a %s from the client: %s", kind.name, action.reason)
+            self._later(self._error(id, RemoteCallError(action.reason, action.code)))
 
     async def close(self) -> None:
         """Stop every call and release every object (their ``cleanup()`` runs)."""
@@ -230,8 +228,9 @@ class Dispatcher:
                 self._on_stuck(exc.why)
             _forget_frames(exc)
         finally:
+            self._calls.finished(message.id)
             self._tasks.pop(message.id, None)
-            self._credits.pop(message.id, None)
+            self._granted.pop(message.id, None)
             stream = self._inputs.pop(message.id, None)
             if stream is not None:
                 stream.end()
@@ -273,7 +272,8 @@ class Dispatcher:
             result = await self._limited(self.objects.call(method, tuple(args), kwargs), f"{name}()", sync=is_sync)
             await self._send(Kind.RESULT, message.id, result)
             return
-        credits, granted = self._credits[message.id] = (Credit(credit), asyncio.Event())
+        credits = self._calls.open_stream(message.id, credit)
+        granted = self._granted[message.id] = asyncio.Event()
         items = self.objects.stream(method, tuple(args), kwargs)
         try:
             async for item in items:
@@ -293,11 +293,9 @@ class Dispatcher:
             stream = self._inputs[id] = InputStream(lambda n: self._grant(id, n))
         return stream
 
-    def _input(self, message: Message) -> None:
-        if message.id not in self._tasks:
-            return  # the call is over (it failed, or was cancelled): late inputs are dropped
+    def _input(self, message: Message, end: bool) -> None:
         stream = self._input_stream(message.id)
-        if message.kind is Kind.INPUT_END:
+        if end:
             stream.end()
             return
         try:
@@ -313,7 +311,7 @@ class Dispatcher:
             self._later(self._error(message.id, RemoteCallError(f"bad input: {exc}")))
 
     def _grant(self, id: int, n: int) -> None:
-        if id in self._tasks:
+        if self._calls.running(id):
             self._later(self._send(Kind.CREDIT, id, calls.credit_body(n)))
 
     async def _limited(self, work: Awaitable[Any], what: str, *, sync: bool) -> Any:

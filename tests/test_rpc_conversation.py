@@ -19,11 +19,17 @@ from remotemedia.rpc.conversation import (
     Answer,
     ClientCalls,
     Credit,
+    ExecutorCalls,
     Failure,
+    Feed,
     Granted,
     Ignored,
     Item,
+    Refuse,
+    Resume,
+    Serve,
     SessionEnded,
+    Stop,
     StreamEnd,
     Window,
     exception_for,
@@ -228,3 +234,40 @@ def test_unknown_code_is_a_remote_execution_error():
 def test_a_list_passed_for_a_stream_gets_a_hint():
     error = calls.Error(ErrorCode.EXCEPTION, "'async for' requires an object with __aiter__ method, got list", "builtins.TypeError")
     assert "pass an iterator" in str(exception_for(error, "e"))
+
+
+# -- the executor's side ----------------------------------------------------------------
+
+
+def test_executor_serves_each_fresh_id_once():
+    executor = ExecutorCalls()
+    assert executor.receive(Kind.CALL, 7, calls.call_body(1, "f", [], {})) == Serve(7)
+    again = executor.receive(Kind.CREATE, 7, b"pickle")
+    assert isinstance(again, Refuse) and again.code is ErrorCode.BAD_REQUEST and "already in use" in again.reason
+    executor.finished(7)
+    assert executor.receive(Kind.RELEASE, 7, 1) == Serve(7)  # an id is free again once its call is over
+
+
+def test_executor_routes_cancel_credit_and_inputs():
+    wire, executor = Wire(), ExecutorCalls()
+    assert executor.receive(Kind.CALL, 3, None) == Serve(3)
+    yields = executor.open_stream(3, STREAM_WINDOW)
+    while yields.take():
+        pass
+    credit = wire.to_executor(Kind.CREDIT, 3, calls.credit_body(STREAM_WINDOW // 2))
+    assert executor.receive(credit.kind, credit.id, credit.body) == Resume(3)
+    assert yields.available == STREAM_WINDOW // 2
+    assert executor.receive(Kind.CREDIT, 3, 10**6) == Ignored(Kind.CREDIT, 3)  # beyond the window: no wake-up
+    assert executor.receive(Kind.INPUT, 3, "x") == Feed(3, False)
+    assert executor.receive(Kind.INPUT_END, 3, None) == Feed(3, True)
+    assert executor.receive(Kind.CANCEL, 3, None) == Stop(3)
+    executor.finished(3)
+    assert not executor.running(3)
+    assert executor.receive(Kind.INPUT, 3, "late") == Ignored(Kind.INPUT, 3)
+    assert executor.receive(Kind.CREDIT, 3, 1) == Ignored(Kind.CREDIT, 3)
+
+
+@pytest.mark.parametrize("kind", [Kind.RESULT, Kind.ERROR, Kind.YIELD, Kind.END, Kind.WELCOME, Kind.PONG])
+def test_executor_refuses_what_is_not_a_request(kind):
+    refusal = ExecutorCalls().receive(kind, 9, None)
+    assert refusal == Refuse(9, ErrorCode.BAD_REQUEST, f"a {kind.name} is not a request")

@@ -44,6 +44,8 @@ input credit back as the method reads. Ids are the client's call ids;
 ``CREATE``'s id becomes the object's handle. ``RESULT`` or ``ERROR`` ends
 a call; ``END`` or ``ERROR`` ends a stream. ``ERROR`` with id 0 and code
 ``session_ended`` is the executor ending the session (the message says why).
+:mod:`remotemedia.rpc.conversation` holds these rules as code (ids, credit,
+which message settles which call), for both ends.
 
 A streamed call's audio and video frames can travel on media tracks (see
 :mod:`remotemedia.transport.tracks`); both ends then wait up to

@@ -26,7 +26,10 @@ once, as two halves:
 On the client, :class:`ClientCalls` hands out call ids, keeps each open
 stream's credit, and turns each received message into one of the events
 below; :func:`exception_for` maps an ``ERROR`` onto the exception the
-caller sees (the table of codes is in :mod:`remotemedia.rpc.calls`).
+caller sees (the table of codes is in :mod:`remotemedia.rpc.calls`). On
+the executor, :class:`ExecutorCalls` keeps which calls run and each
+stream's ``YIELD`` credit, and says what each request asks for (serve it,
+stop it, feed it, wake it, or refuse it).
 """
 
 from __future__ import annotations
@@ -70,6 +73,12 @@ __all__ = [
     "Ignored",
     "exception_for",
     "LIMIT_CODES",
+    "ExecutorCalls",
+    "Serve",
+    "Stop",
+    "Feed",
+    "Resume",
+    "Refuse",
 ]
 
 
@@ -337,3 +346,84 @@ def exception_for(error: Error, executor: str | None, annotate: Callable[[str], 
         remote_message=message,
         remote_traceback=annotate(error.traceback),
     )
+
+
+# -- what a received request means to the executor ----------------------------------------
+
+
+class Serve(NamedTuple):
+    """A ``CREATE``, ``CALL`` or ``RELEASE`` with a fresh id: start serving it."""
+
+    id: int
+
+
+class Stop(NamedTuple):
+    """A ``CANCEL``: stop call ``id`` (and wake a method blocked on its input stream)."""
+
+    id: int
+
+
+class Feed(NamedTuple):
+    """An ``INPUT`` (``end`` false) or ``INPUT_END`` for running call ``id``: to its input stream."""
+
+    id: int
+    end: bool
+
+
+class Resume(NamedTuple):
+    """A ``CREDIT`` that lets stream ``id`` yield again."""
+
+    id: int
+
+
+class Refuse(NamedTuple):
+    """A request that is answered with an ``ERROR`` of ``code`` and nothing else."""
+
+    id: int
+    code: ErrorCode
+    reason: str
+
+
+class ExecutorCalls:
+    """
+    The executor's side of the conversation for one session: the calls
+    running, each stream's ``YIELD`` credit, and what each request means.
+
+    :meth:`receive` decides; the caller starts and cancels the work, and
+    calls :meth:`finished` when a call is over (its id may then be used again).
+    """
+
+    def __init__(self) -> None:
+        self._running: set[int] = set()
+        self._yields: dict[int, Credit] = {}
+
+    def running(self, id: int) -> bool:
+        """Whether call ``id`` is being served."""
+        return id in self._running
+
+    def open_stream(self, id: int, credit: int) -> Credit:
+        """Call ``id`` streams, starting with its ``CALL``'s ``credit``: take one before each ``YIELD``."""
+        yields = self._yields[id] = Credit(credit)
+        return yields
+
+    def finished(self, id: int) -> None:
+        """Call ``id`` is over: later ``CREDIT``s and inputs for it are ignored."""
+        self._running.discard(id)
+        self._yields.pop(id, None)
+
+    def receive(self, kind: Kind, id: int, body: Any) -> Any:
+        """One request from the client (its body as received): what to do."""
+        if kind is Kind.CALL or kind is Kind.CREATE or kind is Kind.RELEASE:
+            if id in self._running:
+                return Refuse(id, ErrorCode.BAD_REQUEST, f"call id {id} is already in use")
+            self._running.add(id)
+            return Serve(id)
+        if kind is Kind.CANCEL:
+            return Stop(id)
+        if kind is Kind.CREDIT:
+            yields = self._yields.get(id)
+            return Resume(id) if yields is not None and yields.grant(body) else Ignored(kind, id)
+        if kind is Kind.INPUT or kind is Kind.INPUT_END:
+            # Inputs of a call that is over (it failed, or was cancelled) are dropped.
+            return Feed(id, kind is Kind.INPUT_END) if id in self._running else Ignored(kind, id)
+        return Refuse(id, ErrorCode.BAD_REQUEST, f"a {kind.name} is not a request")
