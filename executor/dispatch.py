@@ -30,11 +30,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from remotemedia.exceptions import MessageTooLargeError, RemoteMediaError
-from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge
+from remotemedia.exceptions import DecodeError, MessageTooLargeError, RemoteMediaError
+from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge, calls
+from remotemedia.rpc.conversation import ExecutorCalls, Feed, Refuse, Resume, Serve, Stop
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.serialization import loads_object
-from remotemedia.wasm.spec import is_create_body, spec_from_body
+from remotemedia.wasm.spec import spec_from_body
 
 from .inputs import InputStream
 from .objects import ObjectTable, RemoteCallError, error_body
@@ -161,8 +162,9 @@ class Dispatcher:
         self.limits = limits
         self._transport = send
         self._on_stuck = on_stuck
+        self._calls = ExecutorCalls()  # running calls and their credit: the conversation's rules
         self._tasks: dict[int, asyncio.Task] = {}
-        self._credits: dict[int, asyncio.Semaphore] = {}
+        self._granted: dict[int, asyncio.Event] = {}  # set when a stream is granted YIELD credit
         self._inputs: dict[int, InputStream] = {}
 
     def handle(self, event: Message | TooLarge | Rejected) -> None:
@@ -179,28 +181,24 @@ class Dispatcher:
             # Nothing pickled is loaded here, whatever it is for (see ACCEPTS).
             self._later(self._error(id, pickle_refused(kind, self.limits.accept)))
             return
-        if kind in (Kind.CREATE, Kind.CALL, Kind.RELEASE):
-            if id in self._tasks:
-                self._later(self._error(id, RemoteCallError(f"call id {id} is already in use")))
-                return
+        action = self._calls.receive(kind, id, event.body)
+        what = type(action)
+        if what is Serve:
             self._tasks[id] = asyncio.create_task(self._serve(event))
-        elif kind is Kind.CANCEL:
+        elif what is Feed:
+            self._input(event, action.end)
+        elif what is Resume:
+            self._granted[id].set()
+        elif what is Stop:
             stream = self._inputs.get(id)
             if stream is not None:
                 stream.cancel()  # wakes a sync generator blocked on its next input
             task = self._tasks.get(id)
             if task is not None:
                 task.cancel()
-        elif kind is Kind.CREDIT:
-            credits = self._credits.get(id)
-            if credits is not None and isinstance(event.body, int) and 0 < event.body <= 1 << 16:
-                for _ in range(event.body):
-                    credits.release()
-        elif kind in (Kind.INPUT, Kind.INPUT_END):
-            self._input(event)
-        else:
-            logger.warning("unexpected %s from the client", kind.name)
-            self._later(self._error(id, RemoteCallError(f"a {kind.name} is not a request", ErrorCode.BAD_REQUEST)))
+        elif what is Refuse:
+            logger.warning("refused a %s from the client: %s", kind.name, action.reason)
+            self._later(self._error(id, RemoteCallError(action.reason, action.code)))
 
     async def close(self) -> None:
         """Stop every call and release every object (their ``cleanup()`` runs)."""
@@ -218,7 +216,7 @@ class Dispatcher:
             if message.kind is Kind.CREATE:
                 await self._create(message)
             elif message.kind is Kind.RELEASE:
-                handle = await self._body(message)
+                handle = calls.parse_release(await self._body(message))
                 await self._limited(self.objects.release(handle), "releasing an object", sync=True)
                 await self._send(Kind.RESULT, message.id, None)
             else:
@@ -226,29 +224,31 @@ class Dispatcher:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            if isinstance(exc, DecodeError):  # a malformed body: the client's fault, said as such
+                exc = RemoteCallError(str(exc), ErrorCode.BAD_REQUEST)
             await self._error(message.id, exc)
             if isinstance(exc, _Stuck):
                 # After the reply, so the client learns why its session ends.
                 self._on_stuck(exc.why)
             _forget_frames(exc)
         finally:
+            self._calls.finished(message.id)
             self._tasks.pop(message.id, None)
-            self._credits.pop(message.id, None)
+            self._granted.pop(message.id, None)
             stream = self._inputs.pop(message.id, None)
             if stream is not None:
                 stream.end()
 
     async def _create(self, message: Message) -> None:
+        create = calls.parse_create(message.body, message.pickled)
         build = loads_object
-        if message.pickled:
+        if create.pickled:
             if not self.limits.unpickles:
                 raise pickle_refused(Kind.CREATE, self.limits.accept)
-        elif is_create_body(message.body):
+        else:
             if self.limits.accept == "python":
                 raise not_accepted("a WASM node", self.limits.accept)
             build = functools.partial(_build_wasm, call_timeout=self.limits.call_timeout)
-        else:
-            raise RemoteCallError('CREATE carries the object as cloudpickle bytes, or a WASM node as {"wasm": {...}}')
         held = self.objects.held
         if held >= self.limits.max_objects:
             raise RemoteCallError(
@@ -256,42 +256,38 @@ class Dispatcher:
                 f"{self.limits.max_objects}); release some with client.release(proxy)",
                 ErrorCode.OBJECTS,
             )
-        obj = await self._limited(self.objects.create(message.id, message.body, build), "creating the object", sync=True)
-        await self._send(Kind.RESULT, message.id, {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"})
+        obj = await self._limited(self.objects.create(message.id, create.body, build), "creating the object", sync=True)
+        await self._send(Kind.RESULT, message.id, calls.created_body(obj))
 
     async def _call(self, message: Message) -> None:
-        body = await self._body(message)
-        if not (isinstance(body, (list, tuple)) and len(body) == 6):
-            raise RemoteCallError("a CALL body is [handle, method, args, kwargs, stream credit, streamed input]")
-        handle, name, args, kwargs, credit, where = body
-        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-            raise RemoteCallError("a CALL's arguments are a list and a dict")
-        method = self.objects.method(handle, name)
-        args, kwargs = list(args), dict(kwargs)
+        call = calls.parse_call(await self._body(message))
+        name, credit, where = call.method, call.credit, call.where
+        method = self.objects.method(call.handle, name)
+        args, kwargs = call.args, call.kwargs
         if where is not None:
-            if not credit:
-                raise RemoteCallError("only a streamed call (`async for`) can take an input stream")
             stream = self._input_stream(message.id)
-            if isinstance(where, int) and 0 <= where < len(args):
+            if isinstance(where, int):
+                args = list(args)
                 args[where] = stream
-            elif isinstance(where, str):
-                kwargs[where] = stream
             else:
-                raise RemoteCallError(f"the streamed input's position {where!r} is not among the arguments")
+                kwargs = {**kwargs, where: stream}
         if not credit:
             is_sync = not asyncio.iscoroutinefunction(method)
             result = await self._limited(self.objects.call(method, tuple(args), kwargs), f"{name}()", sync=is_sync)
             await self._send(Kind.RESULT, message.id, result)
             return
-        credits = self._credits[message.id] = asyncio.Semaphore(int(credit))
+        credits = self._calls.open_stream(message.id, credit)
+        granted = self._granted[message.id] = asyncio.Event()
         items = self.objects.stream(method, tuple(args), kwargs)
         try:
             async for item in items:
-                await credits.acquire()  # the client has room for one more
+                while not credits.take():  # the client has room for one more
+                    granted.clear()
+                    await granted.wait()
                 await self._send(Kind.YIELD, message.id, item)
         finally:
             await items.aclose()
-        await self._send(Kind.END, message.id)
+        await self._send(Kind.END, message.id, calls.ends_body())
 
     def _input_stream(self, id: int) -> InputStream:
         # Made by whichever comes first: the call's task, or its first input
@@ -301,11 +297,9 @@ class Dispatcher:
             stream = self._inputs[id] = InputStream(lambda n: self._grant(id, n))
         return stream
 
-    def _input(self, message: Message) -> None:
-        if message.id not in self._tasks:
-            return  # the call is over (it failed, or was cancelled): late inputs are dropped
+    def _input(self, message: Message, end: bool) -> None:
         stream = self._input_stream(message.id)
-        if message.kind is Kind.INPUT_END:
+        if end:
             stream.end()
             return
         try:
@@ -321,8 +315,8 @@ class Dispatcher:
             self._later(self._error(message.id, RemoteCallError(f"bad input: {exc}")))
 
     def _grant(self, id: int, n: int) -> None:
-        if id in self._tasks:
-            self._later(self._send(Kind.CREDIT, id, n))
+        if self._calls.running(id):
+            self._later(self._send(Kind.CREDIT, id, calls.credit_body(n)))
 
     async def _limited(self, work: Awaitable[Any], what: str, *, sync: bool) -> Any:
         limit = self.limits.call_timeout

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from remotemedia.rpc.windows import INPUT_WINDOW
+from remotemedia.rpc.calls import INPUT_WINDOW
+from remotemedia.rpc.conversation import Window
 
 __all__ = ["InputStream", "InputCancelled", "INPUT_WINDOW"]
 
@@ -34,18 +35,17 @@ class InputStream:
 
     def __init__(self, grant: Callable[[int], None], window: int = INPUT_WINDOW) -> None:
         self._grant = grant
-        self._window = window
+        self._window = Window(window)
         self._queue: asyncio.Queue = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
-        self._taken = 0
         self._ended = False
 
     def put(self, item: Any) -> None:
         """An item from the client; ``ValueError`` when the client sent more than its credit."""
         if self._ended:
             raise ValueError("an input arrived after the end of the input stream")
-        if self._queue.qsize() >= self._window:
-            raise ValueError(f"the client sent more than its credit of {self._window} inputs")
+        if not self._window.receive():
+            raise ValueError(f"the client sent more than its credit of {self._window.size} inputs")
         self._queue.put_nowait(item)
 
     def end(self) -> None:
@@ -75,9 +75,9 @@ class InputStream:
             if item is _CANCELLED:
                 raise InputCancelled("the client cancelled the call")
             raise StopAsyncIteration
-        self._taken += 1
-        if self._taken % (self._window // 2 or 1) == 0:
-            self._grant(self._window // 2 or 1)
+        grant = self._window.consume()
+        if grant:
+            self._grant(grant)
         return item
 
     def __iter__(self) -> InputStream:

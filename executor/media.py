@@ -30,8 +30,9 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from remotemedia.exceptions import RemoteMediaError
-from remotemedia.rpc import Kind
-from remotemedia.rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
+from remotemedia.rpc import Kind, calls
+from remotemedia.rpc.calls import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN
+from remotemedia.rpc.conversation import Credit
 from remotemedia.transport.media import kind_of
 from remotemedia.transport.tracks import MediaSlot
 
@@ -74,7 +75,8 @@ class MediaBridge:
         self._waiting_frames = 0
         self._dropped = 0
         self._input_ready = asyncio.Event()
-        self._credit = asyncio.Semaphore(INPUT_WINDOW)  # the method's input credit
+        self._credit = Credit(INPUT_WINDOW)  # the method's input credit
+        self._granted = asyncio.Event()
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._drain: asyncio.TimerHandle | None = None
         self._input_ended = False
@@ -154,15 +156,17 @@ class MediaBridge:
                 await self._input_ready.wait()
             item = self._inputs.popleft()
             if item is _END:
-                self._to_method(Kind.INPUT_END, None)
+                self._to_method(Kind.INPUT_END, calls.ends_body())
                 return
-            await self._credit.acquire()
+            while not self._credit.take():
+                self._granted.clear()
+                await self._granted.wait()
             if kind_of(item) is not None:
                 self._waiting_frames -= 1
                 self._to_method(Kind.INPUT, item)
             else:
                 self._forward_input(item)
-                await self._send(Kind.CREDIT, 1)  # the client may send another
+                await self._send(Kind.CREDIT, calls.credit_body(1))  # the client may send another
 
     # -- from the method -----------------------------------------------------------------
 
@@ -173,10 +177,8 @@ class MediaBridge:
         ``forward()`` sends it to the client unchanged.
         """
         if kind is Kind.CREDIT:
-            body = decode()
-            if isinstance(body, int) and 0 < body <= INPUT_WINDOW:
-                for _ in range(body):
-                    self._credit.release()
+            if self._credit.grant(decode()):
+                self._granted.set()
             return
         self._outputs.put_nowait((kind, decode, forward))
 
@@ -187,7 +189,7 @@ class MediaBridge:
                 body = decode()
                 if kind_of(body) is not None:
                     await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
-                    self._to_method(Kind.CREDIT, 1)  # it is on its way: the method may yield another
+                    self._to_method(Kind.CREDIT, calls.credit_body(1))  # it is on its way: the method may yield another
                 else:
                     await forward()
                 continue

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from remotemedia.exceptions import ResourceLimitError, SerializationError
-from remotemedia.rpc import ErrorCode
+from remotemedia.rpc import ErrorCode, calls
 from remotemedia.serialization import loads_object
 
 from .worker import Worker
@@ -43,21 +43,20 @@ class RemoteCallError(Exception):
 def error_body(exc: BaseException) -> dict:
     """The ``ERROR`` body for ``exc``: code, type, message, traceback (and the missing module, if any)."""
     if isinstance(exc, RemoteCallError):
-        return {"code": exc.code, "type": "", "message": str(exc), "traceback": ""}
+        return calls.error_body(exc.code, str(exc))
     cls = type(exc)
-    if isinstance(exc, ResourceLimitError) and exc.limit in ("cpu", "time", "memory"):
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(exc, ResourceLimitError) and exc.limit in (ErrorCode.CPU, ErrorCode.TIME, ErrorCode.MEMORY):
         # A WASM node's limits: the client raises ResourceLimitError too.
-        return {"code": exc.limit, "type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": ""}
-    body = {
-        "code": ErrorCode.SERIALIZATION if isinstance(exc, SerializationError) else ErrorCode.EXCEPTION,
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": _user_traceback(exc),
-    }
+        return calls.error_body(exc.limit, str(exc), name)
     missing = exc.__cause__ if isinstance(exc.__cause__, ModuleNotFoundError) else None
-    if missing is not None and missing.name:
-        body["module"] = missing.name
-    return body
+    return calls.error_body(
+        ErrorCode.SERIALIZATION if isinstance(exc, SerializationError) else ErrorCode.EXCEPTION,
+        str(exc),
+        name,
+        _user_traceback(exc),
+        missing.name if missing is not None else None,
+    )
 
 
 # Frames of the executor's own machinery say nothing to the user: leave them out.

@@ -28,17 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remotemedia.rpc import ErrorCode, Kind
-
-from .inputs import INPUT_WINDOW
+from remotemedia.rpc.calls import FINAL, INPUT_WINDOW
+from remotemedia.rpc.conversation import Credit
 
 __all__ = ["RelayGuard", "Refusal", "DEFAULT_MAX_BACKLOG"]
 
 #: Bytes of requests that may wait in the executor for a session's worker
 #: by default, besides one request of any size (see the module docstring).
 DEFAULT_MAX_BACKLOG = 32 * 1024 * 1024
-
-# Calls end with one of these from the worker; their credit is forgotten then.
-_FINAL = frozenset({Kind.RESULT, Kind.ERROR, Kind.END})
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class RelayGuard:
         self.max_backlog = max_backlog
         # Inputs each running call may still send; a call refused for its
         # inputs stays here with None, so that its later inputs are dropped quietly.
-        self._credit: dict[int, int | None] = {}
+        self._credit: dict[int, Credit | None] = {}
         #: Requests refused so far.
         self.refused = 0
 
@@ -94,17 +91,17 @@ class RelayGuard:
                 cancel=kind is Kind.INPUT,
             )
         if kind is Kind.INPUT:
-            self._credit[id] -= 1
+            self._credit[id].take()
         elif kind is Kind.CALL:
             # Any call may be streamed one: it has a window of inputs from the start.
-            self._credit[id] = self.window
+            self._credit[id] = Credit(self.window)
         return None
 
     def _input(self, kind: Kind, id: int) -> Refusal | None:
         if id not in self._credit or self._credit[id] is None:
             # Late inputs of a call that is over: the worker would drop them too.
             return Refusal(ErrorCode.BAD_REQUEST, f"input for call {id}, which is not running", quiet=True)
-        if kind is Kind.INPUT_END or self._credit[id] > 0:
+        if kind is Kind.INPUT_END or self._credit[id].available > 0:
             return None
         self.refused += 1
         self._credit[id] = None
@@ -117,11 +114,11 @@ class RelayGuard:
 
     def granted(self, id: int, n: int) -> None:
         """The worker (or a media bridge) granted call ``id`` ``n`` more inputs."""
-        left = self._credit.get(id)
-        if left is not None and isinstance(n, int) and 0 < n <= self.window:
-            self._credit[id] = min(self.window, left + n)
+        credit = self._credit.get(id)
+        if credit is not None:
+            credit.grant(n)
 
     def reply(self, kind: int, id: int) -> None:
         """The worker sent ``kind`` for call ``id``: a call that ended needs no credit any more."""
-        if kind in _FINAL:
+        if kind in FINAL:  # the call is over: its credit is forgotten
             self._credit.pop(id, None)

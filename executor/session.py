@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from remotemedia.aio import Tasks
 from remotemedia.exceptions import DecodeError, RemoteMediaError
-from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, peek
+from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, calls, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.connection import Lane, RPCConnection, accept_lane
 from remotemedia.transport.tracks import MediaSlot
@@ -301,20 +301,22 @@ class ExecutorSession(PeerSession):
 
     def _media(self, message: Message) -> None:
         """``MEDIA``: a call takes a slot (``{slot}``, before its ``CALL``), or announces a kind of frame."""
-        body, id = message.body, message.id
-        if message.pickled or not isinstance(body, dict):
-            self._reply_later(self._error(id, RemoteCallError("a MEDIA message carries a plain dict")))
+        id = message.id
+        try:
+            media = calls.parse_media(None if message.pickled else message.body)
+        except DecodeError as exc:
+            self._reply_later(self._error(id, RemoteCallError(str(exc))))
             return
-        if "slot" not in body:
+        if media.slot is None:
             bridge = self._bridges.get(id)
             if bridge is not None:
                 try:
-                    bridge.announce(body)
+                    bridge.announce(media.announcement)
                 except ValueError as exc:
                     self._reply_later(self._error(id, RemoteCallError(str(exc))))
             return
-        index = body["slot"]
-        if not isinstance(index, int) or not 0 <= index < len(self._slots):
+        index = media.slot
+        if not 0 <= index < len(self._slots):
             why = f"media slot {index!r} does not exist (the session has {len(self._slots)})"
         elif self._slots[index].owner is not None or id in self._bridges:
             why = f"media slot {index} is in use by call {self._slots[index].owner}"
@@ -344,21 +346,23 @@ class ExecutorSession(PeerSession):
             self._dispatcher.handle(Message(kind, id, body))
 
     def _hello(self, message: Message) -> None:
-        body = message.body if isinstance(message.body, dict) else {}
+        try:
+            hello = calls.parse_hello(message.body)
+        except DecodeError:
+            hello = calls.Hello(None, None)  # refused below: no ticket
         s = self.signaling
-        why = ticket_problem(self.settings, s, body.get("ticket"))
-        if why is None and body.get("version") != PROTOCOL_VERSION:
-            why = f"protocol version {body.get('version')!r} is not {PROTOCOL_VERSION} (upgrade remotemedia on both ends)"
+        why = ticket_problem(self.settings, s, hello.ticket)
+        if why is None and hello.version != PROTOCOL_VERSION:
+            why = f"protocol version {hello.version!r} is not {PROTOCOL_VERSION} (upgrade remotemedia on both ends)"
         if why is not None:
             self._reply_later(self._refuse(0, why))
             return
         self.authenticated = True
-        limit = body.get("max_message_size")
-        if isinstance(limit, int) and limit > 0:
-            self._rpc.protocol.peer_limit(limit)
+        if hello.max_message_size is not None:
+            self._rpc.protocol.peer_limit(hello.max_message_size)
         limits = self.settings.limits
-        timeout = body.get("timeout")
-        if isinstance(timeout, (int, float)) and timeout > 0:
+        timeout = hello.timeout
+        if timeout is not None:
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
             limits = dataclasses.replace(limits, call_timeout=shorter)
         if self._worker is not None:
@@ -366,7 +370,7 @@ class ExecutorSession(PeerSession):
         else:
             self._dispatcher = Dispatcher(ObjectTable(s.id), self._send, limits, self._end)
         self._reply_later(
-            self._send(Kind.WELCOME, 0, {"executor": self.settings.executor, "max_message_size": self.settings.max_message_size})
+            self._send(Kind.WELCOME, 0, calls.welcome_body(self.settings.executor, self.settings.max_message_size))
         )
 
     # -- replies -------------------------------------------------------------------------
@@ -420,7 +424,7 @@ class ExecutorSession(PeerSession):
         if not self.authenticated or self._refused or self._rpc is None or self._rpc.lost is not None:
             return
         try:
-            await self._rpc.send(Kind.ERROR, 0, {"code": ErrorCode.SESSION_ENDED, "type": "", "message": why[:1000], "traceback": ""})
+            await self._rpc.send(Kind.ERROR, 0, calls.error_body(ErrorCode.SESSION_ENDED, why[:1000]))
             await self._rpc.drain(0.5)
         except RemoteMediaError:
             pass

@@ -239,7 +239,7 @@ async def test_a_frame_that_no_track_can_carry_is_a_clear_error_on_either_side(c
 
 
 async def test_a_consumer_slower_than_real_time_loses_frames_not_memory(cluster, caplog):
-    from remotemedia.remote.client import MAX_WAITING_FRAMES
+    from remotemedia.rpc.calls import MAX_WAITING_FRAMES
 
     sent = audio_frames(sine(16000, 2.0), 16000, 320)
     async with connect(cluster, "inprocess") as client:

@@ -23,7 +23,7 @@ from harness import TOKEN, mode_config, wait_until
 
 from executor.inputs import INPUT_WINDOW
 from remotemedia import RemoteExecutionError, RemoteProxyClient, RemoteTimeoutError
-from remotemedia.remote.client import STREAM_WINDOW
+from remotemedia.rpc.calls import STREAM_WINDOW
 
 #: Items a side may be ahead beyond the credit windows: the one item each
 #: loop holds while it waits for credit, and the one being handed over.

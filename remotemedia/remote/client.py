@@ -32,7 +32,6 @@ for the reconnection. With ``reconnect=False`` the client stays closed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import sys
 import time
@@ -48,19 +47,18 @@ from ..exceptions import (
     RemoteExecutionError,
     RemoteMediaError,
     RemoteTimeoutError,
-    ResourceLimitError,
     SerializationError,
     TLSError,
 )
-from ..rpc import PROTOCOL_VERSION, ErrorCode, Kind, Message, Rejected, RPCProtocol, TooLarge
-from ..rpc.windows import INPUT_WINDOW, MAX_WAITING_FRAMES, MEDIA_DRAIN, STREAM_WINDOW
+from ..rpc import Kind, Message, Rejected, RPCProtocol, TooLarge, calls
+from ..rpc.calls import MAX_WAITING_FRAMES, MEDIA_DRAIN
+from ..rpc.conversation import Announcement, Answer, ClientCalls, Credit, Failure, Granted, Item, SessionEnded, StreamEnd, exception_for
 from ..serialization import dumps_object, loads_object
 from ..signaling import SignalingClient, SignalingSession
 from ..transport.connection import Lane, RPCConnection, open_lane
 from ..transport.ice import Route
 from ..transport.media import kind_of
 from ..transport.tracks import MAX_SLOTS as MAX_MEDIA_SLOTS, MediaSlot
-from ..wasm.spec import create_body as wasm_create_body
 from .config import RemoteExecutorConfig
 from .proxy import RemoteProxy
 from .tracebacks import SourceMap
@@ -134,19 +132,6 @@ def _is_wasm_node(obj: Any) -> bool:
     return module is not None and type(obj) is module.WasmNode
 
 
-def _hint(remote_type: str, message: str) -> str:
-    """What to do about a remote error that a common mistake on this side causes."""
-    if remote_type.endswith("TypeError") and (
-        "requires an object with __aiter__ method, got list" in message
-        or "requires an object with __aiter__ method, got tuple" in message
-    ):
-        return (
-            " (a list or tuple is sent whole, as one argument; to stream its items into "
-            "the remote method, pass an iterator: remote.method(iter(items)))"
-        )
-    return ""
-
-
 class _Failed:
     __slots__ = ("error",)
 
@@ -180,10 +165,10 @@ class RemoteProxyClient:
         self._session: SignalingSession | None = None
         self._lane: Lane | None = None  # the connection and what came with it (peer connection, media slots)
         self._rpc: RPCConnection | None = None
-        self._ids = itertools.count(1)
+        self._calls = ClientCalls()  # ids, open streams and their credit: the conversation's rules
         self._pending: dict[int, asyncio.Future] = {}
         self._streams: dict[int, asyncio.Queue] = {}
-        self._input_credits: dict[int, asyncio.Semaphore] = {}
+        self._input_credits: dict[int, asyncio.Event] = {}  # set when a duplex stream is granted input credit
         self._proxies: dict[int, RemoteProxy] = {}
         self._cancels = Tasks()  # CANCELs of timed-out calls, being sent
         self._sources = SourceMap()  # code uploaded, to name files in remote tracebacks
@@ -193,11 +178,19 @@ class RemoteProxyClient:
         self._uploads: dict[int, tuple[Any, bool]] = {}  # handle: (CREATE body, pickled)
         self._lost: str | None = None
         self._closed = False
-        self._welcomed = False  # the executor has accepted our ticket
         self._generation = 0  # of the connection; events of an older one are ignored
         self._reconnecting: asyncio.Task | None = None
         #: How many times the session was re-established after a loss.
         self.reconnects = 0
+
+    @property
+    def _welcomed(self) -> bool:
+        # The executor has accepted our ticket (the conversation's state: an ERROR 0 means the session's end only then).
+        return self._calls.welcomed
+
+    @_welcomed.setter
+    def _welcomed(self, welcomed: bool) -> None:
+        self._calls.welcomed = welcomed
 
     @property
     def route(self) -> Route | None:
@@ -267,14 +260,9 @@ class RemoteProxyClient:
         self._lost = None
         self._welcomed = False
         self._rpc, self._slots = self._lane.rpc, self._lane.slots
-        hello = {
-            "ticket": self._session.ticket,
-            "version": PROTOCOL_VERSION,
-            "max_message_size": config.max_message_size,
-            "timeout": config.timeout,
-        }
+        hello = calls.hello_body(self._session.ticket, config.max_message_size, config.timeout)
         body = await self._request(Kind.HELLO, 0, hello, "the handshake", limit, "connect_timeout")
-        self._rpc.protocol.peer_limit(body["max_message_size"])
+        self._rpc.protocol.peer_limit(calls.parse_welcome(body).max_message_size)
         self._welcomed = True
         logger.info("connected to executor %r (session %s, route %s)", self.executor, self._session.id, self.route)
 
@@ -351,7 +339,7 @@ class RemoteProxyClient:
                 self._uploads.pop(handle, None)
                 try:
                     await self._request(
-                        Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout
+                        Kind.RELEASE, self._calls.new_id(), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
                     )
                 except RemoteMediaError as exc:
                     logger.warning("releasing remote object #%d failed: %s", handle, exc)
@@ -379,15 +367,13 @@ class RemoteProxyClient:
         if isinstance(obj, RemoteProxy):
             raise TypeError("this is a proxy already; pass the original object")
         # A WASM node travels as data, never as a pickle (executors started with --accept wasm take only that).
-        if _is_wasm_node(obj):
-            data, pickled = wasm_create_body(obj.spec), False
-        else:
-            data, pickled = dumps_object(obj), True
+        create = calls.create_body(wasm=obj.spec) if _is_wasm_node(obj) else calls.create_body(pickle=dumps_object(obj))
+        data, pickled = create.body, create.pickled
         await self._ready()
-        handle = next(self._ids)
+        handle = self._calls.new_id()
         body = await self._request(Kind.CREATE, handle, data, f"creating {type(obj).__qualname__}", self.config.timeout, pickled=pickled)
         self._sources.add(obj)
-        proxy = RemoteProxy(self, handle, obj, body.get("type", ""))
+        proxy = RemoteProxy(self, handle, obj, calls.parse_created(body))
         self._proxies[handle] = proxy
         if self.config.reconnect:
             self._uploads[handle] = (data, pickled)
@@ -411,31 +397,31 @@ class RemoteProxyClient:
                 f"streamed call can feed: use `async for out in remote.{name}(...)`, or pass a list"
             )
         await self._ready()
-        # args as a list: a tuple costs the codec a nested extension per call.
-        body = [handle, name, list(args), kwargs, 0, None]
-        return await self._request(Kind.CALL, next(self._ids), body, f"remote call {name}()", self.config.timeout)
+        body = calls.call_body(handle, name, list(args), kwargs)
+        return await self._request(Kind.CALL, self._calls.new_id(), body, f"remote call {name}()", self.config.timeout)
 
     async def _stream(self, handle: int, name: str, args: tuple, kwargs: dict, *, media: bool = False) -> AsyncIterator[Any]:
         args, kwargs, where, source = _split_input(args, kwargs)
         rpc = await self._ready()
-        call_id = next(self._ids)
+        call_id = self._calls.new_id()
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[call_id] = queue
+        stream = self._calls.open_stream(call_id, duplex=source is not None)
         slot = self._take_slot(call_id, queue) if media else None
         finished = False
         feeder = None
         try:
             if slot is not None:
-                await rpc.send(Kind.MEDIA, call_id, {"slot": slot.index})
-            await rpc.send(Kind.CALL, call_id, [handle, name, args, kwargs, STREAM_WINDOW, where], pickle_fallback=True)
+                await rpc.send(Kind.MEDIA, call_id, calls.media_slot_body(slot.index))
+            body = calls.call_body(handle, name, args, kwargs, stream.window.initial, where)
+            await rpc.send(Kind.CALL, call_id, body, pickle_fallback=True)
             inputs = None
             if source is not None:
                 inputs = _InputActivity()
-                credit = self._input_credits[call_id] = asyncio.Semaphore(INPUT_WINDOW)
+                granted = self._input_credits[call_id] = asyncio.Event()
                 feeder = asyncio.create_task(
-                    self._feed(rpc, call_id, source, credit, queue, slot, inputs), name=f"remote-feed-{name}"
+                    self._feed(rpc, call_id, source, stream.inputs, granted, queue, slot, inputs), name=f"remote-feed-{name}"
                 )
-            consumed = 0
             ended = False  # END came; media frames may still be on their way
             while True:
                 timeout = MEDIA_DRAIN if ended else self.config.timeout
@@ -470,10 +456,11 @@ class RemoteProxyClient:
                     yield item.frame
                     continue
                 yield item
-                consumed += 1
-                if consumed % (STREAM_WINDOW // 2) == 0:
-                    await rpc.send(Kind.CREDIT, call_id, STREAM_WINDOW // 2)
+                grant = stream.window.consume()
+                if grant:
+                    await rpc.send(Kind.CREDIT, call_id, calls.credit_body(grant))
         finally:
+            self._calls.close_stream(call_id)
             self._streams.pop(call_id, None)
             self._input_credits.pop(call_id, None)
             if self._media_calls.pop(call_id, None) is not None:
@@ -511,7 +498,8 @@ class RemoteProxyClient:
         rpc: RPCConnection,
         call_id: int,
         source: Any,
-        credit: asyncio.Semaphore,
+        credit: Credit,
+        granted: asyncio.Event,
         queue: asyncio.Queue,
         slot: MediaSlot | None,
         activity: _InputActivity,
@@ -523,7 +511,9 @@ class RemoteProxyClient:
                 # Paced by the track (real time); the data channel announces each kind's first frame.
                 await slot.send(item, lambda announcement: rpc.send(Kind.MEDIA, call_id, announcement))
             else:
-                await credit.acquire()
+                while not credit.take():
+                    granted.clear()
+                    await granted.wait()
                 await rpc.send(Kind.INPUT, call_id, item, pickle_fallback=True)
 
         try:
@@ -547,7 +537,7 @@ class RemoteProxyClient:
             if slot is not None:
                 await slot.finish_sending(lambda ends: rpc.send(Kind.INPUT_END, call_id, ends))
             else:
-                await rpc.send(Kind.INPUT_END, call_id)
+                await rpc.send(Kind.INPUT_END, call_id, calls.ends_body())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller's own iterator failed, or an input cannot be sent
@@ -562,7 +552,9 @@ class RemoteProxyClient:
             await self._ready()
         except ConnectionLostError:
             return  # the session ended, and the remote object with it: nothing is left to release
-        await self._request(Kind.RELEASE, next(self._ids), handle, f"releasing remote object #{handle}", self.config.timeout)
+        await self._request(
+            Kind.RELEASE, self._calls.new_id(), calls.release_body(handle), f"releasing remote object #{handle}", self.config.timeout
+        )
 
     async def wait_reconnection(self) -> ConnectionLostError | None:
         """
@@ -667,37 +659,38 @@ class RemoteProxyClient:
         except SerializationError as exc:
             self._settle(event.id, error=exc)
             return
-        if kind in (Kind.RESULT, Kind.WELCOME):
-            self._settle(event.id, value=body)
-        elif kind is Kind.ERROR and event.id == 0 and self._welcomed and isinstance(body, dict) and body.get("code") == ErrorCode.SESSION_ENDED:
-            # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
-            self._on_lost(f"the executor ended the session: {body.get('message', '')}", generation)
-        elif kind is Kind.ERROR:
-            self._settle(event.id, error=self._error(body))
-        elif kind is Kind.YIELD:
-            queue = self._streams.get(event.id)
-            if queue is not None:
-                queue.put_nowait(body)
-        elif kind is Kind.END:
-            queue = self._streams.get(event.id)
-            if queue is not None:
-                slot = self._media_calls.get(event.id)
-                if slot is not None:
-                    slot.end_receiving(body if isinstance(body, dict) else None)
-                queue.put_nowait(_END)
-        elif kind is Kind.MEDIA:
-            slot = self._media_calls.get(event.id)
+        meaning = self._calls.receive(kind, event.id, body)
+        what = type(meaning)
+        if what is Answer:
+            self._settle(meaning.id, value=meaning.value)
+        elif what is Item:
+            self._streams[meaning.id].put_nowait(meaning.value)
+        elif what is Failure:
+            if meaning.error is None:
+                error = RemoteExecutionError(f"executor {self.executor!r} sent {meaning.reason}")
+            else:
+                error = exception_for(meaning.error, self.executor, self._sources.annotate)
+            self._settle(meaning.id, error=error)
+        elif what is StreamEnd:
+            slot = self._media_calls.get(meaning.id)
+            if slot is not None:
+                slot.end_receiving(meaning.ends)
+            self._streams[meaning.id].put_nowait(_END)
+        elif what is Granted:
+            granted = self._input_credits.get(meaning.id)
+            if meaning.n and granted is not None:
+                granted.set()
+        elif what is Announcement:
+            slot = self._media_calls.get(meaning.id)
             if slot is not None:
                 try:
-                    slot.begin_receiving(body)
+                    slot.begin_receiving(meaning.announcement)
                 except ValueError as exc:
-                    self._settle(event.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
-        elif kind is Kind.CREDIT:
-            credit = self._input_credits.get(event.id)
-            if credit is not None and isinstance(body, int) and 0 < body <= INPUT_WINDOW:
-                for _ in range(body):
-                    credit.release()
-        else:
+                    self._settle(meaning.id, error=RemoteExecutionError(f"executor {self.executor!r} sent {exc}"))
+        elif what is SessionEnded:
+            # The executor is ending the session, and says why (a crash, a stuck call, shutdown).
+            self._on_lost(f"the executor ended the session: {meaning.message}", generation)
+        elif meaning.unexpected:
             logger.warning("unexpected %s from executor %r", kind.name, self.executor)
 
     def _settle(self, call_id: int, *, value: Any = None, error: Exception | None = None) -> None:
@@ -709,31 +702,6 @@ class RemoteProxyClient:
                 future.set_exception(error)
         elif error is not None and call_id in self._streams:
             self._streams[call_id].put_nowait(_Failed(error))
-
-    def _error(self, body: Any) -> Exception:
-        if not isinstance(body, dict):
-            return RemoteExecutionError(f"executor {self.executor!r} sent a malformed error: {body!r}")
-        code, message = body.get("code"), str(body.get("message", ""))
-        if code == ErrorCode.TOO_LARGE:
-            return MessageTooLargeError(message)
-        if code == ErrorCode.TIMEOUT:
-            return RemoteTimeoutError(f"executor {self.executor!r}: {message}")
-        if code in (ErrorCode.MEMORY, ErrorCode.OBJECTS, ErrorCode.RATE_LIMITED, ErrorCode.CPU, ErrorCode.TIME):
-            return ResourceLimitError(f"executor {self.executor!r}: {message}", limit=code)
-        if code == ErrorCode.UNAUTHORIZED:
-            return AuthenticationError(f"executor {self.executor!r} refused the session: {message}")
-        if code == ErrorCode.SERIALIZATION:
-            module = body.get("module")
-            hint = f" (module {module!r} is not installed on the executor; install it there)" if module else ""
-            return SerializationError(f"executor {self.executor!r}: {message}{hint}")
-        remote_type = str(body.get("type") or code)
-        summary = f"{remote_type}: {message}" if code == ErrorCode.EXCEPTION else message
-        return RemoteExecutionError(
-            f"executor {self.executor!r}: {summary}{_hint(remote_type, message)}",
-            remote_type=remote_type,
-            remote_message=message,
-            remote_traceback=self._sources.annotate(str(body.get("traceback", ""))),
-        )
 
     def _on_lost(self, reason: str, generation: int) -> None:
         if self._lost is not None or generation != self._generation:

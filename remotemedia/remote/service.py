@@ -28,7 +28,9 @@ __all__ = ["RemoteServiceNode"]
 
 _DONE = object()
 #: Seconds to wait, after the service said it is done, for its last frames on the tracks.
-MEDIA_DRAIN = 0.5
+#: The service protocol's own and this end's alone (the executor waits for nothing):
+#: not the RPC's :data:`~remotemedia.rpc.calls.MEDIA_DRAIN`, which both ends share.
+DONE_DRAIN = 0.5
 
 
 class RemoteServiceNode(Node):
@@ -159,7 +161,7 @@ class RemoteServiceNode(Node):
                         self.stats = {k: v for k, v in item.items() if k != "type"}
                     if item["type"] == "done":
                         loop = asyncio.get_running_loop()
-                        loop.call_later(MEDIA_DRAIN, out.put_nowait, _DONE)
+                        loop.call_later(DONE_DRAIN, out.put_nowait, _DONE)
                     continue
                 yield item
         finally:

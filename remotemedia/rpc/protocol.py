@@ -13,34 +13,8 @@ pickled bodies up as bytes, so the layer above decides whether the peer is
 trusted enough (authenticated) to load them. Messages are cut into chunks by
 :mod:`remotemedia.rpc.framing`.
 
-The conversation, client (C) and executor (E)::
-
-    C: HELLO   {ticket, max_message_size, version}     E: WELCOME {executor, max_message_size}
-    C: CREATE  id, {object: cloudpickle bytes}         E: RESULT  id, {type: qualified name}
-    C: CREATE  id, {"wasm": {...}}  (a WASM node as data: remotemedia.wasm.spec)
-    C: CALL    id, [handle, method, args, kwargs]      E: RESULT  id, value
-                                                       E: ERROR   id, {code, type, message, traceback}
-    C: CALL    id, ... (a generator method)            E: YIELD   id, item ... END id
-    C: CREDIT  id, n   (n more items may come)         C: CANCEL  id  (stop the call or generator)
-    C: RELEASE id, handle (cleanup runs)               E: RESULT  id, None
-    either: PING id, t                                 the other: PONG id, t
-
-A streamed call with an input stream (duplex) names the streamed argument
-in the ``CALL`` and then feeds it; the executor grants input credit back::
-
-    C: CALL id, [..., credit, where]   C: INPUT id, item ...   C: INPUT_END id
-                                       E: CREDIT id, n  (n more inputs may come)
-
-A streamed call can carry its audio and video frames on media tracks
-(see :mod:`remotemedia.transport.tracks`): the client names a free media
-slot before the ``CALL``, each side announces the format and start of each
-kind of frame it sends there, and the ends carry where the media stops::
-
-    C: MEDIA id, {slot}                     either: MEDIA id, {kind, format, start, pts}
-    C: INPUT_END id, {kind: end, ...}       E: END id, {kind: end, ...}
-
-Ids are the client's call ids; ``CREATE``'s id becomes the object's handle.
-A ``RESULT`` or ``ERROR`` ends a call; ``END`` or ``ERROR`` ends a stream.
+What the messages say, their bodies, error codes and flow-control figures
+are the call conversation's contract: :mod:`remotemedia.rpc.calls`.
 
 Bodies of :data:`~remotemedia.rpc.compression.THRESHOLD` bytes or more are
 LZ4-compressed when that helps (the ``COMPRESSED`` flag); the limits apply
@@ -59,7 +33,6 @@ raises :exc:`DecodeError`, which ends the connection.
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
 from typing import Any, Union
@@ -67,6 +40,7 @@ from typing import Any, Union
 from .. import codec
 from ..exceptions import DecodeError, MessageTooLargeError
 from . import compression
+from .calls import PROTOCOL_VERSION, ErrorCode, Kind
 from .compression import InflateBudget
 from .framing import CHUNK_SIZE, Reassembler, Refused, chunk
 
@@ -84,9 +58,6 @@ __all__ = [
     "peek",
 ]
 
-#: Version sent in ``HELLO``; an executor refuses a client that speaks another.
-PROTOCOL_VERSION = 3
-
 _HEADER = struct.Struct("!BBI")
 #: Bytes of the header in front of every body.
 HEADER_SIZE = _HEADER.size
@@ -95,68 +66,8 @@ _COMPRESSED = 0x02
 _MAX_ID = 2**32 - 1
 
 
-class Kind(enum.IntEnum):
-    """Message kinds (see the module docstring for who sends which)."""
-
-    HELLO = 1
-    WELCOME = 2
-    CREATE = 3
-    CALL = 4
-    RESULT = 5
-    ERROR = 6
-    YIELD = 7
-    END = 8
-    CANCEL = 9
-    CREDIT = 10
-    RELEASE = 11
-    PING = 12
-    PONG = 13
-    INPUT = 14
-    INPUT_END = 15
-    MEDIA = 16
-
-
 #: The kinds whose body may be compressed: those that carry data.
 COMPRESSIBLE = frozenset({Kind.CREATE, Kind.CALL, Kind.RESULT, Kind.ERROR, Kind.YIELD, Kind.INPUT})
-
-
-class ErrorCode:
-    """
-    The ``code`` of an ``ERROR`` body: what went wrong, for the client to
-    map onto an exception. Both ends use these names; none is spelled
-    anywhere else.
-    """
-
-    #: A malformed or unexpected request (an unknown kind, a body that does not decode...).
-    BAD_REQUEST = "bad_request"
-    #: The ticket is missing or wrong, or the protocol version differs.
-    UNAUTHORIZED = "unauthorized"
-    #: A message above ``max_message_size``.
-    TOO_LARGE = "too_large"
-    #: A call ran past its timeout.
-    TIMEOUT = "timeout"
-    #: The session's worker ran out of its memory limit.
-    MEMORY = "memory"
-    #: The session holds as many objects as it may.
-    OBJECTS = "objects"
-    #: An object or value could not be (un)pickled.
-    SERIALIZATION = "serialization"
-    #: The remote code raised.
-    EXCEPTION = "exception"
-    #: The peer is sending faster than the receiver lets it (compressed bytes, relayed bytes).
-    RATE_LIMITED = "rate_limited"
-    #: The executor is ending the session (ERROR 0); the message says why.
-    SESSION_ENDED = "session_ended"
-    #: No object with that handle.
-    NO_OBJECT = "no_object"
-    #: No such (public) method.
-    NO_METHOD = "no_method"
-    #: A WASM node's call used its whole fuel.
-    CPU = "cpu"
-    #: A WASM node's call ran past its time limit.
-    TIME = "time"
-    #: The executor does not take this kind of object (``--accept``).
-    NOT_ACCEPTED = "not_accepted"
 
 
 @dataclass(frozen=True)
