@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from remotemedia.aio import Tasks
 from remotemedia.exceptions import DecodeError, MessageTooLargeError, RemoteMediaError
 from remotemedia.rpc import ErrorCode, Kind, Message, Rejected, TooLarge, calls
 from remotemedia.rpc.conversation import ExecutorCalls, Feed, Refuse, Resume, Serve, Stop
@@ -166,6 +167,7 @@ class Dispatcher:
         self._tasks: dict[int, asyncio.Task] = {}
         self._granted: dict[int, asyncio.Event] = {}  # set when a stream is granted YIELD credit
         self._inputs: dict[int, InputStream] = {}
+        self._replies = Tasks()  # error and credit replies sent by tasks of their own: ended by close()
 
     def handle(self, event: Message | TooLarge | Rejected) -> None:
         """One request from the client; the answer is sent by a task of its own."""
@@ -207,6 +209,7 @@ class Dispatcher:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._replies.close()
         await self.objects.close()
 
     # -- requests ----------------------------------------------------------------------
@@ -364,8 +367,7 @@ class Dispatcher:
             logger.debug("error reply for %d not sent: %s", id, send_failed)
 
     def _later(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._replies.spawn(coro)
 
 
 def _build_wasm(body: Any, call_timeout: float | None) -> Any:

@@ -121,6 +121,7 @@ __all__ = [
     "ping_body",
     "parse_ping",
     "media_slot_body",
+    "media_announcement",
     "parse_media",
 ]
 
@@ -491,6 +492,16 @@ class Media:
 def media_slot_body(slot: int) -> dict:
     """The ``MEDIA`` body that takes media slot ``slot`` for a call."""
     return {"slot": slot}
+
+
+def media_announcement(kind: str, format: dict, start: Any, pts: int) -> dict:
+    """
+    The ``MEDIA`` body that announces a kind of frame on a call's slot: its
+    format (see :func:`remotemedia.transport.media.describe`), the first
+    frame's timestamp and its RTP ``pts``. The receiving slot checks each
+    field (:meth:`remotemedia.transport.media.Incoming.begin`).
+    """
+    return {"kind": kind, "format": format, "start": start, "pts": pts}
 
 
 def parse_media(body: Any) -> Media:

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from ..exceptions import ConnectionLostError, DecodeError, EncodeError
-from ..rpc import Kind, Message, RPCProtocol
+from ..rpc import Kind, Message, RPCProtocol, calls
 from ..rpc.protocol import Event
 from ..serialization import dumps_object
 
@@ -182,14 +182,15 @@ class RPCChannel:
             if isinstance(event, Message) and event.kind is Kind.PING:
                 self._reply_pong(event)
             elif isinstance(event, Message) and event.kind is Kind.PONG:
-                if isinstance(event.body, float):
-                    self.rtt = time.monotonic() - event.body
+                sent = calls.parse_ping(event.body)
+                if sent is not None:
+                    self.rtt = time.monotonic() - sent
             else:
                 self._on_event(event)
 
     def _reply_pong(self, ping: Message) -> None:
         if not self._lock.locked():  # behind a long transfer, our chunks say we are alive
-            self._send_quietly(self.protocol.send(Kind.PONG, ping.id, ping.body if isinstance(ping.body, float) else None))
+            self._send_quietly(self.protocol.send(Kind.PONG, ping.id, calls.ping_body(calls.parse_ping(ping.body))))
 
     def _send_quietly(self, payloads: list[bytes]) -> None:
         try:
@@ -211,4 +212,4 @@ class RPCChannel:
                 return
             seq = (seq + 1) & 0xFFFFFFFF
             if not self._lock.locked():
-                self._send_quietly(self.protocol.send(Kind.PING, seq, time.monotonic()))
+                self._send_quietly(self.protocol.send(Kind.PING, seq, calls.ping_body(time.monotonic())))

@@ -37,6 +37,7 @@ import av
 import numpy as np
 
 from ..frames import VIDEO_FORMATS, AudioFrame, VideoFrame
+from ..rpc import calls
 
 __all__ = ["AUDIO_CLOCK", "VIDEO_CLOCK", "KINDS", "kind_of", "describe", "Outgoing", "Incoming"]
 
@@ -119,7 +120,7 @@ class Outgoing:
             self._resampler = av.AudioResampler(
                 format="s16", layout=_layout(frame.channels), rate=AUDIO_CLOCK, frame_size=AUDIO_PACKET
             )
-        return {"kind": self.kind, "format": describe(frame), "start": frame.timestamp, "pts": self.pts}
+        return calls.media_announcement(self.kind, describe(frame), frame.timestamp, self.pts)
 
     def convert(self, frame: AudioFrame | VideoFrame) -> list[av.AudioFrame | av.VideoFrame]:
         """The av frames that carry ``frame`` (audio in 20 ms packets; a remainder waits for the next)."""
