@@ -8,6 +8,7 @@ addresses) are tested without sockets in tests/test_signaling_discovery.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -15,7 +16,8 @@ import sys
 import time
 
 import pytest
-from harness import ROOT, TOKEN, client_config, config_for
+from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess, client_config, config_for
+from redislab import running_redis
 
 import remotemedia
 from remotemedia import AuthenticationError, ExecutorInfo, RemoteProxyClient, discover
@@ -120,3 +122,20 @@ def test_the_cli_prints_json_and_refuses_a_wrong_token(cluster):
     assert set(listed[0]) == {"name", "services", "models", "gpu", "capacity", "free", "load", "version", "accept", "mode"}
     refused = run_cli("--signaling", url, "--token", "wrong")
     assert refused.returncode == 1 and "wrong token" in refused.stderr and not refused.stdout
+
+
+async def test_a_cluster_instance_lists_the_executors_of_every_instance():
+    # The records live in Redis: an executor of instance b is listed through instance a, announcements included.
+    args = ("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
+    with running_redis() as redis, contextlib.ExitStack() as stack:
+        a, b = (ServerProcess(*args, "--redis", redis.url) for _ in range(2))
+        for process in (a, b):
+            stack.callback(process.stop)
+        for server, name in ((a, "near-1"), (b, "far-1")):
+            started = ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", name, "--mode", "inprocess")
+            stack.callback(started.stop)
+        executors = await discover(client_config(a, TOKEN))
+        assert [(e.name, e.mode, e.version, e.capacity, e.free) for e in executors] == [
+            ("far-1", "inprocess", remotemedia.__version__, 4, 4),
+            ("near-1", "inprocess", remotemedia.__version__, 4, 4),
+        ]
