@@ -35,6 +35,8 @@ from .pipeline import Pipeline
 # use, so that processes that need only the codec and the RPC core (an
 # executor's session workers) start fast.
 _LAZY = {
+    "ExecutorInfo": ".discovery",
+    "discover": ".discovery",
     "RemoteExecutorConfig": ".remote",
     "RemoteObjectExecutionNode": ".remote",
     "RemoteProxyClient": ".remote",
@@ -64,6 +66,7 @@ __all__ = [
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
+    "ExecutorInfo",
     "MessageTooLargeError",
     "ModelError",
     "Node",
@@ -83,4 +86,5 @@ __all__ = [
     "TLSError",
     "Transcript",
     "VideoFrame",
+    "discover",
 ]

@@ -17,6 +17,7 @@ PUBLIC = {
     "ConnectionLostError",
     "DecodeError",
     "EncodeError",
+    "ExecutorInfo",
     "MessageTooLargeError",
     "ModelError",
     "Node",
@@ -36,6 +37,7 @@ PUBLIC = {
     "Transcript",
     "VideoFrame",
     "WasmError",
+    "discover",
 }
 
 

@@ -21,6 +21,7 @@ EXAMPLES_TO_SERVER = {
     "heartbeat": {"type": "heartbeat", "load": 0.25, "sessions": 1},
     "unregister": {"type": "unregister"},
     "pair": {"type": "pair", "requirements": {"gpu": True, "service": "s", "model": "m", "executor": "e"}, "token": "t", "request": "r"},
+    "executors": {"type": "executors", "token": "t", "request": "r"},
     "offer": {"type": "offer", "session": "s", "sdp": "v=0\r\na=x\r\n"},
     "answer": {"type": "answer", "session": "s", "sdp": "v=0\r\n"},
     "candidate": {
@@ -44,8 +45,25 @@ EXAMPLES_TO_PEER = {
         "request": "r",
     },
     "session": {"type": "session", "session": "s", "client": "c", "ticket": "v1.x", "requirements": {"gpu": True}},
+    "executors": {
+        "type": "executors",
+        "executors": [
+            {"name": "gpu-1", "services": ["edges"], "models": [], "gpu": True, "capacity": 4, "free": 3,
+             "load": 0.25, "version": "0.1.0", "accept": "python", "mode": "process"},
+        ],
+        "truncated": False,
+        "request": "r",
+    },
     "error": {"type": "error", "code": "no_executor", "message": "none\nat all", "request": "r"},
 }
+
+
+def test_register_may_announce_what_discovery_shows():
+    message = {
+        "type": "register", "name": "e", "capacity": 1,
+        "capabilities": {"version": "0.1.0", "accept": "wasm", "mode": "inprocess", "models": ["tiny.en"]},
+    }
+    assert parse(dump(message)) == message
 
 
 def code_of(data, schemas=TO_SERVER, **kwargs) -> str:

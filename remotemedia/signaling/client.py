@@ -148,7 +148,7 @@ class SignalingClient:
                 compression=None,  # signaling is small JSON; deflate costs more than it saves
                 open_timeout=timeout,
                 close_timeout=timeout,
-                max_size=4 * messages.MAX_MESSAGE_SIZE,
+                max_size=messages.MAX_SERVER_MESSAGE,
                 ping_interval=20,
                 **({"ssl": ssl_context} if secure else {}),
             )
@@ -331,6 +331,29 @@ class SignalingClient:
         self._sessions[session.id] = session
         return session
 
+    async def executors(self, *, timeout: float = 10.0) -> dict:
+        """
+        Ask which executors this connection's credential may use (discovery);
+        returns the server's ``executors`` message: ``executors``, a list of
+        dicts (:data:`~remotemedia.signaling.messages.EXECUTOR_INFO`), and
+        ``truncated`` when the server cut a long list.
+
+        Raises :exc:`AuthenticationError` for a missing or wrong token and
+        :exc:`SignalingError` (``not_allowed``, ``wrong_role``) on an
+        executor's connection. :func:`remotemedia.discover` wraps it.
+        """
+        request = f"r{next(self._ids)}"
+        message: dict[str, Any] = {"type": "executors", "request": request}
+        if self._token is not None:
+            message["token"] = self._token
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request] = future
+        try:
+            await self._send(message)
+            return await wait(future, timeout, f"listing executors through {self.url}")
+        finally:
+            _settle(self._pending.pop(request))
+
     # -- internals -------------------------------------------------------------------
 
     def _lost(self, what: str) -> Exception:
@@ -366,7 +389,7 @@ class SignalingClient:
         try:
             async for raw in self._ws:
                 try:
-                    message = messages.parse(raw, messages.TO_PEER, max_size=4 * messages.MAX_MESSAGE_SIZE)
+                    message = messages.parse(raw, messages.TO_PEER, max_size=messages.MAX_SERVER_MESSAGE)
                 except SignalingError as exc:
                     logger.warning("ignoring a bad message from the signaling server: %s", exc)
                     continue
@@ -392,7 +415,11 @@ class SignalingClient:
 
     def _dispatch(self, message: dict) -> None:
         kind = message["type"]
-        if kind == "paired":
+        if kind == "executors":
+            future = self._pending.get(message.get("request", ""))
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "paired":
             future = self._pending.get(message.get("request", ""))
             if future is not None and not future.done():
                 future.set_result(message)

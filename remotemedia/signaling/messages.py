@@ -25,11 +25,13 @@ from ..exceptions import SignalingError
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
+    "MAX_SERVER_MESSAGE",
     "MAX_REASON",
     "TO_PEER",
     "TO_SERVER",
     "RELAYED",
     "ICE_SERVER",
+    "EXECUTOR_INFO",
     "parse",
     "validate",
     "dump",
@@ -42,6 +44,9 @@ __all__ = [
 
 #: Default limit on one message, in bytes of UTF-8 (a large SDP offer is ~10 KiB).
 MAX_MESSAGE_SIZE = 64 * 1024
+#: Largest message the server sends and the Python client accepts (an ``executors``
+#: listing of a large fleet is the biggest; the server cuts it to fit).
+MAX_SERVER_MESSAGE = 4 * MAX_MESSAGE_SIZE
 
 # -- websocket close codes ---------------------------------------------------------
 # The server closes with these; clients turn them into named exceptions
@@ -213,11 +218,36 @@ _ID = _Str(128)
 _TOKEN = _Str(4096)  # a signed token with a scope is a few hundred characters
 _SDP = _Str(MAX_MESSAGE_SIZE, text=True)
 
+#: What the server's ``accept`` and ``mode`` fields may say (``executor.dispatch.ACCEPTS``
+#: and ``executor.session.MODES`` name the same values; the executor checks its own config).
+_WORD = _Str(32)
+
 CAPABILITIES = _Object(
     {
         "gpu": Field(_Bool(), required=False),
         "models": Field(_List(_NAME, 256), required=False),
         "services": Field(_List(_NAME, 256), required=False),
+        # What discovery shows (``executors``); pairing ignores them.
+        "version": Field(_Str(64), required=False),
+        "accept": Field(_WORD, required=False),
+        "mode": Field(_WORD, required=False),
+    }
+)
+
+#: One executor as an ``executors`` listing shows it to a client: what it
+#: offers and how busy it is, never where it is (no address, no connection id).
+EXECUTOR_INFO = _Object(
+    {
+        "name": Field(_NAME),
+        "services": Field(_List(_NAME, 256)),
+        "models": Field(_List(_NAME, 256)),
+        "gpu": Field(_Bool()),
+        "capacity": Field(_Int(1, 100_000)),
+        "free": Field(_Int(0, 100_000)),
+        "load": Field(_Number(0.0, 1e6)),
+        "version": Field(_Str(64, empty=True)),
+        "accept": Field(_Str(32, empty=True)),
+        "mode": Field(_Str(32, empty=True)),
     }
 )
 
@@ -284,6 +314,8 @@ TO_SERVER: dict[str, _Object] = {
             "request": _REQUEST,
         }
     ),
+    # Discovery: which executors this client's credential may use (PROTOCOL.md).
+    "executors": _Object({"token": Field(_TOKEN, required=False), "request": _REQUEST}),
     "offer": _Object({"session": _SESSION, "sdp": Field(_SDP)}),
     "answer": _Object({"session": _SESSION, "sdp": Field(_SDP)}),
     "candidate": _Object({"session": _SESSION, "candidate": Field(CANDIDATE)}),
@@ -318,6 +350,14 @@ TO_PEER: dict[str, _Object] = {
             "ticket": Field(_TOKEN),
             "requirements": Field(REQUIREMENTS, required=False),
             "ice_servers": _ICE_SERVERS,
+        }
+    ),
+    "executors": _Object(
+        {
+            "executors": Field(_List(EXECUTOR_INFO, 10_000)),
+            # The listing was cut to fit MAX_SERVER_MESSAGE: more executors exist.
+            "truncated": Field(_Bool(), required=False),
+            "request": _REQUEST,
         }
     ),
     "error": _Object(
