@@ -54,6 +54,35 @@ def test_voice_loop_answers_each_question_with_speech(tmp_path):
     assert f"{seconds:.2f} s at 22050 Hz -> {output}" in result.stdout
 
 
+#: A long question (a long reply), words over its reply, then a backchannel over the reply to those words.
+BARGE = (
+    "Please tell me everything you know about the history of the old city library and all of its many books.",
+    "Stop please, tell me instead about the long journey of the first rockets into space.",
+    "Yeah.",
+)
+
+
+def test_speech_over_a_reply_cuts_it_and_is_answered_and_a_backchannel_does_not(tmp_path):
+    # Each pause (6 s) ends while the reply to what came before plays: the reply comes
+    # 1-5 s after the end of speech (on a loaded machine) and echoes it (5.5 s or more).
+    source = tmp_path / "barge.wav"
+    voice_loop.synthesize_questions(str(source), BARGE, pause_s=6.0)
+    result = run([sys.executable, str(ROOT / "examples" / "voice_loop.py"), "--serve", "--input", str(source),
+                  "--output", str(tmp_path / "reply.wav")])
+    lines = result.stdout.splitlines()
+    cuts = [line for line in lines if line.startswith("barge-in   reply") and " cut by " in line]
+    assert len(cuts) == 1 and cuts[0].startswith("barge-in   reply 1 cut by"), result.stdout
+    assert re.search(r"audio stopped here \d+ ms after the speech's onset", cuts[0]), result.stdout
+    assert any("the executor stopped its synthesis" in line for line in lines), result.stdout
+    # The interrupting words are heard and answered.
+    heard = [line.split("] ", 1)[1] for line in lines if line.startswith("heard ")]
+    assert len(heard) == 2 and {"rockets", "space"} <= words(heard[1]), result.stdout
+    assert f"reply      You said: {heard[1]}" in lines, result.stdout
+    # The backchannel over the second reply pauses it at most, and is not answered.
+    assert any(line.startswith("backchannel") and "yeah" in line.lower() for line in lines), result.stdout
+    assert not any(line.startswith("barge-in   reply 2 cut") for line in lines), result.stdout
+
+
 class Clock:
     """A clock the test sets."""
 

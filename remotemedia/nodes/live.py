@@ -21,7 +21,7 @@ import copy
 from typing import Any, AsyncIterator
 
 from ..frames import AudioFrame, Transcript, VideoFrame
-from .bargein import BargeInPolicy
+from .bargein import BargeInPolicy, SpeechStarts
 from .effects import EFFECTS, VideoEffectNode
 
 __all__ = ["LatestQueue", "LiveDemoNode"]
@@ -219,7 +219,7 @@ class LiveDemoNode:
         replies: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         policy = copy.deepcopy(self.barge_in)  # its state is this run's
-        hearing = _Hearing() if policy is not None and self.audio else None
+        hearing = SpeechStarts() if policy is not None and self.audio else None
         saying: asyncio.Task | None = None  # the reply being spoken
         self.interruptions = 0
         # The effect's own thread: a frame never waits behind a transcription.
@@ -328,20 +328,6 @@ class LiveDemoNode:
 
 async def _one(item: Any) -> AsyncIterator[Any]:
     yield item
-
-
-class _Hearing:
-    """The microphone's voice activity, for barge-in: its own VAD, fed as audio arrives."""
-
-    def __init__(self) -> None:
-        from .vad import MonoInt16, SpeechSegmenter
-
-        self._converter = MonoInt16(16000)
-        # No pause events and no padding needed: only when speech starts and goes on.
-        self._segmenter = SpeechSegmenter(16000, frame_ms=30, padding_ms=0, pause_ms=300)
-
-    def feed(self, frame: AudioFrame) -> list:
-        return self._segmenter.feed(self._converter.convert(frame), frame.timestamp)
 
 
 async def _all(tasks: list[asyncio.Task], out: asyncio.Queue) -> None:
