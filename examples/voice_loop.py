@@ -83,8 +83,8 @@ LEAD_S, PAUSE_S = 0.5, 4.5
 STREAMING = {"streaming": True, "transport": "tracks"}
 
 
-def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s: float = PAUSE_S) -> None:
-    """Speak ``texts`` into one WAV with a local TTSNode, ``pause_s`` of silence between them."""
+def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s: float | tuple = PAUSE_S) -> None:
+    """Speak ``texts`` into one WAV with a local TTSNode, ``pause_s`` of silence between them (or one per gap)."""
     tts = TTSNode(deterministic=True)
     tts.initialize()
     try:
@@ -94,7 +94,10 @@ def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s:
     rate = spoken[0].sample_rate
     parts = [np.zeros(round(LEAD_S * rate), np.float32)]
     for i, frame in enumerate(spoken):
-        parts += [frame.samples[0]] + ([np.zeros(round(pause_s * rate), np.float32)] if i < len(spoken) - 1 else [])
+        parts.append(frame.samples[0])
+        if i < len(spoken) - 1:
+            pause = pause_s[i] if isinstance(pause_s, tuple) else pause_s
+            parts.append(np.zeros(round(pause * rate), np.float32))
     write_wav(path, [AudioFrame(np.concatenate(parts)[np.newaxis, :], rate, 0.0)])
 
 
@@ -195,7 +198,10 @@ class BargeIn:
     """When the TTS node's ``interrupted`` arrived."""
 
     last_frame_at: float | None = None
-    """When the last frame of the cut reply arrived here (and was dropped)."""
+    """When the last frame of the cut reply in flight arrived here (and was dropped)."""
+
+    dropped_s: float = 0.0
+    """Seconds of the cut reply's audio dropped here (held while paused, or in flight)."""
 
     @property
     def reaction_ms(self) -> float:
@@ -296,10 +302,15 @@ class Conversation:
                          f"{(barge.remote_at - barge.cut_at) * 1e3:.0f} ms after the cut")
                 return
 
-    def dropped(self) -> None:
+    def dropped(self, frame: AudioFrame) -> None:
         """A frame of a cut reply arrived (and was dropped)."""
         if self.barges:
-            self.barges[-1].last_frame_at = self.clock()
+            barge, now = self.barges[-1], self.clock()
+            # A jitter buffer hands over a reply's last packet only when the next reply's come:
+            # that one is dropped too, but it was not in flight.
+            if barge.last_frame_at is None or now - barge.last_frame_at < 0.5:
+                barge.last_frame_at = now
+            barge.dropped_s += frame.duration
 
     def heard(self, heard: Transcript | None, reply: str) -> Turn:
         """A new turn: the last end of speech the source has played is what it answers."""
@@ -442,12 +453,12 @@ class Speaker(Node):
                 held.clear()
             elif isinstance(item, tuple) and item[0] == "cut":
                 paused, cutting = False, item[1]
-                for _ in held:
-                    conversation.dropped()
+                for frame in held:
+                    conversation.dropped(frame)
                 held.clear()
             elif isinstance(item, AudioFrame):
                 if cutting or (cut_before is not None and item.timestamp < cut_before - 0.010):
-                    conversation.dropped()
+                    conversation.dropped(item)
                 elif paused:
                     held.append(item)
                 else:
@@ -543,7 +554,8 @@ class SpokenReplies(Node):
 
 
 def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: Conversation, *,
-          silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None) -> Pipeline:
+          silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None,
+          early_clause: bool = True) -> Pipeline:
     """The voice loop's pipeline (see the module docstring)."""
     vad = VADNode(silence_ms=silence_ms)
     if ultravox is None:
@@ -562,7 +574,7 @@ def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: 
         .add_node(Microphone(conversation))
         .add_node(listener)
         .add_node(Reply(conversation))
-        .add_node(RemoteObjectExecutionNode(TTSNode(marks=True), remote, name="TTSRemote", node_config=STREAMING))
+        .add_node(RemoteObjectExecutionNode(TTSNode(marks=True, early_clause=early_clause), remote, name="TTSRemote", node_config=STREAMING))
         .add_node(Speaker(conversation))
         .add_node(WavWriterNode(output))
     )
@@ -590,10 +602,11 @@ class LoopRun:
 
 async def run_loop(source: str, output: str, remote: RemoteExecutorConfig, *, silence_ms: int = 300,
                    tail_s: float = 1.0, ultravox: str | None = None, quiet: bool = False,
-                   barge_in: BargeInPolicy | None = None) -> LoopRun:
+                   barge_in: BargeInPolicy | None = None, early_clause: bool = True) -> LoopRun:
     """Run the voice loop on the WAV ``source``, writing the spoken replies to ``output``; ``barge_in``: see the module docstring."""
     conversation = Conversation(await speech_ends(source, silence_ms), quiet=quiet, barge_in=barge_in)
-    pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox)
+    pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox,
+                     early_clause=early_clause)
     started = time.perf_counter()
     outputs = await pipeline.run_async()
     elapsed = time.perf_counter() - started

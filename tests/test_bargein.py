@@ -220,11 +220,15 @@ async def test_tts_node_stops_at_an_interrupt_and_speaks_what_follows():
         yield "Short."
 
     out = []
-    async for item in TTSNode(deterministic=True, marks=True).stream(texts()):
-        out.append(item)
-        if isinstance(item, AudioFrame):
-            first_frame.set()
-            await asyncio.sleep(0.01)  # a consumer slower than synthesis: the reply is cut mid-way
+    tts = TTSNode(deterministic=True, marks=True)
+    try:
+        async for item in tts.stream(texts()):
+            out.append(item)
+            if isinstance(item, AudioFrame):
+                first_frame.set()
+                await asyncio.sleep(0.01)  # a consumer slower than synthesis: the reply is cut mid-way
+    finally:
+        tts.cleanup()  # the voice goes back to the process's cache
     marks = [o for o in out if isinstance(o, dict)]
     assert [m["type"] for m in marks] == ["speaking", "interrupted", "speaking"], marks
     assert marks[1]["reply"] == 1 and marks[2]["reply"] == 2
