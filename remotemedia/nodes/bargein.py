@@ -100,6 +100,10 @@ class BargeInPolicy:
         self._playing_until = 0.0
         self._paused_at = None
 
+    def ahead(self, now: float) -> float:
+        """Seconds of reply audio sent and not yet played at ``now``."""
+        return max(0.0, self._playing_until - now)
+
     def playing(self, now: float) -> bool:
         """Whether a reply is playing at ``now`` (a paused one counts: it has not ended)."""
         return self._paused_at is not None or now < self._playing_until
