@@ -327,6 +327,7 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
     asr_s = statistics.median(local["asr"])
     hangovers = {end: h for loop in loops for end, h in loop["hangover"].items()}
     parts: dict[str, list[float]] = {}
+    per_turn: list[str] = []
     for turn in timed_turns:
         up = turn.heard_at - turn.spoken_at
         down = turn.answered_at - turn.heard_at
@@ -340,6 +341,13 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
             ("end of speech -> transcript here", up), ("transcript here -> first reply audio", down),
         ):
             parts.setdefault(name, []).append(value)
+        per_turn.append(
+            f"turn {len(per_turn) + 1}: {turn.latency * 1e3:.0f} = VAD end of turn {wait * 1e3:.0f} (hangover "
+            f"{hangover * 1e3:.0f} + silence/pause and Whisper {turn.asr_s * 1e3:.0f}) + uplink {(up - wait) * 1e3:.0f} "
+            f"+ TTS first audio {turn.tts_s * 1e3:.0f} + downlink {(down - turn.tts_s) * 1e3:.0f}"
+        )
+
+    report.note("voice loop, every turn (ms): " + "; ".join(per_turn))
 
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1e3:.0f}"

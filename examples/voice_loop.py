@@ -180,7 +180,10 @@ class BargeIn:
     """The turn whose reply it was (the last turn when the speech started)."""
 
     onset_at: float | None
-    """When the source played the first voiced frame of the speech (``None``: words alone cut it)."""
+    """
+    When the source played the first voiced frame of the speech, or when the reply began playing if
+    that was later (``None``: words alone cut it).
+    """
 
     stopped_at: float
     """When the reply's audio stopped here (paused, or cut at once)."""
@@ -262,7 +265,7 @@ class Conversation:
                 self._onset = self.played_at(event.time)
             elif event.kind == "end":
                 self._onset = None
-        onset = self._onset
+        onset = self._heard_from(self._onset)
         decision = self.policy.hear(events, self.clock())
         if decision == "pause":
             self.barges.append(BargeIn(len(self.turns), onset, self.clock()))
@@ -276,6 +279,11 @@ class Conversation:
                      f"{self.policy.min_speech_ms:.0f} ms of speech)")
         elif decision == "interrupt":
             self.cut("voice", onset)
+
+    def _heard_from(self, onset: float | None) -> float | None:
+        """Speech heard over the reply from its onset, or from the reply's start if it began over the speech."""
+        started = self.turns[-1].answered_at if self.turns else None
+        return max(onset, started) if onset is not None and started is not None else onset
 
     def cut(self, by: str, onset: float | None = None, tell_tts: bool = True) -> None:
         """Stop the reply playing: drop its audio here and (unless the caller does) tell the TTS node."""
