@@ -44,7 +44,18 @@ it measures:
   half (uplink: end of speech to transcript here; downlink: transcript here
   to first reply audio here).
 
-About 70 s in all on 2 cores (``--quick``: about 45 s).
+- **barge-in reaction** of the voice loop (``--barge-ins``, 0 for none): a
+  long question, then sentences each spoken over the reply to the one
+  before (4 s after it ended), then "Yeah." over the last reply. Per
+  barge-in, from the moment the source played the interrupting speech's
+  first voiced frame (its onset) to the reply's audio stopped at the
+  player (paused at the VAD's speech start); to the cut (the policy's
+  ``min_speech_ms`` of speech: where the reply would stop without
+  pausing, the baseline); from the cut to the executor's TTS saying it
+  stopped; and to the last frame of the cut reply that reached the
+  player (in flight: dropped there). Target: 150 ms from onset to stop.
+
+About 70 s in all on 2 cores, and 50 s more for the barge-ins (``--quick``: about 45 s).
 
     python benchmarks/bench_speech.py [--utterances 6] [--rounds 2] [--turns 6] [--loops 1]
         [--silence-ms 300] [--quick]
@@ -79,6 +90,7 @@ from remotemedia import (  # noqa: E402
     AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, RemoteProxyClient,
 )
 from remotemedia.nodes import TTSNode, VADNode, WhisperNode  # noqa: E402
+from remotemedia.nodes.bargein import BargeInPolicy  # noqa: E402
 from remotemedia.nodes.files import read_audio  # noqa: E402
 
 TOKEN = "bench-speech"
@@ -225,13 +237,34 @@ async def pipeline_figures(config: RemoteExecutorConfig, frames: list[AudioFrame
 # -- the voice loop -----------------------------------------------------------------------
 
 
-async def loop_figures(config: RemoteExecutorConfig, source: str, silence_ms: int, folder: str) -> dict[str, Any]:
+async def loop_figures(config: RemoteExecutorConfig, source: str, silence_ms: int, folder: str,
+                       early_clause: bool = True) -> dict[str, Any]:
     """One run of the voice loop; its turns, and the VAD's hangover at each end of speech."""
-    run = await voice_loop.run_loop(source, f"{folder}/replies.wav", config, silence_ms=silence_ms, quiet=True)
+    run = await voice_loop.run_loop(source, f"{folder}/replies.wav", config, silence_ms=silence_ms, quiet=True,
+                                    early_clause=early_clause)
     trimmed = await voice_loop.speech_ends(source, silence_ms)
     raw = await voice_loop.speech_ends(source, silence_ms, trim=False)
     hangover = dict(zip(trimmed, (r - t for r, t in zip(raw, trimmed))))
     return {"turns": run.turns, "hangover": hangover, "elapsed": run.elapsed}
+
+
+#: A long question, then sentences spoken over the replies, then a backchannel.
+BARGE_INS = (
+    "Please tell me everything you know about the history of the old city library and all of its many books.",
+    "Stop please, tell me instead about the long journey of the first rockets into space.",
+    "No wait, I would rather hear about the tallest mountains on every continent of the world.",
+    "Actually, let us talk about how the oceans and the weather change over a long year.",
+    "Yeah.",
+)
+
+
+async def barge_figures(config: RemoteExecutorConfig, count: int, silence_ms: int, folder: str) -> list:
+    """One run of the voice loop with ``count`` sentences spoken over replies; its barge-ins."""
+    source = f"{folder}/barge.wav"
+    voice_loop.synthesize_questions(source, BARGE_INS[: count + 1] + BARGE_INS[-1:], pause_s=4.0)
+    run = await voice_loop.run_loop(source, f"{folder}/barge_replies.wav", config, silence_ms=silence_ms,
+                                    quiet=True, barge_in=BargeInPolicy())
+    return run.barges
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -260,7 +293,9 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         local = await local_figures(speech, texts, args.rounds)
         proxy = await proxy_figures(config, speech, texts, args.rounds)
         pipes = await pipeline_figures(config, frames, texts, 1)
-        loops = [await loop_figures(config, conversation, args.silence_ms, folder) for _ in range(args.loops)]
+        loops = [await loop_figures(config, conversation, args.silence_ms, folder, not args.whole_sentence)
+                 for _ in range(args.loops)]
+        barges = await barge_figures(config, args.barge_ins, args.silence_ms, folder) if args.barge_ins else []
 
     tts_s = sum(local["tts_audio"])
     rtf = {
@@ -292,6 +327,7 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
     asr_s = statistics.median(local["asr"])
     hangovers = {end: h for loop in loops for end, h in loop["hangover"].items()}
     parts: dict[str, list[float]] = {}
+    per_turn: list[str] = []
     for turn in timed_turns:
         up = turn.heard_at - turn.spoken_at
         down = turn.answered_at - turn.heard_at
@@ -305,6 +341,13 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
             ("end of speech -> transcript here", up), ("transcript here -> first reply audio", down),
         ):
             parts.setdefault(name, []).append(value)
+        per_turn.append(
+            f"turn {len(per_turn) + 1}: {turn.latency * 1e3:.0f} = VAD end of turn {wait * 1e3:.0f} (hangover "
+            f"{hangover * 1e3:.0f} + silence/pause and Whisper {turn.asr_s * 1e3:.0f}) + uplink {(up - wait) * 1e3:.0f} "
+            f"+ TTS first audio {turn.tts_s * 1e3:.0f} + downlink {(down - turn.tts_s) * 1e3:.0f}"
+        )
+
+    report.note("voice loop, every turn (ms): " + "; ".join(per_turn))
 
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1e3:.0f}"
@@ -344,6 +387,31 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         + f" ms (locally, Whisper {asr_s * 1e3:.0f} ms a question, Piper's first sentence "
         f"{statistics.median(local['first'].values()) * 1e3:.0f} ms)"
     )
+    cut = [b for b in barges if b.cut_at is not None and b.onset_at is not None]
+    if args.barge_ins and not cut:
+        report.note(f"barge-in: no reply was cut ({len(barges)} paused and resumed)")
+    if cut:
+        stop = [b.reaction_ms / 1e3 for b in cut]
+        gate = [b.cut_at - b.onset_at for b in cut]
+        remote = [b.remote_at - b.cut_at for b in cut if b.remote_at is not None]
+        tail = [b.last_frame_at - b.cut_at for b in cut if b.last_frame_at is not None]
+        resumed = [b for b in barges if b.resumed_at is not None]
+        report.add("barge-in onset -> audio stopped p50", ours=percentile(stop, 0.5), baseline=0.150,
+                   unit="s", target=1.0, against="a 150 ms budget")
+        report.add("barge-in onset -> audio stopped p50", ours=percentile(stop, 0.5),
+                   baseline=percentile(gate, 0.5), unit="s",
+                   against=f"stopping at the cut (min_speech_ms {BargeInPolicy.min_speech_ms:g})")
+
+        def listed(values: list[float]) -> str:
+            return ", ".join(f"{v * 1e3:.0f}" for v in values)
+
+        report.note(
+            f"barge-in: {len(cut)} of {args.barge_ins} replies cut, {len(resumed)} paused and resumed (the "
+            f"backchannel); per cut, onset -> audio stopped at the player {listed(stop)} ms (the VAD's start_ms "
+            f"90 and its 30 ms frames), onset -> cut {listed(gate)} ms, cut -> the executor's TTS stopped "
+            f"{listed(remote)} ms, cut -> last in-flight frame of the cut reply (dropped here) {listed(tail)} ms "
+            "(the executor's track queue, 200 ms, and the stream's 16 frames of credit)"
+        )
     return report
 
 
@@ -354,6 +422,10 @@ def main() -> None:
                         help="calls of each question for the RTFs (default: %(default)s)")
     parser.add_argument("--turns", type=int, default=6, help="questions in the voice loop (default: %(default)s)")
     parser.add_argument("--loops", type=int, default=1, help="runs of the voice loop (default: %(default)s)")
+    parser.add_argument("--whole-sentence", action="store_true",
+                        help="the TTS speaks a reply's first sentence whole (no early clause)")
+    parser.add_argument("--barge-ins", type=int, default=3, choices=range(4),
+                        help="sentences spoken over replies (default: %(default)s)")
     parser.add_argument("--silence-ms", type=int, default=300, help="the VAD's silence_ms (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="3 utterances, 1 round, 3 turns")
     args = parser.parse_args()

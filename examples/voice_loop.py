@@ -22,6 +22,20 @@ node: ``--ultravox MODEL_ID`` runs VADNode -> UltravoxMinDurationWrapper(
 UltravoxNode) on the executor (one remote object, so that an utterance
 never leaves the executor), whose reply text goes to the same TTSNode.
 
+**Barge-in**: speak over a reply and it stops. The microphone's frames go
+through a local VAD (:class:`~remotemedia.nodes.bargein.SpeechStarts`) as
+they are played, and a :class:`~remotemedia.nodes.bargein.BargeInPolicy`
+decides (:meth:`~remotemedia.nodes.bargein.BargeInPolicy.hear`): at the
+VAD's speech start the reply *pauses* here at once (its frames are held);
+once the speech has lasted ``min_speech_ms``, or its transcript has words
+that are not a backchannel, the reply is *cut*: held and arriving frames of
+it are dropped, and :data:`~remotemedia.nodes.bargein.INTERRUPT` goes to
+the remote TTS node, which stops synthesizing and answers ``{"type":
+"interrupted"}``; speech that ends sooner (a "yeah") lets the reply
+*resume*, and a backchannel is not answered. Each barge-in prints how long
+after the speech's onset the reply audio stopped. ``--no-barge-in`` turns
+it off; ``--input`` with speech over the replies tries it.
+
 Voice-to-voice latency, per turn: from the moment the source played the
 end of the user's speech to the arrival, at the end of the pipeline, of
 the reply's first audio frame. Where speech ends in the file is found with
@@ -59,6 +73,7 @@ from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, Transcript
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
+from remotemedia.nodes.bargein import INTERRUPT, BargeInPolicy, SpeechStarts
 from remotemedia.nodes.files import read_audio, write_wav
 
 QUESTIONS = ("What time does the library open tomorrow?", "Can you recommend a good book about space travel?")
@@ -68,8 +83,8 @@ LEAD_S, PAUSE_S = 0.5, 4.5
 STREAMING = {"streaming": True, "transport": "tracks"}
 
 
-def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s: float = PAUSE_S) -> None:
-    """Speak ``texts`` into one WAV with a local TTSNode, ``pause_s`` of silence between them."""
+def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s: float | tuple = PAUSE_S) -> None:
+    """Speak ``texts`` into one WAV with a local TTSNode, ``pause_s`` of silence between them (or one per gap)."""
     tts = TTSNode(deterministic=True)
     tts.initialize()
     try:
@@ -79,7 +94,10 @@ def synthesize_questions(path: str, texts: tuple[str, ...] = QUESTIONS, pause_s:
     rate = spoken[0].sample_rate
     parts = [np.zeros(round(LEAD_S * rate), np.float32)]
     for i, frame in enumerate(spoken):
-        parts += [frame.samples[0]] + ([np.zeros(round(pause_s * rate), np.float32)] if i < len(spoken) - 1 else [])
+        parts.append(frame.samples[0])
+        if i < len(spoken) - 1:
+            pause = pause_s[i] if isinstance(pause_s, tuple) else pause_s
+            parts.append(np.zeros(round(pause * rate), np.float32))
     write_wav(path, [AudioFrame(np.concatenate(parts)[np.newaxis, :], rate, 0.0)])
 
 
@@ -154,16 +172,66 @@ class Turn:
         return self.answered_at - self.spoken_at
 
 
+@dataclasses.dataclass
+class BargeIn:
+    """A reply paused, and maybe cut, by speech over it (readings of the conversation's clock)."""
+
+    reply: int
+    """The turn whose reply it was (the last turn when the speech started)."""
+
+    onset_at: float | None
+    """
+    When the source played the first voiced frame of the speech, or when the reply began playing if
+    that was later (``None``: words alone cut it).
+    """
+
+    stopped_at: float
+    """When the reply's audio stopped here (paused, or cut at once)."""
+
+    cut_at: float | None = None
+    """When the reply was cut (``None``: it resumed)."""
+
+    by: str | None = None
+    """``"voice"`` or ``"words"``: what cut it."""
+
+    resumed_at: float | None = None
+    """When a pause ended with the reply going on."""
+
+    remote_at: float | None = None
+    """When the TTS node's ``interrupted`` arrived."""
+
+    last_frame_at: float | None = None
+    """When the last frame of the cut reply in flight arrived here (and was dropped)."""
+
+    dropped_s: float = 0.0
+    """Seconds of the cut reply's audio dropped here (held while paused, or in flight)."""
+
+    @property
+    def reaction_ms(self) -> float:
+        """From the speech's onset to the reply's audio stopped, in ms."""
+        return (self.stopped_at - self.onset_at) * 1e3 if self.onset_at is not None else 0.0
+
+
 class Conversation:
     """The turns of one run, and the clock readings that time them (shared by the probe nodes)."""
 
     def __init__(
-        self, speech_ends: list[float], quiet: bool = False, clock: Callable[[], float] = time.perf_counter
+        self, speech_ends: list[float], quiet: bool = False, clock: Callable[[], float] = time.perf_counter,
+        barge_in: BargeInPolicy | None = None,
     ) -> None:
         self.speech_ends = speech_ends
         self.quiet = quiet
         self.clock = clock
         self.turns: list[Turn] = []
+        #: What stops a reply (``None``: nothing does).
+        self.policy = barge_in
+        #: Every pause and cut of a reply, in order.
+        self.barges: list[BargeIn] = []
+        self._hearing = SpeechStarts() if barge_in is not None else None
+        self._onset: float | None = None  # when the open utterance's first voiced frame was played
+        #: INTERRUPTs for the reply node to send on (to the TTS node); control words for the speaker.
+        self.to_tts: asyncio.Queue = asyncio.Queue()
+        self.to_speaker: asyncio.Queue = asyncio.Queue()
         self._played: list[tuple[float, float, float]] = []  # source frames: (start, end, when)
         self._starts: list[float] = []
         self._arrivals: list[tuple[float, float]] = []  # reply frames: (end, when)
@@ -184,6 +252,73 @@ class Conversation:
             return None
         start, _, when = self._played[i]
         return when + (t - start)
+
+    # -- barge-in ----------------------------------------------------------------------
+
+    def listen(self, frame: AudioFrame) -> None:
+        """A microphone frame, just played: its voice activity may pause, cut or resume the reply."""
+        if self._hearing is None:
+            return
+        events = self._hearing.feed(frame)
+        for event in events:
+            if event.kind == "speech" and self._onset is None:
+                self._onset = self.played_at(event.time)
+            elif event.kind == "end":
+                self._onset = None
+        onset = self._heard_from(self._onset)
+        decision = self.policy.hear(events, self.clock())
+        if decision == "pause":
+            self.barges.append(BargeIn(len(self.turns), onset, self.clock()))
+            self.to_speaker.put_nowait("pause")
+        elif decision == "resume" and self.barges:
+            barge = self.barges[-1]
+            barge.resumed_at = self.clock()
+            self.to_speaker.put_nowait("resume")
+            self.say(f"barge-in   reply {barge.reply} paused {barge.reaction_ms:.0f} ms after a sound's onset, "
+                     f"resumed {(barge.resumed_at - barge.stopped_at) * 1e3:.0f} ms later (shorter than "
+                     f"{self.policy.min_speech_ms:.0f} ms of speech)")
+        elif decision == "interrupt":
+            self.cut("voice", onset)
+
+    def _heard_from(self, onset: float | None) -> float | None:
+        """Speech heard over the reply from its onset, or from the reply's start if it began over the speech."""
+        started = self.turns[-1].answered_at if self.turns else None
+        return max(onset, started) if onset is not None and started is not None else onset
+
+    def cut(self, by: str, onset: float | None = None, tell_tts: bool = True) -> None:
+        """Stop the reply playing: drop its audio here and (unless the caller does) tell the TTS node."""
+        now = self.clock()
+        barge = self.barges[-1] if self.barges and self.barges[-1].cut_at is None and self.barges[-1].resumed_at is None else None
+        if barge is None:
+            barge = BargeIn(len(self.turns), onset, now)
+            self.barges.append(barge)
+        barge.cut_at, barge.by = now, by
+        self.policy.reply_stopped()
+        self.to_speaker.put_nowait(("cut", len(self.turns)))
+        if tell_tts:
+            self.to_tts.put_nowait(dict(INTERRUPT))
+        after = f"{barge.reaction_ms:.0f} ms after the speech's onset" if barge.onset_at is not None else "at once"
+        self.say(f"barge-in   reply {barge.reply} cut by {by}: its audio stopped here {after} "
+                 f"(cut {(now - barge.stopped_at) * 1e3:.0f} ms after it paused)")
+
+    def cut_confirmed(self, mark: dict) -> None:
+        """The TTS node's ``interrupted``: it stopped synthesizing."""
+        for barge in reversed(self.barges):
+            if barge.cut_at is not None:
+                barge.remote_at = self.clock()
+                self.say(f"barge-in   reply {mark.get('reply')}: the executor stopped its synthesis "
+                         f"{(barge.remote_at - barge.cut_at) * 1e3:.0f} ms after the cut")
+                return
+
+    def dropped(self, frame: AudioFrame) -> None:
+        """A frame of a cut reply arrived (and was dropped)."""
+        if self.barges:
+            barge, now = self.barges[-1], self.clock()
+            # A jitter buffer hands over a reply's last packet only when the next reply's come:
+            # that one is dropped too, but it was not in flight.
+            if barge.last_frame_at is None or now - barge.last_frame_at < 0.5:
+                barge.last_frame_at = now
+            barge.dropped_s += frame.duration
 
     def heard(self, heard: Transcript | None, reply: str) -> Turn:
         """A new turn: the last end of speech the source has played is what it answers."""
@@ -243,6 +378,7 @@ class Microphone(Node):
 
     async def process(self, frame: AudioFrame) -> AudioFrame:
         self.conversation.played(frame)
+        self.conversation.listen(frame)
         return frame
 
 
@@ -250,40 +386,135 @@ class Reply(Node):
     """
     What to say back: "You said: ..." for a transcript (a dialogue model
     would go here); a ``str`` (a speech LLM's reply) goes on as it is.
+    Words over a playing reply cut it (the policy's words rule); a
+    backchannel over it is not answered. Barge-in's INTERRUPTs for the TTS
+    node go out here too.
     """
+
+    is_streaming = True
 
     def __init__(self, conversation: Conversation) -> None:
         super().__init__("Reply")
         self.conversation = conversation
 
-    async def process(self, heard: Transcript | str | dict) -> str | None:
+    async def stream(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in _merge(items, self.conversation.to_tts):
+            if isinstance(item, dict) and item.get("type") == "interrupt":
+                yield item
+                continue
+            cut, reply = self.answer(item)
+            if cut:
+                yield dict(INTERRUPT)  # before the reply to the words that cut, which must be spoken
+            if reply is not None:
+                yield reply
+
+    def answer(self, heard: Transcript | str | dict) -> tuple[bool, str | None]:
+        """Whether the words cut the reply playing, and what to say back (``None``: nothing)."""
+        conversation = self.conversation
         if isinstance(heard, dict):
-            self.conversation.transcribed(heard)
-            return None
+            conversation.transcribed(heard)
+            return False, None
         transcript = heard if isinstance(heard, Transcript) else None
+        policy, now, cut = conversation.policy, conversation.clock(), False
+        if transcript is not None and policy is not None and policy.playing(now):
+            if policy.transcript(heard.text, now):
+                conversation.cut("words", tell_tts=False)
+                cut = True
+            elif policy.is_backchannel(heard.text):
+                conversation.say(f"backchannel [{heard.start:5.2f}-{heard.end:5.2f} s] {heard.text} (not answered)")
+                return False, None
         reply = f"You said: {heard.text}" if transcript is not None else heard
-        self.conversation.heard(transcript, reply)
+        conversation.heard(transcript, reply)
         if transcript is not None:
-            self.conversation.say(f"heard      [{heard.start:5.2f}-{heard.end:5.2f} s] {heard.text}")
-        self.conversation.say(f"reply      {reply}")
-        return reply
+            conversation.say(f"heard      [{heard.start:5.2f}-{heard.end:5.2f} s] {heard.text}")
+        conversation.say(f"reply      {reply}")
+        return cut, reply
 
 
 class Speaker(Node):
-    """The end of the pipeline: notes when reply audio and the TTS node's marks arrive."""
+    """
+    The player: notes when reply audio and the TTS node's marks arrive, and
+    does what barge-in says: holds the reply's frames while it is paused,
+    plays them on when it resumes, drops them once it is cut (until the
+    next reply's first frame).
+    """
+
+    is_streaming = True
 
     def __init__(self, conversation: Conversation) -> None:
         super().__init__("Speaker")
         self.conversation = conversation
 
-    async def process(self, item: Any) -> Any:
-        if isinstance(item, AudioFrame):
-            self.conversation.arrived(item)
-            return item
-        if isinstance(item, dict) and "audio_from" in item:
-            self.conversation.marked(item)
-            return None
-        return item
+    async def stream(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        conversation = self.conversation
+        held: list[AudioFrame] = []
+        paused = False
+        cut_before: float | None = None  # frames before this stream time belong to a cut reply
+        cutting = 0  # the reply cut, while the next reply's start is not known yet
+        async for item in _merge(items, conversation.to_speaker):
+            if item == "pause":
+                paused = True
+            elif item == "resume":
+                paused = False
+                for frame in held:
+                    yield self._play(frame)
+                held.clear()
+            elif isinstance(item, tuple) and item[0] == "cut":
+                paused, cutting = False, item[1]
+                for frame in held:
+                    conversation.dropped(frame)
+                held.clear()
+            elif isinstance(item, AudioFrame):
+                if cutting or (cut_before is not None and item.timestamp < cut_before - 0.010):
+                    conversation.dropped(item)
+                elif paused:
+                    held.append(item)
+                else:
+                    yield self._play(item)
+            elif isinstance(item, dict) and item.get("type") == "speaking":
+                if cutting and item["reply"] > cutting:
+                    cutting, cut_before = 0, item["audio_from"]
+                conversation.marked(item)
+            elif isinstance(item, dict) and item.get("type") == "interrupted":
+                conversation.cut_confirmed(item)
+            else:
+                yield item
+
+    def _play(self, frame: AudioFrame) -> AudioFrame:
+        conversation = self.conversation
+        conversation.arrived(frame)
+        if conversation.policy is not None:
+            conversation.policy.reply_audio(conversation.clock(), frame.duration)
+        return frame
+
+
+_END = object()
+
+
+async def _merge(items: AsyncIterator[Any], controls: asyncio.Queue) -> AsyncIterator[Any]:
+    """``items`` and whatever is put in ``controls`` meanwhile, as they come; ends with ``items``."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in items:
+                queue.put_nowait(item)
+        finally:
+            queue.put_nowait(_END)
+
+    async def relay() -> None:
+        while True:
+            queue.put_nowait(await controls.get())
+
+    tasks = [asyncio.create_task(pump()), asyncio.create_task(relay())]
+    try:
+        while (item := await queue.get()) is not _END:
+            yield item
+        await tasks[0]  # the input's error, if any
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class TimedWhisper(WhisperNode):
@@ -300,34 +531,6 @@ class TimedWhisper(WhisperNode):
         async for transcript in super().stream(frames):
             yield {"asr_s": self.took}
             yield transcript
-
-
-class MarkedTTS(TTSNode):
-    """
-    A TTSNode that yields, before each reply's first audio frame, a mark
-    ``{"reply": n, "audio_from": t, "tts_s": s}``: reply ``n`` starts at
-    stream time ``t``, ``s`` seconds after its text was read. The mark goes
-    on the data channel, the audio on a track, and the track keeps stream
-    time, so the receiver can tell where each reply begins even when one
-    reply's tail and the next one's head arrive together (a jitter buffer
-    holds a reply's last packets until more come).
-    """
-
-    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        texts, marked, read_at = 0, 0, 0.0
-
-        async def counted() -> AsyncIterator[Any]:
-            nonlocal texts, read_at
-            async for text in frames:
-                texts, read_at = texts + 1, time.perf_counter()
-                yield text
-
-        # TTSNode reads a text only when it has spoken the one before.
-        async for frame in super().stream(counted()):
-            if marked < texts:
-                marked = texts
-                yield {"reply": texts, "audio_from": frame.timestamp, "tts_s": time.perf_counter() - read_at}
-            yield frame
 
 
 class SpokenReplies(Node):
@@ -359,7 +562,8 @@ class SpokenReplies(Node):
 
 
 def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: Conversation, *,
-          silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None) -> Pipeline:
+          silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None,
+          early_clause: bool = True) -> Pipeline:
     """The voice loop's pipeline (see the module docstring)."""
     vad = VADNode(silence_ms=silence_ms)
     if ultravox is None:
@@ -378,9 +582,9 @@ def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: 
         .add_node(Microphone(conversation))
         .add_node(listener)
         .add_node(Reply(conversation))
-        .add_node(RemoteObjectExecutionNode(MarkedTTS(), remote, name="TTSRemote", node_config=STREAMING))
-        .add_node(WavWriterNode(output))
+        .add_node(RemoteObjectExecutionNode(TTSNode(marks=True, early_clause=early_clause), remote, name="TTSRemote", node_config=STREAMING))
         .add_node(Speaker(conversation))
+        .add_node(WavWriterNode(output))
     )
 
 
@@ -400,17 +604,22 @@ class LoopRun:
     elapsed: float
     """Seconds the run took, connecting and loading models included."""
 
+    barges: list[BargeIn] = dataclasses.field(default_factory=list)
+    """Replies paused or cut by speech over them."""
+
 
 async def run_loop(source: str, output: str, remote: RemoteExecutorConfig, *, silence_ms: int = 300,
-                   tail_s: float = 1.0, ultravox: str | None = None, quiet: bool = False) -> LoopRun:
-    """Run the voice loop on the WAV ``source``, writing the spoken replies to ``output``."""
-    conversation = Conversation(await speech_ends(source, silence_ms), quiet=quiet)
-    pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox)
+                   tail_s: float = 1.0, ultravox: str | None = None, quiet: bool = False,
+                   barge_in: BargeInPolicy | None = None, early_clause: bool = True) -> LoopRun:
+    """Run the voice loop on the WAV ``source``, writing the spoken replies to ``output``; ``barge_in``: see the module docstring."""
+    conversation = Conversation(await speech_ends(source, silence_ms), quiet=quiet, barge_in=barge_in)
+    pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox,
+                     early_clause=early_clause)
     started = time.perf_counter()
     outputs = await pipeline.run_async()
     elapsed = time.perf_counter() - started
     frames = [item for item in outputs if isinstance(item, AudioFrame)]
-    return LoopRun(conversation.turns, frames, pipeline, elapsed)
+    return LoopRun(conversation.turns, frames, pipeline, elapsed, conversation.barges)
 
 
 def summarize(run: LoopRun, output: str) -> None:
@@ -424,6 +633,10 @@ def summarize(run: LoopRun, output: str) -> None:
             f"latency    {len(latencies)} turn(s), voice-to-voice median {statistics.median(latencies):.0f} ms, "
             f"max {max(latencies):.0f} ms (end of speech played -> first reply audio here)"
         )
+    cut = [barge for barge in run.barges if barge.cut_at is not None and barge.onset_at is not None]
+    if cut:
+        print(f"barge-in   {len(cut)} cut, {len(run.barges) - len(cut)} resumed; reply audio stopped here "
+              f"{statistics.median(b.reaction_ms for b in cut):.0f} ms (median) after the speech's onset")
     seconds = sum(frame.duration for frame in run.frames)
     rate = run.frames[0].sample_rate if run.frames else 0
     print(f"output     {len(run.frames)} frames, {seconds:.2f} s at {rate} Hz -> {output}")
@@ -439,6 +652,9 @@ def main() -> None:
                         help="silence that ends an utterance, in ms (default: %(default)s)")
     parser.add_argument("--tail", type=float, default=1.0,
                         help="seconds of silence the microphone adds after the file (default: %(default)s)")
+    parser.add_argument("--no-barge-in", action="store_true", help="let replies play to their end over speech")
+    parser.add_argument("--min-speech-ms", type=float, default=BargeInPolicy.min_speech_ms,
+                        help="speech over a reply that cuts it, in ms (default: %(default)s)")
     parser.add_argument("--ultravox", metavar="MODEL_ID", default=None,
                         help="reply with this Ultravox model on the executor instead of Whisper and the echo (a GPU)")
     args = parser.parse_args()
@@ -452,7 +668,8 @@ def main() -> None:
         output = args.output or os.path.join(os.getcwd(), "voice_loop_reply.wav")
         config = server_config(args, stack)
         run = asyncio.run(run_loop(source, output, config, silence_ms=args.silence_ms, tail_s=args.tail,
-                                   ultravox=args.ultravox))
+                                   ultravox=args.ultravox,
+                                   barge_in=None if args.no_barge_in else BargeInPolicy(min_speech_ms=args.min_speech_ms)))
         summarize(run, output)
 
 

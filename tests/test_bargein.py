@@ -177,3 +177,64 @@ async def test_muted_while_speaking_nothing_interrupts():
                         barge_in=BargeInPolicy(min_speech_ms=0, mute_while_speaking=True))
     out = await run(node, silence(30) + spoken(SECOND, start=0.6))
     assert not [o for o in out if isinstance(o, dict) and o["type"] == "interrupted"]
+
+
+# -- pausing at speech start (the voice loop's policy) ----------------------------------
+
+
+def test_hear_pauses_at_speech_start_and_cuts_once_speech_lasts():
+    policy = BargeInPolicy(min_speech_ms=90)
+    policy.reply_audio(now=0.0, seconds=2.0)
+    assert policy.hear([speech(0.0), speech(0.03), speech(0.06)], now=0.1) == "pause"
+    assert policy.paused and policy.playing(5.0)  # a paused reply has not ended
+    assert policy.hear([speech(0.09)], now=0.2) is None
+    assert policy.hear([speech(0.15)], now=0.3) == "interrupt"
+    assert not policy.paused
+
+
+def test_hear_resumes_after_speech_too_short_to_cut():
+    policy = BargeInPolicy(min_speech_ms=400)
+    policy.reply_audio(now=0.0, seconds=1.0)
+    assert policy.hear([speech(0.5), speech(0.53), speech(0.56)], now=0.6) == "pause"
+    assert policy.hear([speech(0.59), VADEvent("end", None, 0.62)], now=0.9) == "resume"
+    # The reply goes on where it paused: 0.4 s of it were left, paused for 0.3 s.
+    assert policy.playing(1.25) and not policy.playing(1.35)
+    assert policy.is_backchannel("Yeah.") and not policy.is_backchannel("Stop.")
+
+
+def test_hear_does_nothing_when_no_reply_plays():
+    policy = BargeInPolicy(min_speech_ms=0)
+    assert policy.hear([speech(0.0), speech(0.03)], now=1.0) is None
+
+
+async def test_tts_node_stops_at_an_interrupt_and_speaks_what_follows():
+    from remotemedia.nodes import TTSNode
+    from remotemedia.nodes.bargein import INTERRUPT
+
+    first_frame = asyncio.Event()
+
+    async def texts():
+        yield "This is a long reply. It has two sentences, and it goes on for quite a while."
+        await first_frame.wait()
+        yield INTERRUPT
+        yield "Short."
+
+    out = []
+    tts = TTSNode(deterministic=True, marks=True)
+    try:
+        async for item in tts.stream(texts()):
+            out.append(item)
+            if isinstance(item, AudioFrame):
+                first_frame.set()
+                await asyncio.sleep(0.01)  # a consumer slower than synthesis: the reply is cut mid-way
+    finally:
+        tts.cleanup()  # the voice goes back to the process's cache
+    marks = [o for o in out if isinstance(o, dict)]
+    assert [m["type"] for m in marks] == ["speaking", "interrupted", "speaking"], marks
+    assert marks[1]["reply"] == 1 and marks[2]["reply"] == 2
+    cut_at = out.index(marks[1])
+    first = [o for o in out[:cut_at] if isinstance(o, AudioFrame)]
+    second = [o for o in out[cut_at:] if isinstance(o, AudioFrame)]
+    whole, rate = say("This is a long reply. It has two sentences, and it goes on for quite a while.")
+    assert 0 < sum(f.duration for f in first) < len(whole) / rate - 1.0  # cut well before its end
+    assert second and second[0].timestamp == marks[2]["audio_from"] >= marks[1]["audio_until"]

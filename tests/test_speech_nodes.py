@@ -244,3 +244,12 @@ def test_a_pause_that_speech_breaks_wastes_a_speculation_but_not_the_words():
     assert word_error_rate(f"{FIRST} {SECOND}", transcripts[0].text) < 0.2, transcripts
     wasted, used = patient.calls
     assert wasted < used  # the first sentence alone, then both
+
+
+def test_early_clause_speaks_the_first_clause_on_its_own():
+    from remotemedia.nodes.tts import _first_clause
+
+    assert _first_clause("You said: What time is it?") == ("You said:", "What time is it?")
+    assert _first_clause("Well, ok, fine.") == ("Well,", "ok, fine.")
+    assert _first_clause("No clause here.") == ("No clause here.", "")
+    assert _first_clause("Trailing colon:") == ("Trailing colon:", "")

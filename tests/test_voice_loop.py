@@ -54,6 +54,36 @@ def test_voice_loop_answers_each_question_with_speech(tmp_path):
     assert f"{seconds:.2f} s at 22050 Hz -> {output}" in result.stdout
 
 
+#: A long question (a long reply), words over its reply, then a backchannel over the reply to those words.
+BARGE = (
+    "Please tell me everything you know about the history of the old city library and all of its many books.",
+    "Stop please, tell me instead about the long journey of the first rockets into space, and about the brave "
+    "people who flew them to the moon and back.",
+    "Yeah.",
+)
+#: Seconds from the end of each to the start of the next: a reply comes 1-4 s after the end of
+#: speech (on a loaded machine) and echoes it (6 s and 9 s of speech), so each falls in a reply.
+BARGE_PAUSES = (4.0, 5.0)
+
+
+def test_speech_over_a_reply_cuts_it_and_is_answered_and_a_backchannel_does_not(tmp_path):
+    source = tmp_path / "barge.wav"
+    voice_loop.synthesize_questions(str(source), BARGE, pause_s=BARGE_PAUSES)
+    result = run([sys.executable, str(ROOT / "examples" / "voice_loop.py"), "--serve", "--input", str(source),
+                  "--output", str(tmp_path / "reply.wav")])
+    lines = result.stdout.splitlines()
+    cuts = [line for line in lines if line.startswith("barge-in   reply") and " cut by " in line]
+    assert len(cuts) == 1 and cuts[0].startswith("barge-in   reply 1 cut by"), result.stdout
+    assert re.search(r"audio stopped here \d+ ms after the speech's onset", cuts[0]), result.stdout
+    # The interrupting words are heard and answered.
+    heard = [line.split("] ", 1)[1] for line in lines if line.startswith("heard ")]
+    assert len(heard) == 2 and {"rockets", "space", "moon"} <= words(heard[1]), result.stdout
+    assert f"reply      You said: {heard[1]}" in lines, result.stdout
+    # The backchannel over the second reply pauses it at most, and is not answered.
+    assert any(line.startswith("backchannel") and "yeah" in line.lower() for line in lines), result.stdout
+    assert not any(line.startswith("barge-in   reply 2 cut") for line in lines), result.stdout
+
+
 class Clock:
     """A clock the test sets."""
 

@@ -16,6 +16,22 @@ answers whether the reply must stop now. Two ways to interrupt:
 With ``mute_while_speaking=True`` the microphone is not listened to while a
 reply plays (no barge-in, no echo of the reply heard as speech).
 
+**Pausing at speech start** (:meth:`BargeInPolicy.hear`, used by the voice
+loop): waiting ``min_speech_ms`` before the reply stops is what keeps a
+backchannel from cutting it, but it is also most of the reaction time
+(0.4 s of 0.62 s measured). So the reply *pauses* as soon as the VAD says
+speech started (about 0.1 s after the voice's onset), is *cut* once the
+speech lasts ``min_speech_ms`` or its words are not a backchannel, and
+*resumes* where it paused when the utterance ends short of that. The
+person hears the bot stop at once either way; a "yeah" costs the reply a
+pause of about half a second, not its end.
+
+A reply is cut on the far side by sending :data:`INTERRUPT` into a
+:class:`~remotemedia.nodes.tts.TTSNode`'s input: it stops synthesizing,
+drops the texts it has not spoken, and yields ``{"type": "interrupted",
+...}``. :class:`SpeechStarts` is a microphone's own VAD for all this (no
+padding: only when speech starts and how long it goes on matter).
+
 Whether a reply "plays" is known from its audio: a reply's frames are played
 in real time from when they are sent, so it plays until the sum of their
 durations has passed. Sans-I/O: times are passed in (seconds, any clock).
@@ -27,12 +43,21 @@ import dataclasses
 import re
 from typing import Any
 
-__all__ = ["BACKCHANNELS", "BargeInPolicy"]
+__all__ = ["BACKCHANNELS", "INTERRUPT", "BargeInPolicy", "SpeechStarts", "is_interrupt"]
 
 #: Words people say to show they are listening, which must not stop a reply.
 BACKCHANNELS = frozenset(
-    {"mhm", "mm", "mmm", "hmm", "uh-huh", "uh huh", "yeah", "yep", "yes", "ok", "okay", "right", "sure", "i see"}
+    {"mhm", "m-h-m", "mm", "mmm", "hmm", "hm", "mm-hmm", "mm hmm", "uh-huh", "uh huh", "yeah", "yep", "yes", "ok",
+     "okay", "right", "sure", "i see", "oh", "ah"}
 )
+
+#: An input that cuts a :class:`~remotemedia.nodes.tts.TTSNode`'s reply (a dict: it crosses any wire).
+INTERRUPT = {"type": "interrupt"}
+
+
+def is_interrupt(item: Any) -> bool:
+    """Whether ``item`` is :data:`INTERRUPT`."""
+    return isinstance(item, dict) and item.get("type") == "interrupt"
 
 
 @dataclasses.dataclass
@@ -62,6 +87,7 @@ class BargeInPolicy:
         self._playing_until = 0.0
         self._speech_from: float | None = None  # audio time of the VAD's speech start
         self._fired = False  # this utterance already interrupted
+        self._paused_at: float | None = None  # the reply is held since (hear())
 
     # -- the reply ---------------------------------------------------------------
 
@@ -72,10 +98,20 @@ class BargeInPolicy:
     def reply_stopped(self) -> None:
         """The reply was cut (its queued audio dropped)."""
         self._playing_until = 0.0
+        self._paused_at = None
+
+    def ahead(self, now: float) -> float:
+        """Seconds of reply audio sent and not yet played at ``now``."""
+        return max(0.0, self._playing_until - now)
 
     def playing(self, now: float) -> bool:
-        """Whether a reply is playing at ``now``."""
-        return now < self._playing_until
+        """Whether a reply is playing at ``now`` (a paused one counts: it has not ended)."""
+        return self._paused_at is not None or now < self._playing_until
+
+    @property
+    def paused(self) -> bool:
+        """Whether the reply is held (paused by :meth:`hear`)."""
+        return self._paused_at is not None
 
     def listening(self, now: float) -> bool:
         """Whether the microphone is listened to at ``now``."""
@@ -111,14 +147,56 @@ class BargeInPolicy:
                 self._fired = interrupt = True
         return interrupt
 
+    def hear(self, events: list, now: float) -> str | None:
+        """
+        Like :meth:`vad`, pausing first (see the module docstring):
+        ``"pause"`` when speech starts over a playing reply, ``"interrupt"``
+        once it has lasted ``min_speech_ms``, ``"resume"`` when it ended
+        short of that; else ``None``. Only the last decision of the batch
+        is returned (a batch that pauses and cuts answers ``"interrupt"``).
+        """
+        if self.vad(events, now):
+            self._paused_at = None
+            return "interrupt"
+        if self._paused_at is not None:
+            if self._speech_from is not None:
+                return None  # still speaking, not long enough yet
+            # Ended short of min_speech_ms: the reply goes on where it paused.
+            self._playing_until = max(self._playing_until, self._paused_at) + (now - self._paused_at)
+            self._paused_at = None
+            return "resume"
+        if self._speech_from is not None and not self._fired and self.playing(now):
+            self._paused_at = now
+            return "pause"
+        return None
+
+    def is_backchannel(self, text: str) -> bool:
+        """Whether ``text`` is a backchannel (or has fewer than ``min_words`` words): it never interrupts."""
+        words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
+        return len(words) < self.min_words or " ".join(words) in self.backchannels
+
     def _end_of(self, event: Any) -> float:
         return event.time + len(event.samples) / self.sample_rate
 
     def transcript(self, text: str, now: float) -> bool:
         """A transcript of what was heard; ``True``: interrupt now (before answering it)."""
-        if not self.playing(now):
+        if not self.playing(now) or self.is_backchannel(text):
             return False
-        words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
-        if len(words) < self.min_words or " ".join(words) in self.backchannels:
-            return False
+        self._paused_at = None
         return True
+
+
+class SpeechStarts:
+    """A microphone's voice activity for barge-in: its own VAD, fed audio frames as they are heard."""
+
+    def __init__(self, start_ms: int = 90, silence_ms: int = 300) -> None:
+        from .vad import MonoInt16, SpeechSegmenter
+
+        self._converter = MonoInt16(16000)
+        # No pause events and no padding: only when speech starts and how long it goes on.
+        self._segmenter = SpeechSegmenter(16000, frame_ms=30, start_ms=start_ms, silence_ms=silence_ms, padding_ms=0,
+                                          pause_ms=silence_ms)
+
+    def feed(self, frame: Any) -> list:
+        """The :class:`~remotemedia.nodes.vad.VADEvent`\\ s one :class:`~remotemedia.frames.AudioFrame` decided."""
+        return self._segmenter.feed(self._converter.convert(frame), frame.timestamp)

@@ -21,13 +21,15 @@ import copy
 from typing import Any, AsyncIterator
 
 from ..frames import AudioFrame, Transcript, VideoFrame
-from .bargein import BargeInPolicy
+from .bargein import BargeInPolicy, SpeechStarts
 from .effects import EFFECTS, VideoEffectNode
 
 __all__ = ["LatestQueue", "LiveDemoNode"]
 
 _CLOSED = object()
 _DEFAULT: Any = object()
+#: Seconds of reply audio yielded ahead of real time (with barge-in): what still plays after a pause.
+LEAD = 0.06
 
 
 class LatestQueue:
@@ -109,7 +111,10 @@ class LiveDemoNode:
     for none) decides, the reply's speech stops, the replies not yet spoken
     are dropped, and ``{"type": "interrupted", "by": "voice" | "words"}`` is
     yielded (an executor's service session then drops the reply audio its
-    track still holds).
+    track still holds). With a policy, reply audio is yielded in real time,
+    at most :data:`LEAD` seconds ahead, so that it can *pause* as soon as
+    the VAD hears speech start (:meth:`~remotemedia.nodes.bargein.BargeInPolicy.hear`),
+    and go on if the speech ends short of ``min_speech_ms``.
     """
 
     is_streaming = True
@@ -219,7 +224,7 @@ class LiveDemoNode:
         replies: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         policy = copy.deepcopy(self.barge_in)  # its state is this run's
-        hearing = _Hearing() if policy is not None and self.audio else None
+        hearing = SpeechStarts() if policy is not None and self.audio else None
         saying: asyncio.Task | None = None  # the reply being spoken
         self.interruptions = 0
         # The effect's own thread: a frame never waits behind a transcription.
@@ -250,7 +255,7 @@ class LiveDemoNode:
                         now = loop.time()
                         if policy is not None and not policy.listening(now):
                             continue  # muted while the reply plays
-                        if hearing is not None and self.talkback and policy.vad(hearing.feed(frame), now):
+                        if hearing is not None and self.talkback and policy.hear(hearing.feed(frame), now) == "interrupt":
                             interrupt("voice")
                         speech.put_nowait(frame)
                     else:
@@ -288,6 +293,9 @@ class LiveDemoNode:
         async def say(answer: str) -> None:
             async for frame in self.tts.stream(_one(answer)):
                 if policy is not None:
+                    # Paced: at most LEAD seconds sent ahead, none while paused (speech over the reply).
+                    while policy.paused or policy.ahead(loop.time()) > LEAD:
+                        await asyncio.sleep(0.01)
                     policy.reply_audio(loop.time(), frame.duration)
                 out.put_nowait(frame)
 
@@ -328,20 +336,6 @@ class LiveDemoNode:
 
 async def _one(item: Any) -> AsyncIterator[Any]:
     yield item
-
-
-class _Hearing:
-    """The microphone's voice activity, for barge-in: its own VAD, fed as audio arrives."""
-
-    def __init__(self) -> None:
-        from .vad import MonoInt16, SpeechSegmenter
-
-        self._converter = MonoInt16(16000)
-        # No pause events and no padding needed: only when speech starts and goes on.
-        self._segmenter = SpeechSegmenter(16000, frame_ms=30, padding_ms=0, pause_ms=300)
-
-    def feed(self, frame: AudioFrame) -> list:
-        return self._segmenter.feed(self._converter.convert(frame), frame.timestamp)
 
 
 async def _all(tasks: list[asyncio.Task], out: asyncio.Queue) -> None:

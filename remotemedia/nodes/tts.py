@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
+import time
 from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
@@ -25,6 +27,7 @@ from ..exceptions import ModelError
 from ..frames import AudioFrame, Transcript
 from ..models import cache, check_device, require, resolve_device
 from ..node import Node
+from .bargein import is_interrupt
 
 __all__ = ["TTSNode", "BUNDLED_VOICE"]
 
@@ -68,6 +71,8 @@ class TTSNode(Node):
         deterministic: bool = False,
         frame_ms: int = 20,
         device: str = "auto",
+        marks: bool = False,
+        early_clause: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -87,6 +92,11 @@ class TTSNode(Node):
         self.frame_ms = frame_ms
         #: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         self.device = check_device(device)
+        #: Yield ``{"type": "speaking", "reply": n, "audio_from": t, "tts_s": s}`` before each reply's first frame.
+        self.marks = bool(marks)
+        #: Speak a reply's first clause (up to its first comma, colon or semicolon) on its own, so that its
+        #: audio starts sooner (a voice loop's latency); the rest follows.
+        self.early_clause = bool(early_clause)
         self._voice: Any = None
         self._key: tuple | None = None
 
@@ -126,21 +136,80 @@ class TTSNode(Node):
         samples = np.concatenate(sentences) if sentences else np.zeros(0, np.float32)
         return AudioFrame(samples[np.newaxis, :], self._voice.sample_rate, 0.0)
 
-    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[AudioFrame]:
+    async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if self._voice is None:
             await asyncio.to_thread(self.initialize)
         rate = self._voice.sample_rate
         size = max(1, rate * self.frame_ms // 1000)
         emitted = 0
-        async for data in frames:
-            sentences = self._voice.sentences(_text(self, data), self.speed, self.deterministic)
-            while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
-                # Whole frames only: a sentence's last one is padded with (at most a frame of) silence.
-                samples = np.pad(samples, (0, -len(samples) % size))
-                for i in range(0, len(samples), size):
-                    chunk = samples[i : i + size]
-                    yield AudioFrame(chunk[np.newaxis, :], rate, emitted / rate)
-                    emitted += len(chunk)
+        # Inputs are read as they come, so that an INTERRUPT is seen while a reply is spoken.
+        texts: asyncio.Queue = asyncio.Queue()
+        cuts = read_texts = 0  # INTERRUPTs and texts read so far
+        cut = asyncio.Event()
+
+        async def read() -> None:
+            nonlocal cuts, read_texts
+            try:
+                async for data in frames:
+                    if is_interrupt(data):
+                        while not texts.empty():
+                            texts.get_nowait()  # not spoken yet: dropped
+                        cuts += 1
+                        cut.set()
+                    else:
+                        read_texts += 1
+                        texts.put_nowait((data, read_texts, cuts, time.perf_counter()))
+            finally:
+                texts.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (entry := await texts.get()) is not None:
+                data, reply, generation, read_at = entry
+                if generation != cuts:
+                    continue  # cut before it began
+                sentences = self._sentences(_text(self, data))
+                started = emitted
+                while generation == cuts:
+                    cut.clear()
+                    synthesis = asyncio.ensure_future(asyncio.to_thread(next, sentences, None))
+                    waiter = asyncio.ensure_future(cut.wait())
+                    await asyncio.wait({synthesis, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if generation != cuts or (samples := synthesis.result()) is None:
+                        break  # an abandoned sentence finishes on its thread, unheard
+                    # Whole frames only: a sentence's last one is padded with (at most a frame of) silence.
+                    samples = np.pad(samples, (0, -len(samples) % size))
+                    for i in range(0, len(samples), size):
+                        if generation != cuts:
+                            break
+                        if self.marks and emitted == started:
+                            yield {"type": "speaking", "reply": reply, "audio_from": emitted / rate,
+                                   "tts_s": time.perf_counter() - read_at}
+                        chunk = samples[i : i + size]
+                        yield AudioFrame(chunk[np.newaxis, :], rate, emitted / rate)
+                        emitted += len(chunk)
+                if generation != cuts:
+                    yield {"type": "interrupted", "reply": reply, "audio_until": emitted / rate}
+            await reader  # the input's own error, if any
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+    def _sentences(self, text: str) -> Iterator[np.ndarray]:
+        clause, rest = _first_clause(text) if self.early_clause else (text, "")
+        yield from self._voice.sentences(clause, self.speed, self.deterministic)
+        if rest:
+            yield from self._voice.sentences(rest, self.speed, self.deterministic)
+
+
+def _first_clause(text: str) -> tuple[str, str]:
+    """``text`` cut after its first comma, colon or semicolon (one word or more before, some after)."""
+    match = re.search(r"^\s*[^\s,:;.!?]+[^,:;.!?]*?[,:;](?=\s+\S)", text)
+    if match is None:
+        return text, ""
+    return match.group(0).strip(), text[match.end() :].strip()
 
 
 def _text(node: TTSNode, data: Any) -> str:

@@ -41,7 +41,9 @@ class RemoteServiceNode(Node):
     :class:`~remotemedia.frames.AudioFrame` inputs, and yields the service's
     video frames, its speech (silence between utterances is not yielded),
     :class:`~remotemedia.frames.Transcript` values, and its other messages
-    as dicts (``{"type": "reply", "text": ...}``).
+    as dicts (``{"type": "reply", "text": ...}``). When the service cuts a
+    reply (barge-in: ``{"type": "interrupted", ...}``), the reply's audio
+    still in flight is dropped here, not yielded.
 
     Errors: :exc:`~remotemedia.exceptions.NoExecutorAvailable` when no
     executor offers the service, :exc:`ValueError` for options the service
@@ -76,6 +78,9 @@ class RemoteServiceNode(Node):
         #: The executor's latest ``stats`` for the session (frames in and out, dropped, time per
         #: frame, speech shed: see signaling_server/PROTOCOL.md), updated every second.
         self.stats: dict = {}
+        #: Reply audio frames that arrived after an ``interrupted`` (in flight when the executor cut
+        #: the reply) and were dropped, not yielded (last session).
+        self.dropped_after_interrupt = 0
 
     @property
     def executor(self) -> str | None:
@@ -97,6 +102,7 @@ class RemoteServiceNode(Node):
         signaling = await SignalingClient.connect_any(config.urls, token=config.token, timeout=limit)
         pc = None
         video, audio = LiveVideoTrack(), LiveAudioTrack()
+        self.dropped_after_interrupt = 0
         out: asyncio.Queue = asyncio.Queue()
         tasks: list[asyncio.Task] = []
         try:
@@ -105,16 +111,32 @@ class RemoteServiceNode(Node):
             pc.addTransceiver(audio, direction="sendrecv")
             pc.addTransceiver(video, direction="sendrecv")
             channel = pc.createDataChannel(SERVICE_LABEL)
-            channel.on("message", lambda raw: out.put_nowait(_message(raw)))
+            # After an "interrupted", the reply's frames still in flight are dropped until the
+            # track falls silent (the executor dropped the rest): the consumer hears no more of it.
+            cutting = False
+
+            def message(raw: Any) -> None:
+                nonlocal cutting
+                item = _message(raw)
+                if isinstance(item, dict) and item.get("type") == "interrupted":
+                    cutting = True
+                out.put_nowait(item)
+
+            channel.on("message", message)
             channel.on("close", lambda: out.put_nowait(ConnectionLostError(f"the executor closed service {self.service!r}")))
 
             async def read(track: Any) -> None:
+                nonlocal cutting
                 with contextlib.suppress(MediaStreamError):
                     while True:
                         frame = await track.recv()
                         if track.kind == "video":
                             out.put_nowait(VideoFrame.from_av(frame))
-                        elif frame.to_ndarray().any():  # silence between utterances is not yielded
+                        elif not frame.to_ndarray().any():  # silence between utterances is not yielded
+                            cutting = False
+                        elif cutting:
+                            self.dropped_after_interrupt += 1
+                        else:
                             out.put_nowait(AudioFrame.from_av(frame))
 
             pc.on("track", lambda track: tasks.append(asyncio.create_task(read(track))))

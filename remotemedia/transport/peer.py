@@ -19,6 +19,7 @@ from aiortc.sdp import candidate_from_sdp
 from ..aio import Tasks
 from ..exceptions import RemoteMediaError, RemoteTimeoutError
 from ..signaling import SignalingSession
+from . import jitter
 from .ice import candidates_tried
 
 __all__ = [
@@ -64,9 +65,11 @@ def new_peer_connection(ice_servers: Iterable[str | dict] = ()) -> RTCPeerConnec
     answer's BUNDLE closes: it never sends or receives (aiortc issue #1414;
     ``max-bundle`` fails too). Media slots need several of each kind.
     """
-    return RTCPeerConnection(
+    pc = RTCPeerConnection(
         RTCConfiguration(iceServers=[ice_server(e) for e in ice_servers], bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     )
+    jitter.install(pc)  # audio received through an adaptive jitter buffer (see transport/jitter.py)
+    return pc
 
 
 # Trickled candidates being applied, referenced until applied.
