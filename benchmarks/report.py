@@ -79,12 +79,14 @@ class Report:
 
     def finish(self) -> Path:
         print(f"\n{self.name}: ours against a baseline measured in the same run")
-        print(f"  {'case':<40}{'ours':>12}{'baseline':>12}{'ratio':>8}  target")
+        # Names longer than the usual 40 columns widen the column rather than push their row out of line.
+        width = max([40] + [len(c.name) + 1 for c in self.cases])
+        print(f"  {'case':<{width}}{'ours':>12}{'baseline':>12}{'ratio':>8}  target")
         for c in self.cases:
             scale, unit = (1e3, "ms") if c.unit == "s" else (1.0, c.unit)
             target = "" if c.target is None else (
                 f"{'<=' if c.unit == 's' else '>='} {c.target:g}  {'met' if c.met else 'MISSED'}")
-            print(f"  {c.name:<40}{c.ours * scale:>9.3f} {unit:<2}{c.baseline * scale:>9.3f} {unit:<2}"
+            print(f"  {c.name:<{width}}{c.ours * scale:>9.3f} {unit:<2}{c.baseline * scale:>9.3f} {unit:<2}"
                   f"{c.ratio:>7.2f}x  {target}")
         for text in self.notes:
             print(f"  note: {text}")
