@@ -8,6 +8,11 @@ peer connection carrying several objects) and hands each node its client;
 the nodes' own ``initialize()`` then upload their objects. At the end,
 whatever happened, :meth:`RunSessions.close` closes every client (which
 releases any object still alive) and detaches the nodes.
+
+With a :class:`~remotemedia.remote.pool.SessionPool`, the clients are
+borrowed from the pool instead of opened, and given back instead of closed:
+the pool releases what the run left alive and keeps the session warm for the
+next run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ..exceptions import PipelineError
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
+from .pool import SessionPool
 
 __all__ = ["RunSessions"]
 
@@ -51,8 +57,11 @@ class RunSessions:
     in the pipeline (for error messages).
     """
 
-    def __init__(self, pipeline: str, nodes: Sequence[tuple[int, RemoteObjectExecutionNode]]) -> None:
+    def __init__(
+        self, pipeline: str, nodes: Sequence[tuple[int, RemoteObjectExecutionNode]], pool: SessionPool | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.pool = pool
         groups: dict[RemoteExecutorConfig, _Group] = {}
         for index, node in nodes:
             groups.setdefault(node.remote_config, _Group(node.remote_config)).members.append((index, node))
@@ -83,8 +92,11 @@ class RunSessions:
                 raise error from result
 
     async def _connect(self, group: _Group) -> None:
-        group.client = RemoteProxyClient(group.config, media_tracks=group.media_tracks)
-        await group.client.connect()
+        if self.pool is not None:
+            group.client = await self.pool.acquire(group.config, media_tracks=group.media_tracks)
+        else:
+            group.client = RemoteProxyClient(group.config, media_tracks=group.media_tracks)
+            await group.client.connect()
         for _, node in group.members:
             node._attach(group.client)
         logger.debug(
@@ -92,9 +104,10 @@ class RunSessions:
         )
 
     async def close(self) -> None:
-        """Close every client and detach every node; never raises for a client that fails to close."""
+        """Close (or give back to the pool) every client and detach every node; never raises for a client that fails to close."""
         clients = [group.client for group in self.groups if group.client is not None]
-        results = await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+        end = self.pool.give_back if self.pool is not None else RemoteProxyClient.close
+        results = await asyncio.gather(*(end(client) for client in clients), return_exceptions=True)
         for client, result in zip(clients, results):
             if isinstance(result, Exception):
                 logger.warning("pipeline %r: closing the session with %r failed: %s", self.pipeline, client.executor, result)
