@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..exceptions import PipelineError
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
+from .placement import survey
 from .pool import SessionPool
 
-__all__ = ["RunSessions"]
+__all__ = ["RunSessions", "place_nodes"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,41 @@ class _Group:
 
     def describe(self) -> str:
         return ", ".join(f"#{index} {node.name!r}" for index, node in self.members)
+
+
+async def place_nodes(
+    nodes: Sequence[tuple[int, RemoteObjectExecutionNode]],
+    default: str,
+    on_placed: Callable[[int], Callable[[str, str], None]],
+) -> list[tuple[int, RemoteObjectExecutionNode, str | None]]:
+    """
+    Decide, before a run, where each remote node runs (see
+    :mod:`remotemedia.remote.placement`); ``default`` is the pipeline's
+    placement and ``on_placed(index)`` the callback of node ``index``'s
+    decisions. Returns the nodes that need a session, each with the reason
+    of its remote placement still to be completed with its executor's name
+    (``None``: nothing to add).
+    """
+    needing: list[tuple[int, RemoteObjectExecutionNode, str | None]] = []
+    auto: list[tuple[int, RemoteObjectExecutionNode]] = []
+    for index, node in nodes:
+        placement = node._begin_run(default, on_placed(index))
+        if placement == "local":
+            node._place("local", "local (placement='local')", log=False)
+        elif placement == "auto":
+            auto.append((index, node))
+        else:
+            needing.append((index, node, None))
+    verdicts = await asyncio.gather(*(survey(node.remote_config, node.is_streaming) for _, node in auto))
+    for (index, node), (mode, reason) in zip(auto, verdicts):
+        if mode == "local":
+            node._place("local", reason)
+        elif mode == "calibrate":
+            node._place("calibrate", f"calibrating on the first inputs ({reason})", log=False)
+            needing.append((index, node, None))
+        else:
+            needing.append((index, node, reason))
+    return needing
 
 
 class RunSessions:
@@ -79,6 +115,11 @@ class RunSessions:
         for group, result in zip(self.groups, results):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancellation: not a connection failure
+            if isinstance(result, Exception) and all(node._auto for _, node in group.members):
+                # Placed "auto": no executor after all, so here (the survey saw one a moment ago).
+                for _, node in group.members:
+                    node._place("local", f"local (no executor could be reached: {type(result).__name__}: {result})")
+                continue
             if isinstance(result, Exception):
                 index, node = group.members[0]
                 config = group.config
