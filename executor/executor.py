@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from remotemedia import __version__ as remotemedia_version
 from remotemedia import validation as check
 from remotemedia.aio import Backoff, Tasks
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
@@ -379,13 +380,28 @@ class Executor:
             await signaling.register(
                 self.config.name,
                 self.config.max_sessions,
-                {"gpu": has_gpu(), "services": sorted(self.config.services)},
+                self._capabilities(),
                 status=self._status,
             )
         except BaseException:
             await signaling.close()
             raise
         return signaling
+
+    def _capabilities(self) -> dict:
+        """
+        What registering announces: pairing matches ``gpu`` and ``services``;
+        discovery (``python -m remotemedia executors``) also shows the rest.
+        No ``models``: models load inside sessions (in each worker process, in
+        ``process`` mode) when a node asks, so nothing here knows them beforehand.
+        """
+        return {
+            "gpu": has_gpu(),
+            "services": sorted(self.config.services),
+            "version": remotemedia_version,
+            "accept": self.config.accept,
+            "mode": self.config.mode,
+        }
 
     def _status(self) -> tuple[float, int]:
         # Counted here, not by the connection (its default): sessions accepted

@@ -1,7 +1,8 @@
 """
-Command line: ``python -m remotemedia serve [--host H] [--port P]``, and
+Command line: ``python -m remotemedia serve [--host H] [--port P]``,
 ``python -m remotemedia token client|executor ...`` to mint signed tokens
-(:mod:`remotemedia.tokens`).
+(:mod:`remotemedia.tokens`), and ``python -m remotemedia executors --signaling
+URL`` to list the executors a signaling server offers (:mod:`remotemedia.discovery`).
 
 Runs a signaling server and one executor in one process: everything a first
 try needs, in one command. ``RemoteExecutorConfig()`` with its defaults
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -23,7 +25,7 @@ import ssl
 import sys
 from typing import TYPE_CHECKING
 
-from executor.__main__ import add_executor_arguments, setup_logging
+from executor.__main__ import add_executor_arguments, setup_logging, signaling_url
 from executor.__main__ import executor_config as make_executor_config
 from signaling_server.__main__ import access_settings, add_access_arguments
 
@@ -60,7 +62,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # machine: Python objects and WASM nodes alike (python -m executor: python).
     add_executor_arguments(serve, accept="any")
     add_token_command(commands)
+    _add_executors_command(commands)
     return parser.parse_args(argv)
+
+
+def _add_executors_command(commands) -> None:
+    listing = commands.add_parser(
+        "executors",
+        help="list the executors a signaling server offers (discovery)",
+        description=(
+            "List the executors that a signaling server offers this client: name, services, GPU, free "
+            "sessions out of capacity, load and version (--json: every field). A scoped client token sees "
+            "only the executors and services it may use. Exit status: 0 listed, 1 refused or unreachable, "
+            "2 bad settings."
+        ),
+    )
+    listing.add_argument(
+        "--signaling",
+        required=True,
+        metavar="URL",
+        help="the signaling server, e.g. ws://HOST:50052 (wss:// for TLS); several instances of one cluster, "
+        "comma-separated, are tried in turn",
+    )
+    listing.add_argument("--token", default=None, help="the client token (default: $REMOTEMEDIA_TOKEN)")
+    listing.add_argument(
+        "--ca-file", default=None, metavar="PATH",
+        help="PEM file of the CA that signed a wss:// server's certificate (default: $REMOTEMEDIA_CA_FILE, "
+        "else the system's CAs)",
+    )
+    listing.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
+    listing.add_argument("--json", action="store_true", help="print a JSON list of every field instead of a table")
+
+
+def _run_executors_command(args: argparse.Namespace) -> int:
+    from .discovery import discover, table
+    from .exceptions import RemoteMediaError
+    from .remote import RemoteExecutorConfig
+
+    try:
+        urls = tuple(signaling_url(args.signaling).split(","))
+        config = RemoteExecutorConfig(
+            signaling_urls=urls,
+            auth_token=args.token,
+            ssl_enabled=any(url.startswith("wss://") for url in urls),
+            ca_file=args.ca_file,
+        )
+        executors = asyncio.run(discover(config, timeout=args.timeout))
+    except RemoteMediaError as exc:  # before ValueError: some of them are ValueErrors too
+        print(f"remotemedia executors: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"remotemedia executors: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([dataclasses.asdict(e) for e in executors], indent=2))
+    else:
+        print(table(executors))
+    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -138,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "token":
         return run_token_command(args)
+    if args.command == "executors":
+        return _run_executors_command(args)
     setup_logging(args.log_level)
     return asyncio.run(_serve(args))
 

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from .remote.config import RemoteExecutorConfig
 from .signaling import SignalingClient
 
-__all__ = ["ExecutorInfo", "discover"]
+__all__ = ["ExecutorInfo", "discover", "table"]
+
+#: The columns of :func:`table`: heading, and the cell of one executor.
+_COLUMNS = (
+    ("NAME", lambda e: e.name),
+    ("SERVICES", lambda e: ",".join(e.services) or "-"),
+    ("GPU", lambda e: "yes" if e.gpu else "no"),
+    ("FREE/CAP", lambda e: f"{e.free}/{e.capacity}"),
+    ("LOAD", lambda e: f"{e.load:.2f}"),
+    ("VERSION", lambda e: e.version or "-"),
+)
 
 
 @dataclass(frozen=True)
@@ -84,3 +94,11 @@ async def discover(config: RemoteExecutorConfig | None = None, *, timeout: float
     finally:
         await signaling.close()
     return [ExecutorInfo.from_message(item) for item in reply["executors"]]
+
+
+def table(executors: list[ExecutorInfo]) -> str:
+    """``executors`` as a plain-text table, one line each under a heading (what the CLI prints)."""
+    rows = [[heading for heading, _ in _COLUMNS]]
+    rows += [[cell(executor) for _, cell in _COLUMNS] for executor in executors]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from remotemedia.signaling.messages import LIMIT_CLOSES, dump
 
-from .cluster import Claim, Directory, Envelope, Refresh, Reserve
+from .cluster import Claim, Directory, Envelope, Refresh, Reserve, Survey
 from .config import ServerConfig
 from .hub import Close, Hub, Send
 from .limits import ConnectionLimits, ensure_file_descriptors
@@ -134,16 +134,19 @@ class SignalingServer:
     def _lost(self, refresh: Refresh) -> None:
         self._apply(self.hub.lost(refresh.conn, refresh.name, asyncio.get_running_loop().time()))
 
-    def _request(self, action: Claim | Reserve) -> None:
+    def _request(self, action: Claim | Reserve | Survey) -> None:
         task = asyncio.create_task(self._answer(action))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    async def _answer(self, action: Claim | Reserve) -> None:
+    async def _answer(self, action: Claim | Reserve | Survey) -> None:
         loop = asyncio.get_running_loop()
         if isinstance(action, Claim):
             outcome = await self.directory.claim(action)
             self._apply(self.hub.claimed(action.conn, outcome, loop.time()))
+        elif isinstance(action, Survey):
+            outcome = await self.directory.survey(action)
+            self._apply(self.hub.surveyed(action, outcome, loop.time()))
         else:
             outcome = await self.directory.reserve(action)
             self._apply(self.hub.reserved(action, outcome, loop.time()))
@@ -258,7 +261,7 @@ class SignalingServer:
     def _apply(self, actions: list) -> None:
         for action in actions:
             if not isinstance(action, (Send, Close)):
-                if isinstance(action, (Claim, Reserve)):
+                if isinstance(action, (Claim, Reserve, Survey)):
                     self._request(action)
                 else:
                     self.directory.submit(action)

@@ -36,10 +36,14 @@ from remotemedia.tokens import TokenClaims, decode_token, looks_like_jwt
 
 from .config import ServerConfig
 
-__all__ = ["ROLE_OF", "Credential", "Refusal", "OPEN", "authenticate", "role_refusal", "scope_refusal", "name_refusal"]
+__all__ = [
+    "ROLE_OF", "Credential", "Refusal", "OPEN", "authenticate", "role_refusal", "scope_refusal", "name_refusal",
+    "visible_services",
+]
 
-#: What the message types need: ``register`` is the executor's, ``pair`` the client's.
-ROLE_OF = {"register": "executor", "pair": "client"}
+#: What the message types need: ``register`` is the executor's; ``pair`` and
+#: ``executors`` (discovery) the client's. Each may be a connection's first message.
+ROLE_OF = {"register": "executor", "pair": "client", "executors": "client"}
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,25 @@ def scope_refusal(credential: Credential, requirements: dict, now: float) -> Ref
             close=False,
         )
     return None
+
+
+def visible_services(credential: Credential, name: str, services: tuple[str, ...]) -> tuple[str, ...] | None:
+    """
+    What an ``executors`` listing shows ``credential`` of executor ``name``,
+    which offers ``services``: the services its token allows, or ``None``
+    when the token could not be paired with it at all (an executor outside
+    its ``executors``; with no object sessions allowed, one that offers none
+    of its services), so the listing leaves it out.
+    """
+    claims = credential.claims
+    if claims is None:
+        return services
+    if claims.executors is not None and name not in claims.executors:
+        return None
+    shown = services if claims.services is None else tuple(s for s in services if s in claims.services)
+    if not shown and not claims.objects:
+        return None
+    return shown
 
 
 def name_refusal(credential: Credential, name: str, owner: str | None) -> Refusal | None:

@@ -33,6 +33,7 @@ __all__ = [
     "Release",
     "Refresh",
     "Unclaim",
+    "Survey",
     "Directory",
     "UNAVAILABLE",
     "Envelope",
@@ -128,6 +129,18 @@ class Unclaim:
     owner: str | None = None
 
 
+@dataclass(frozen=True)
+class Survey:
+    """
+    Action: list every live executor of the cluster for client ``conn``'s
+    ``executors`` message; answer with :meth:`Hub.surveyed <signaling_server.hub.Hub.surveyed>`.
+    """
+
+    conn: str
+    #: The message's ``request`` id, echoed in the reply.
+    request: str | None = None
+
+
 class Directory:
     """
     The state instances share, and the bus between them: the interface the
@@ -161,6 +174,10 @@ class Directory:
 
     async def reserve(self, action: Reserve) -> Grant | tuple[str, str]:
         """A :class:`Grant`, or ``(error code, message)``."""
+        raise NotImplementedError
+
+    async def survey(self, action: Survey) -> list | tuple[str, str]:
+        """Every live executor as :class:`~signaling_server.registry.ExecutorRecord` s, or ``(error code, message)``."""
         raise NotImplementedError
 
     def submit(self, action) -> None:

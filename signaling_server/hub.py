@@ -10,8 +10,9 @@ messages in and out and carries the actions out, so every rule here
 tested by calling methods, with no network and no sleeps.
 
 Roles: a connection starts anonymous. A valid ``register`` makes it an
-executor; a valid ``pair`` makes it a client. Unless the server is open, that
-first message must carry a credential of its role (:mod:`signaling_server.auth`
+executor; a valid ``pair`` makes it a client; ``executors`` (discovery: which
+executors this client may use) is a client's too, and may come first. Unless
+the server is open, that first message must carry a credential of its role (:mod:`signaling_server.auth`
 decides), or the connection is told why (``unauthorized``, ``wrong_role``,
 ``token_expired``) and closed.
 
@@ -50,8 +51,10 @@ from remotemedia.exceptions import SignalingError
 from remotemedia.signaling import messages
 from remotemedia.signaling.ticket import make_ticket
 
-from .cluster import UNAVAILABLE, Claim, Forward, Grant, Refresh, Release, Reserve, Unclaim
-from .auth import OPEN, Credential, Refusal, authenticate, name_refusal, role_refusal, scope_refusal
+from .cluster import UNAVAILABLE, Claim, Forward, Grant, Refresh, Release, Reserve, Survey, Unclaim
+from .auth import (
+    OPEN, ROLE_OF, Credential, Refusal, authenticate, name_refusal, role_refusal, scope_refusal, visible_services,
+)
 from .config import ServerConfig
 from .ratelimit import TokenBucket
 from .registry import ExecutorRecord, Registry, SessionRecord
@@ -104,13 +107,20 @@ class _Connection:
     #: What it authenticated as (with its first ``register`` or ``pair``), or ``None`` yet.
     credential: Credential | None
     role: str | None = None  # None, "executor" or "client"
-    identified: bool = False  # ever sent a valid register or pair
+    identified: bool = False  # ever sent a valid register, pair or executors
     closing: bool = False
     executor: str | None = None  # executor name, for role "executor"
     sessions: set[str] = field(default_factory=set)  # for role "client"
     pending: dict = field(default_factory=dict)  # cluster: session id -> pair message awaiting a Reserve
     claiming: str | None = None  # cluster: the name of a register awaiting its Claim
     idle_since: float | None = None  # identified, yet neither registered nor in a session: since when
+
+
+#: What an anonymous connection is told when its first message is not a hello.
+_FIRST = "the first message must be 'register', 'pair' or 'executors' with a credential"
+
+#: Room left in an ``executors`` reply for its envelope (type, request, truncated).
+_LISTING_ENVELOPE = 512
 
 
 class _Bounded(dict):
@@ -187,18 +197,12 @@ class Hub:
             message = messages.parse(data, max_size=self.config.max_message_size)
         except SignalingError as exc:
             if conn.credential is None:
-                return self._refuse(
-                    conn, "unauthorized", f"{exc}; the first message must be 'register' or 'pair' with a credential"
-                )
+                return self._refuse(conn, "unauthorized", f"{exc}; {_FIRST}")
             return [self._error(conn, exc.code, str(exc))]
         kind = message["type"]
         if conn.credential is None:
-            if kind not in ("register", "pair"):
-                return self._refuse(
-                    conn,
-                    "unauthorized",
-                    f"the first message must be 'register' or 'pair' with a credential, not {kind!r}",
-                )
+            if kind not in ROLE_OF:
+                return self._refuse(conn, "unauthorized", f"{_FIRST}, not {kind!r}")
             credential = authenticate(self.config, kind, message.get("token"), self._wall_clock())
             if isinstance(credential, Refusal):
                 return self._refusal(conn, credential, message)
@@ -247,7 +251,7 @@ class Hub:
                 actions += self._refuse(
                     conn,
                     "hello_timeout",
-                    f"no 'register' or 'pair' within {self.config.hello_timeout:g} s",
+                    f"no 'register', 'pair' or 'executors' within {self.config.hello_timeout:g} s",
                 )
             elif conn.identified:
                 actions += self._check_idle(conn, now)
@@ -308,15 +312,8 @@ class Hub:
             return self._refusal(conn, refusal, message)
         if name in self.registry.executors or conn.claiming is not None:
             return [self._name_taken(conn, name)]
-        caps = message.get("capabilities", {})
-        record = ExecutorRecord(
-            name=name,
-            conn=conn.id,
-            capacity=message["capacity"],
-            gpu=caps.get("gpu", False),
-            models=tuple(caps.get("models", ())),
-            services=tuple(caps.get("services", ())),
-            last_seen=now,
+        record = ExecutorRecord.announced(
+            name, conn.id, message["capacity"], message.get("capabilities", {}), last_seen=now
         )
         if self.instance is not None:
             conn.claiming = name
@@ -465,6 +462,63 @@ class Hub:
         to_executor, paired = self._pairing(conn, session_id, record.name, record.capabilities(), message)
         # The executor hears first, so it is ready for the offer the client sends next.
         return [Send(record.conn, to_executor), Send(conn.id, paired)]
+
+    def _on_executors(self, conn: _Connection, message: dict, now: float) -> list:
+        request = {"request": message["request"]} if "request" in message else {}
+        if conn.role == "executor" or conn.claiming is not None:
+            return [
+                self._error(
+                    conn, "not_allowed", "an executor connection cannot list executors; ask from a client's", **request
+                )
+            ]
+        credential = conn.credential
+        refusal = role_refusal(self.config, credential, "client")
+        if refusal is None and credential.claims is not None and credential.claims.expired(self._wall_clock()):
+            refusal = Refusal("token_expired", "the token expired; connect again with a new one")
+        if refusal is not None:
+            return self._refusal(conn, refusal, message)
+        conn.identified = True
+        if self.instance is not None:
+            return [Survey(conn.id, message.get("request"))]
+        return [self._listing(conn, self.registry.executors.values(), message.get("request"))]
+
+    def surveyed(self, action: Survey, outcome: list[ExecutorRecord] | tuple[str, str], now: float) -> list:
+        """
+        Cluster: the answer to ``action``: every live executor of the cluster,
+        or ``(error code, message)`` when the shared registry did not answer.
+        """
+        conn = self._conns.get(action.conn)
+        if conn is None or conn.closing:
+            return []
+        if isinstance(outcome, tuple):
+            request = {} if action.request is None else {"request": action.request}
+            return [self._error(conn, *outcome, **request)]
+        return [self._listing(conn, outcome, action.request)]
+
+    def _listing(self, conn: _Connection, records, request: str | None) -> Send:
+        """
+        The ``executors`` reply for ``conn``: by name, only what its credential
+        may use (:func:`~signaling_server.auth.visible_services`), cut to fit
+        the largest message a client accepts.
+        """
+        entries, size, truncated = [], _LISTING_ENVELOPE, False
+        for record in sorted(records, key=lambda r: r.name):
+            services = visible_services(conn.credential, record.name, record.services)
+            if services is None:
+                continue
+            entry = record.listing(services)
+            size += len(messages.dump(entry)) + 1
+            if size > messages.MAX_SERVER_MESSAGE:
+                truncated = True
+                break
+            entries.append(entry)
+        reply = {"type": "executors", "executors": entries}
+        if truncated:
+            reply["truncated"] = True
+            logger.warning("an executors listing was cut to %d executors to fit one message", len(entries))
+        if request is not None:
+            reply["request"] = request
+        return Send(conn.id, reply)
 
     def _pairing(self, conn: _Connection, session_id: str, executor: str, capabilities: dict, message: dict) -> tuple[dict, dict]:
         """The ``session`` message for the executor and the ``paired`` one for the client, whichever instance pairs them."""

@@ -54,6 +54,7 @@ from .cluster import (
     Refresh,
     Release,
     Reserve,
+    Survey,
     Unclaim,
     decode_envelope,
     encode_envelope,
@@ -306,8 +307,18 @@ class RedisDirectory(Directory):
                 "paired go on; retry shortly",
             )
 
+    async def survey(self, action: Survey) -> list[ExecutorRecord] | tuple[str, str]:
+        try:
+            return list((await self._snapshot()).executors.values())
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            return (
+                UNAVAILABLE,
+                f"the signaling cluster's shared registry (Redis) is unreachable ({exc}); retry shortly",
+            )
+
     async def _snapshot(self) -> Registry:
-        """Every live executor as a standalone registry sees one (to explain a refusal)."""
+        """Every live executor as a standalone registry sees one (to explain a refusal, and for discovery)."""
         names = sorted(await self._redis.smembers(self._key("executors")))
         async with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
@@ -321,14 +332,11 @@ class RedisDirectory(Directory):
                 continue
             rows.append((float(fields.get("since", 0)), name, fields, used))
         for _, name, fields, used in sorted(rows):
-            caps = json.loads(fields.get("caps", "{}"))
-            executor = ExecutorRecord(
-                name=name,
-                conn=fields["conn"],
-                capacity=int(fields["capacity"]),
-                gpu=caps.get("gpu", False),
-                models=tuple(caps.get("models", ())),
-                services=tuple(caps.get("services", ())),
+            executor = ExecutorRecord.announced(
+                name,
+                fields["conn"],
+                int(fields["capacity"]),
+                json.loads(fields.get("caps", "{}")),
                 load=float(fields.get("load", 0.0)),
                 reported_sessions=max(int(fields.get("reported", 0)), used),
             )

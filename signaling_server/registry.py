@@ -30,6 +30,11 @@ class ExecutorRecord:
     models: tuple[str, ...] = ()
     #: Named services it offers.
     services: tuple[str, ...] = ()
+    #: What it announced for discovery only (``""``: not announced): its remotemedia
+    #: version, what clients may send it (``python``, ``wasm``, ``any``), its mode.
+    version: str = ""
+    accept: str = ""
+    mode: str = ""
     #: Load it reported in its last heartbeat (its own measure, 0 when idle).
     load: float = 0.0
     #: Sessions it reported in its last heartbeat.
@@ -52,9 +57,45 @@ class ExecutorRecord:
         """
         return self.capacity - max(len(self.sessions), self.reported_sessions)
 
+    @classmethod
+    def announced(cls, name: str, conn: str, capacity: int, capabilities: dict, **state) -> ExecutorRecord:
+        """The record of what a ``register`` announced (``capabilities`` as the protocol writes them)."""
+        return cls(
+            name=name,
+            conn=conn,
+            capacity=capacity,
+            gpu=capabilities.get("gpu", False),
+            models=tuple(capabilities.get("models", ())),
+            services=tuple(capabilities.get("services", ())),
+            version=capabilities.get("version", ""),
+            accept=capabilities.get("accept", ""),
+            mode=capabilities.get("mode", ""),
+            **state,
+        )
+
     def capabilities(self) -> dict:
-        """Its capabilities as the protocol writes them."""
-        return {"gpu": self.gpu, "models": list(self.models), "services": list(self.services)}
+        """Its capabilities as the protocol writes them (what it did not announce left out)."""
+        caps = {"gpu": self.gpu, "models": list(self.models), "services": list(self.services)}
+        caps.update((key, value) for key in ("version", "accept", "mode") if (value := getattr(self, key)))
+        return caps
+
+    def listing(self, services: tuple[str, ...] | None = None) -> dict:
+        """
+        Its entry in an ``executors`` reply: what it offers and how busy it is,
+        never where it is; ``services``: the ones the client may see (``None``: all).
+        """
+        return {
+            "name": self.name,
+            "services": [s for s in self.services if services is None or s in services],
+            "models": list(self.models),
+            "gpu": self.gpu,
+            "capacity": self.capacity,
+            "free": max(0, self.free),
+            "load": self.load,
+            "version": self.version,
+            "accept": self.accept,
+            "mode": self.mode,
+        }
 
     def matches(self, requirements: dict) -> bool:
         """Whether it satisfies a ``pair`` request's requirements."""
