@@ -40,6 +40,15 @@ class SlowHere(Double):
         return super().process(data)
 
 
+class OnlyThere(Double):
+    """Cannot run in the test's process (a library only the executor has, say)."""
+
+    def process(self, data: int):
+        if os.getpid() == self.home:
+            raise ImportError("no such library here")
+        return super().process(data)
+
+
 class Stateless(Double):
     stateless = True
 
@@ -129,6 +138,13 @@ async def test_calibration_keeps_a_cheap_node_here(cluster):
     assert [here for _, here in outputs] == [False] * 3 + [True] * 3  # calibrated on 3, then here
     assert placement_of(pipeline).startswith("local (") and "remote vs" in placement_of(pipeline)
     assert pipeline.last_run_stats[0].location == "local"
+
+
+async def test_calibration_keeps_a_node_that_fails_here_on_the_executor(cluster):
+    node = RemoteObjectExecutionNode(OnlyThere(), config_for(cluster), placement="auto")
+    pipeline = Pipeline("only-there").add_node(node)
+    assert await pipeline.run_async(range(3)) == [(0, False), (2, False), (4, False)]
+    assert placement_of(pipeline).startswith("remote exec-") and "process() failed here: ImportError" in placement_of(pipeline)
 
 
 def doomed_cluster():

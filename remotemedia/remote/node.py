@@ -288,7 +288,10 @@ class RemoteObjectExecutionNode(Node):
             self._session()  # raises the explanation
         self._proxy = await self._client.create_proxy(self._uploaded())
         if self._mode == "calibrate":
-            await self._initialize_here()
+            try:
+                await self._initialize_here()
+            except Exception as exc:  # it cannot run here: the executor it is
+                self._place("remote", f"remote {self._client.executor} (initialize() failed here: {type(exc).__name__}: {exc})")
 
     async def process(self, data: Any) -> Any:
         """Run the remote object's ``process(data)`` and return its result (or run it here, placed locally)."""
@@ -313,13 +316,24 @@ class RemoteObjectExecutionNode(Node):
         result = await proxy.process(data)
         remote = clock() - started
         started = clock()
-        await self._process_here(data)
+        try:
+            await self._process_here(data)
+        except Exception as exc:  # it cannot run here: the executor it is
+            self._place("remote", f"remote {client.executor} (process() failed here: {type(exc).__name__}: {exc})")
+            await self._cleanup_here()
+            return result
         local = clock() - started
         calibration = self._calibration
         calibration.add(local, remote)
         if calibration.done:
             remote_wins, reason = calibration.verdict(client.executor)
             self._place("remote" if remote_wins else "local", reason)
+            # The losing side's copy is freed now rather than at the end of the run.
+            if remote_wins:
+                await self._cleanup_here()
+            else:
+                self._proxy = None
+                await client.release(proxy)
         return result
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -348,11 +362,15 @@ class RemoteObjectExecutionNode(Node):
             if client is not None and proxy is not None:
                 await client.release(proxy)
         finally:
-            if self._local_ready:
-                self._local_ready = False
-                method = getattr(self.obj_to_execute, "cleanup", None)
-                if callable(method):
-                    await _run_here(method)
+            await self._cleanup_here()
+
+    async def _cleanup_here(self) -> None:
+        """Run the object's ``cleanup()`` here if its ``initialize()`` ran here."""
+        if self._local_ready:
+            self._local_ready = False
+            method = getattr(self.obj_to_execute, "cleanup", None)
+            if callable(method):
+                await _run_here(method)
 
     def __repr__(self) -> str:
         return (
