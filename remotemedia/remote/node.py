@@ -166,7 +166,7 @@ class RemoteObjectExecutionNode(Node):
         # Set by the pipeline run that owns this node (remotemedia.remote.sessions).
         self._client: RemoteProxyClient | None = None
         self._proxy: RemoteProxy | None = None
-        # This run's placement: "remote", "local" or "calibrate" (see begin_run()).
+        # This run's placement: "remote", "local" or "calibrate" (see _begin_run()).
         self._mode = "remote"
         self._auto = False
         self._local_ready = False  # the object's initialize() ran here
