@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import config_for, mode_config, wait_until, TOKEN
+from harness import EXECUTOR_TOKEN, TOKEN, config_for, mode_config, running_cluster, running_executor, wait_until
 
 from remotemedia import Node, Pipeline, PipelineError, RemoteExecutionError, RemoteObjectExecutionNode, SessionPool
 from remotemedia import default_pool
@@ -124,6 +124,22 @@ async def test_a_session_that_comes_back_closed_or_busy_is_not_lent_again(cluste
         assert len(pool) == 0
         async with pool.session(config) as fresh:
             assert fresh is not client and fresh.usable
+
+
+async def test_an_idle_session_whose_executor_died_is_dropped_and_replaced():
+    with running_cluster(TOKEN, ("--name", "exec-first", "--mode", "inprocess")) as (server, (first,)):
+        config = config_for(server, reconnect=False, heartbeat_interval=0.5, heartbeat_timeout=2.0)
+        pipeline = Pipeline("health").add_node(RemoteObjectExecutionNode(Pid(), config))
+        async with SessionPool() as pool:
+            pipeline.session_pool = pool
+            async with pool.session(config) as kept:
+                assert kept.executor == "exec-first"
+            with running_executor(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "exec-second"):
+                first.kill()
+                await wait_until(lambda: not kept.usable, timeout=15)  # its heartbeat noticed
+                await pipeline.run_async([1])
+                assert pipeline.last_run_stats[0].location == "exec-second"
+                assert pool.opened == 2 and pool.reused == 0 and len(pool) == 1  # the dead one was dropped
 
 
 async def test_the_pool_keeps_at_most_max_sessions(cluster):
