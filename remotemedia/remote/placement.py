@@ -49,7 +49,7 @@ from ..exceptions import RemoteMediaError
 from ..pipeline import PLACEMENTS
 from .config import RemoteExecutorConfig
 
-__all__ = ["PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "Calibration", "survey", "check_placement"]
+__all__ = ["PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "Calibration", "listing", "survey", "check_placement"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +91,30 @@ def _meets(info: Any, needs: dict) -> bool:
     return True
 
 
-async def survey(config: RemoteExecutorConfig, streaming: bool) -> tuple[str, str]:
-    """
-    Step 1 of ``"auto"``: ``("local" | "remote" | "calibrate", reason)`` from
-    the node's needs and what the signaling server lists.
-    """
+async def listing(config: RemoteExecutorConfig) -> list | str:
+    """The executors that the signaling server of ``config`` lists, or why it did not."""
     from ..discovery import discover
 
-    where = f"{config.host}:{config.port}" if not config.signaling_urls else ", ".join(config.signaling_urls)
     try:
-        executors = await discover(config, timeout=min(SURVEY_TIMEOUT, config.connect_timeout))
+        return await discover(config, timeout=min(SURVEY_TIMEOUT, config.connect_timeout))
     except (RemoteMediaError, OSError) as exc:
-        return "local", f"local (the signaling server at {where} did not list executors: {exc})"
+        where = f"{config.host}:{config.port}" if not config.signaling_urls else ", ".join(config.signaling_urls)
+        return f"the signaling server at {where} did not list executors: {exc}"
+
+
+async def survey(
+    config: RemoteExecutorConfig, streaming: bool, executors: list | str | None = None
+) -> tuple[str, str]:
+    """
+    Step 1 of ``"auto"``: ``("local" | "remote" | "calibrate", reason)`` from
+    the node's needs and what the signaling server lists (``executors``: a
+    :func:`listing` already made for this config, else one is made).
+    """
+    if executors is None:
+        executors = await listing(config)
+    if isinstance(executors, str):
+        return "local", f"local ({executors})"
+    where = f"{config.host}:{config.port}" if not config.signaling_urls else ", ".join(config.signaling_urls)
     if not executors:
         return "local", f"local (no executor is registered at {where})"
     needs = dict(config.requirements)

@@ -18,6 +18,7 @@ next run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Callable, Sequence
 
@@ -25,7 +26,7 @@ from ..exceptions import PipelineError
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
-from .placement import survey
+from .placement import listing, survey
 from .pool import SessionPool
 
 __all__ = ["RunSessions", "place_nodes"]
@@ -73,7 +74,13 @@ async def place_nodes(
             auto.append((index, node))
         else:
             needing.append((index, node, None))
-    verdicts = await asyncio.gather(*(survey(node.remote_config, node.is_streaming) for _, node in auto))
+    # One listing per signaling server and credential (configs differing in requirements share it).
+    configs = {dataclasses.replace(node.remote_config, requirements={}) for _, node in auto}
+    listings = dict(zip(configs, await asyncio.gather(*(listing(config) for config in configs))))
+    verdicts = [
+        await survey(node.remote_config, node.is_streaming, listings[dataclasses.replace(node.remote_config, requirements={})])
+        for _, node in auto
+    ]
     for (index, node), (mode, reason) in zip(auto, verdicts):
         if mode == "local":
             node._place("local", reason)
