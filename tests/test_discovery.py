@@ -20,7 +20,8 @@ from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess,
 from redislab import running_redis
 
 import remotemedia
-from remotemedia import AuthenticationError, ExecutorInfo, RemoteProxyClient, discover
+from remotemedia import AuthenticationError, ExecutorInfo, RemoteProxyClient, SignalingError, discover
+from remotemedia.signaling import SignalingClient
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,16 @@ async def test_a_cluster_instance_lists_the_executors_of_every_instance():
             ("far-1", "inprocess", remotemedia.__version__, 4, 4),
             ("near-1", "inprocess", remotemedia.__version__, 4, 4),
         ]
+
+
+async def test_an_executors_connection_may_not_list(cluster):
+    async with await SignalingClient.connect(cluster.url, token=EXECUTOR_TOKEN) as signaling:
+        await signaling.register("probe", 1)
+        with pytest.raises(SignalingError) as refused:
+            await signaling.executors()
+        assert refused.value.code == "not_allowed"
+        assert not signaling.closed  # still registered; only the question was refused
+    async with await SignalingClient.connect(cluster.url, token=EXECUTOR_TOKEN) as signaling:
+        with pytest.raises(SignalingError) as refused:
+            await signaling.executors()
+        assert refused.value.code == "wrong_role"
