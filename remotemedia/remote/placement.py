@@ -31,7 +31,8 @@ Where a :class:`~remotemedia.remote.RemoteObjectExecutionNode` runs: the
   a ``stateless = True`` attribute of the wrapped object: each input is
   independent) runs the input that failed, and every next one, locally. A
   stateful node fails as before, saying why: its state lived on the lost
-  executor.
+  executor. This is for ``process()`` nodes: a streaming node fails as
+  before (the frames in flight in its remote stream cannot be replayed).
 
 Every decision is logged at INFO and kept in the node's
 :class:`~remotemedia.stats.NodeStats` (``placement``), e.g.
