@@ -147,6 +147,14 @@ async def test_calibration_keeps_a_node_that_fails_here_on_the_executor(cluster)
     assert placement_of(pipeline).startswith("remote exec-") and "process() failed here: ImportError" in placement_of(pipeline)
 
 
+async def test_a_run_shorter_than_the_calibration_says_it_ran_remotely(cluster):
+    node = RemoteObjectExecutionNode(Double(), config_for(cluster), placement="auto")
+    pipeline = Pipeline("short").add_node(node)
+    assert await pipeline.run_async([1]) == [(2, False)]
+    assert placement_of(pipeline).endswith("(the run ended after 1 of 3 calibration inputs)")
+    assert pipeline.last_run_stats[0].remote
+
+
 def doomed_cluster():
     """A server and one GPU executor (killed by the test)."""
     return running_cluster(TOKEN, ("--name", "exec-doomed", "--mode", "inprocess"), env={FAKE_GPU_ENV: "1"})

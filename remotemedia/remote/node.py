@@ -236,6 +236,17 @@ class RemoteObjectExecutionNode(Node):
         if self._on_placed is not None:
             self._on_placed(mode, reason)
 
+    def _end_run(self) -> None:
+        """At the end of a run that stopped while still calibrating: its outputs came from the executor."""
+        calibration = self._calibration
+        if self._mode == "calibrate" and calibration is not None:
+            executor = self._client.executor if self._client is not None else None
+            self._place(
+                "remote",
+                f"remote {executor} (the run ended after {len(calibration.local)} of {calibration.inputs} "
+                f"calibration inputs)",
+            )
+
     async def _initialize_here(self) -> None:
         if not self._local_ready:
             method = getattr(self.obj_to_execute, "initialize", None)

@@ -161,4 +161,5 @@ class RunSessions:
                 logger.warning("pipeline %r: closing the session with %r failed: %s", self.pipeline, client.executor, result)
         for group in self.groups:
             for _, node in group.members:
+                node._end_run()
                 node._attach(None)
