@@ -46,6 +46,17 @@ class Pid(Node):
         return here()
 
 
+class Repeat(Node):
+    """Yields each frame many times."""
+
+    is_streaming = True
+
+    async def stream(self, frames):
+        async for frame in frames:
+            for _ in range(1000):
+                yield frame
+
+
 def sessions(server) -> int:
     return server.health()["sessions"]
 
@@ -114,6 +125,20 @@ async def test_user_loans_release_their_objects_and_keep_the_session(cluster, tm
         assert marker.read_text() == "cleaned up after 1"
         async with pool.session(config) as again:
             assert again is client and again.usable
+
+
+async def test_a_stream_left_with_break_does_not_cost_the_session(cluster):
+    config = config_for(cluster)
+    async with SessionPool() as pool:
+        async with pool.session(config) as client:
+            proxy = await client.create_proxy(Repeat())
+            async for frame in proxy.stream(iter([7])):
+                assert frame == 7
+                break
+        async with pool.session(config) as again:
+            assert again is client
+            proxy = await again.create_proxy(Count())
+            assert await proxy.process("a") == ("a", 1)
 
 
 async def test_a_session_that_comes_back_closed_or_busy_is_not_lent_again(cluster):

@@ -209,6 +209,11 @@ class SessionPool:
         if entry.borrowers > 0:
             return
         entry.shared = False
+        for _ in range(3):
+            if client.idle:
+                break
+            # A stream left with `break` is closed by its finalizer, which the loop runs soon: let it.
+            await asyncio.sleep(0)
         why = self._unfit(entry)
         if why is None:
             try:
