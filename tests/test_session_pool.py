@@ -57,6 +57,16 @@ class Repeat(Node):
                 yield frame
 
 
+class SlowCleanup(Node):
+    def process(self, data):
+        return data
+
+    def cleanup(self) -> None:
+        import time
+
+        time.sleep(1.0)  # keeps the release in flight while the test borrows
+
+
 def sessions(server) -> int:
     return server.health()["sessions"]
 
@@ -125,6 +135,21 @@ async def test_user_loans_release_their_objects_and_keep_the_session(cluster, tm
         assert marker.read_text() == "cleaned up after 1"
         async with pool.session(config) as again:
             assert again is client and again.usable
+
+
+async def test_a_session_being_given_back_is_not_lent_meanwhile(cluster):
+    config = config_for(cluster)
+    async with SessionPool() as pool:
+        client = await pool.acquire(config)
+        await client.create_proxy(SlowCleanup())
+        giving = asyncio.ensure_future(pool.give_back(client))
+        await asyncio.sleep(0)  # give_back now waits for the executor's cleanup()
+        assert not giving.done()
+        other = await pool.acquire(config)
+        assert other is not client
+        await giving
+        await pool.give_back(other)
+        assert len(pool) == 2
 
 
 async def test_a_stream_left_with_break_does_not_cost_the_session(cluster):

@@ -38,6 +38,8 @@ Rules, and why:
   that opened it. The pool keeps each loop's sessions apart and never lends
   one to another loop; the sessions of a loop that has closed are forgotten
   (their connections died with the loop; the executor notices by heartbeat).
+  Loops in several threads may share a pool (each touches only its own
+  sessions; the bound may then be passed by a session or so).
 
 Pipelines pool only when given a pool (``Pipeline(session_pool=pool)``, or
 :func:`default_pool`, one per process): pooling is opt-in because a kept
@@ -55,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -112,6 +115,7 @@ class SessionPool:
         self.max_sessions = max_sessions
         self.idle_ttl = float(idle_ttl)
         self._entries: list[_Entry] = []
+        self._lock = threading.Lock()
         self._closing = Tasks()
         #: Sessions this pool opened (kept or not).
         self.opened = 0
@@ -186,7 +190,7 @@ class SessionPool:
             await client.connect()
         except BaseException:
             if entry is not None:
-                self._entries.remove(entry)
+                self._forget(entry)
             raise
         self.opened += 1
         if entry is not None:
@@ -205,10 +209,10 @@ class SessionPool:
         if entry is None:  # not kept: an overflow session, or one dropped meanwhile
             await _close_quietly(client)
             return
-        entry.borrowers -= 1
-        if entry.borrowers > 0:
+        if entry.borrowers > 1:
+            entry.borrowers -= 1
             return
-        entry.shared = False
+        # Still held (borrowers == 1) while it is checked and cleaned: nobody borrows it meanwhile.
         for _ in range(3):
             if client.idle:
                 break
@@ -222,8 +226,9 @@ class SessionPool:
                 why = f"releasing its objects failed ({exc})"
             else:
                 why = self._unfit(entry)
+        entry.borrowers, entry.shared = 0, False
         if why is not None:
-            self._entries.remove(entry)
+            self._forget(entry)
             logger.info("session pool: closing the session with %r: %s", client.executor, why)
             await _close_quietly(client)
             return
@@ -244,7 +249,7 @@ class SessionPool:
             if entry.borrowers:
                 entry.doomed = True
             else:
-                self._entries.remove(entry)
+                self._forget(entry)
                 _cancel_timer(entry)
                 idle.append(entry.client)
         await asyncio.gather(*(_close_quietly(client) for client in idle))
@@ -281,7 +286,7 @@ class SessionPool:
 
     def _drop(self, entry: _Entry, why: str) -> None:
         """Forget an idle session and close it in the background (on its own loop)."""
-        self._entries.remove(entry)
+        self._forget(entry)
         _cancel_timer(entry)
         logger.info("session pool: closing the session with %r: %s", entry.client.executor, why)
         self._closing.spawn(_close_quietly(entry.client), name="remotemedia:session-pool:close")
@@ -291,11 +296,17 @@ class SessionPool:
         if entry in self._entries and entry.borrowers == 0:
             self._drop(entry, f"idle for {self.idle_ttl:g} s")
 
+    def _forget(self, entry: _Entry) -> None:
+        # Loops in other threads may forget a dead loop's entry at the same moment.
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)
+
     def _forget_dead_loops(self) -> None:
         dead = [e for e in self._entries if e.loop.is_closed()]
         for entry in dead:
             # Its connection died with its loop; nothing can run on that loop any more.
-            self._entries.remove(entry)
+            self._forget(entry)
             logger.debug("session pool: forgetting the session with %r of a closed event loop", entry.client.executor)
 
 
