@@ -40,6 +40,8 @@ _LAZY = {
     "RemoteExecutorConfig": ".remote",
     "RemoteObjectExecutionNode": ".remote",
     "RemoteProxyClient": ".remote",
+    "SessionPool": ".remote",
+    "default_pool": ".remote",
 }
 
 
@@ -82,9 +84,11 @@ __all__ = [
     "ResourceLimitError",
     "WasmError",
     "SerializationError",
+    "SessionPool",
     "SignalingError",
     "TLSError",
     "Transcript",
     "VideoFrame",
     "discover",
+    "default_pool",
 ]

@@ -9,8 +9,11 @@
 
 Where a node runs is a property of the node instance, never of the pipeline:
 the same pipeline runs local nodes and nodes wrapped for remote execution
-(:class:`~remotemedia.remote.RemoteObjectExecutionNode`). After a run,
-``pipeline.last_run_stats`` says where each node ran and how long it took.
+(:class:`~remotemedia.remote.RemoteObjectExecutionNode`). A wrapped node may
+leave the choice to each run (``placement="auto"``, or the pipeline-wide
+``Pipeline(placement="auto")``; see :mod:`remotemedia.remote.placement`).
+After a run, ``pipeline.last_run_stats`` says where each node ran, why, and
+how long it took.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ __all__ = ["Pipeline", "Source"]
 #: first node produces frames on its own.
 Source = Iterable[Any] | AsyncIterable[Any] | None
 
+#: The values of ``placement`` (see remotemedia.remote.placement, which imports them).
+PLACEMENTS = ("remote", "auto", "local")
+
 #: Default capacity of the channel between two nodes, in items.
 DEFAULT_QUEUE_SIZE = 8
 
@@ -39,11 +45,36 @@ class Pipeline:
 
     ``queue_size`` bounds the number of items waiting between two nodes; a
     slow node makes the nodes above it wait instead of growing memory.
+
+    ``placement`` is the placement of the remote nodes that do not set their
+    own (``"remote"``, the default, ``"auto"`` or ``"local"``; see
+    :class:`~remotemedia.remote.RemoteObjectExecutionNode`).
+    ``session_pool`` lends the runs warm executor sessions
+    (:class:`~remotemedia.remote.SessionPool`, e.g.
+    :func:`~remotemedia.default_pool`); ``None`` (the default) opens each
+    run's sessions and closes them at its end. Pooling is opt-in because a
+    kept session outlives the run (it holds a slot of the executor); see
+    :mod:`remotemedia.remote.pool`.
     """
 
-    def __init__(self, name: str = "pipeline", *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        placement: str = "remote",
+        session_pool: Any = None,
+    ) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {list(PLACEMENTS)}, not {placement!r}")
+        if session_pool is not None and not hasattr(session_pool, "acquire"):
+            raise TypeError(f"session_pool must be a SessionPool or None, not {type(session_pool).__name__}")
+        #: Placement of the remote nodes that do not set their own.
+        self.placement = placement
+        #: The :class:`~remotemedia.remote.SessionPool` of the runs, or ``None``.
+        self.session_pool = session_pool
         #: Name used in logs, errors and task names.
         self.name = name
         self.queue_size = queue_size
@@ -102,13 +133,21 @@ class Pipeline:
                 "use 'await pipeline.run_async()' instead"
             )
         try:
-            return asyncio.run(self.run_async(source))
+            return asyncio.run(self._run_own_loop(source))
         except KeyboardInterrupt:
             # asyncio.run cancelled the run (its cleanup ran) and re-raises
             # the interrupt chained to that CancelledError: show only the stop.
             raise KeyboardInterrupt(
                 f"pipeline {self.name!r} interrupted; its nodes were stopped and cleaned up"
             ) from None
+
+    async def _run_own_loop(self, source: Source) -> list[Any]:
+        try:
+            return await self.run_async(source)
+        finally:
+            if self.session_pool is not None:
+                # This loop ends with run(): its sessions cannot outlive it.
+                await self.session_pool.close()
 
     async def run_async(self, source: Source = None) -> list[Any]:
         """Run to the end; return the list of the last node's outputs."""
@@ -161,6 +200,8 @@ class Pipeline:
                 f"twice at once (build a second pipeline with new node instances)"
             )
         self._running = True
-        run = PipelineRun(self.name, self._nodes, source, self.queue_size)
+        run = PipelineRun(
+            self.name, self._nodes, source, self.queue_size, placement=self.placement, session_pool=self.session_pool
+        )
         self.last_run_stats = tuple(run.stats)
         return run

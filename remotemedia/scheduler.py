@@ -24,7 +24,10 @@ One run of a pipeline is one :class:`PipelineRun`:
   their sessions before any ``initialize``: one client per distinct executor
   config, connected concurrently, and closed after the last ``cleanup``,
   failure and cancellation included (:mod:`remotemedia.remote.sessions`). A
-  pipeline without remote nodes never imports the remote API;
+  pipeline without remote nodes never imports the remote API; before that,
+  each remote node's placement (remote, local, or decided by the run: see
+  :mod:`remotemedia.remote.placement`) is settled, and with a session pool
+  the sessions are borrowed and given back instead (:mod:`remotemedia.remote.pool`);
 - each node's :class:`~remotemedia.stats.NodeStats` (where it ran, items in
   and out, latency) is kept up to date in :attr:`PipelineRun.stats`.
 """
@@ -42,7 +45,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 from .aio import in_thread
 from .exceptions import PipelineError
 from .inline import InlinePolicy, wants_thread
-from .stats import NodeStats
+from .stats import LOCAL, NodeStats
 
 __all__ = ["PipelineRun"]
 
@@ -133,8 +136,15 @@ class PipelineRun:
         nodes: Sequence[Any],
         source: Iterable[Any] | AsyncIterator[Any] | None,
         queue_size: int,
+        *,
+        placement: str = "remote",
+        session_pool: Any = None,
     ) -> None:
         self.name = name
+        #: The placement of remote nodes that do not set their own.
+        self.placement = placement
+        #: The remotemedia.remote.pool.SessionPool that lends sessions, or None (each run opens its own).
+        self.session_pool = session_pool
         self.nodes = list(nodes)
         self.source = source
         self.channels = [_Channel(queue_size) for _ in range(len(self.nodes) + 1)]
@@ -234,16 +244,34 @@ class PipelineRun:
         remote = self._remote_nodes()
         if not remote:
             return
-        from .remote.sessions import RunSessions
+        from .remote.sessions import RunSessions, place_nodes
 
-        self.sessions = RunSessions(self.name, remote)
+        needing = await place_nodes(remote, self.placement, self._placed)
+        self.sessions = RunSessions(self.name, [(index, node) for index, node, _ in needing], self.session_pool)
         try:
             await self.sessions.open()
         except PipelineError as error:
             self.error = error
-        for index, node in remote:
+        for index, node, reason in needing:
+            if node.runs_locally:
+                continue  # "auto", and no executor could be reached after all
             self.stats[index].remote = True
             self.stats[index].location = node.executor or "not connected"
+            if reason is not None and self.error is None:
+                node._place("remote", f"remote {node.executor} ({reason})")
+            elif not self.stats[index].placement:
+                self.stats[index].placement = f"remote {node.executor} (placement='remote')"
+
+    def _placed(self, index: int) -> Callable[[str, str], None]:
+        """The callback that records node ``index``'s placement decisions in its stats."""
+        stats, node = self.stats[index], self.nodes[index]
+
+        def placed(mode: str, reason: str) -> None:
+            stats.placement = reason
+            stats.remote = mode != "local"
+            stats.location = LOCAL if mode == "local" else (node.executor or "not connected")
+
+        return placed
 
     async def _initialize(self) -> None:
         async def init(index: int, node: Any) -> None:
@@ -294,6 +322,8 @@ class PipelineRun:
                     self.stats[index].location = node.executor
             if self.sessions is not None:
                 for index, node in self._remote_nodes():
+                    if node.runs_locally:
+                        continue
                     # After a reconnection, the executor that served last.
                     self.stats[index].location = node.executor or self.stats[index].location
                 await self.sessions.close()

@@ -43,6 +43,10 @@ class NodeStats:
     location: str = LOCAL
     #: Whether the node ran on an executor.
     remote: bool = False
+    #: For a remote node, where the run placed it and why, e.g. ``"local (no executor
+    #: has a GPU)"`` or ``"remote exec-2 (3.1 ms remote vs 41 ms local per input)"``
+    #: (see :mod:`remotemedia.remote.placement`); ``""`` for other nodes.
+    placement: str = ""
     #: Inputs the node read.
     inputs: int = 0
     #: Outputs the node produced (``None`` results are not outputs).

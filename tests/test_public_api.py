@@ -32,6 +32,8 @@ PUBLIC = {
     "RemoteTimeoutError",
     "ResourceLimitError",
     "SerializationError",
+    "SessionPool",
+    "default_pool",
     "SignalingError",
     "TLSError",
     "Transcript",

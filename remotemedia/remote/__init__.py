@@ -10,13 +10,16 @@ Remote execution: run an object on an executor and call it through a proxy.
   pipeline node whose object runs on an executor; a pipeline run opens its
   sessions with :mod:`remotemedia.remote.sessions`;
 - :class:`RemoteServiceNode` (:mod:`remotemedia.remote.service`): a named
-  service of an executor (what browsers use), as a pipeline node.
+  service of an executor (what browsers use), as a pipeline node;
+- :class:`SessionPool` (:mod:`remotemedia.remote.pool`): warm sessions lent
+  run after run.
 """
 
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
+from .pool import SessionPool, default_pool
 from .proxy import RemoteCall, RemoteProxy
 from .service import RemoteServiceNode
 
-__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall", "RemoteObjectExecutionNode", "RemoteServiceNode"]
+__all__ = ["RemoteExecutorConfig", "RemoteProxyClient", "RemoteProxy", "RemoteCall", "RemoteObjectExecutionNode", "RemoteServiceNode", "SessionPool", "default_pool"]

@@ -390,6 +390,22 @@ class RemoteProxyClient:
             raise TypeError("release() takes a proxy made by this client's create_proxy()")
         await self._release(proxy._handle)
 
+    # For remotemedia.remote.pool, which lends one session to run after run.
+    @property
+    def usable(self) -> bool:
+        """Whether the session is open and its connection up (not closed, lost, or reconnecting)."""
+        return not self._closed and self._lost is None and self._rpc is not None
+
+    @property
+    def idle(self) -> bool:
+        """Whether no call or stream is in flight."""
+        return not self._pending and not self._streams
+
+    async def release_all(self) -> None:
+        """Release every remote object still alive (their ``cleanup()`` runs); the session stays open."""
+        for handle in list(self._proxies):
+            await self._release(handle)
+
     async def _call(self, handle: int, name: str, args: tuple, kwargs: dict) -> Any:
         if any(_is_input_stream(v) for v in (*args, *kwargs.values())):
             raise TypeError(

@@ -18,15 +18,26 @@ node of the run with an equal config (see :mod:`remotemedia.remote.sessions`);
 ``initialize()`` then uploads the object (the executor runs its
 ``initialize()``), ``process``/``stream`` run it remotely, and ``cleanup()``
 releases it (the executor runs its ``cleanup()``).
+
+``placement`` (``"remote"``, the default, ``"auto"`` or ``"local"``) says
+whether each run may run the object here instead; see
+:mod:`remotemedia.remote.placement` for how ``"auto"`` decides and when a
+node falls back to local execution mid-run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator
+import dataclasses
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
+from ..aio import in_thread
 from ..exceptions import ConnectionLostError
 from ..node import Node, ProcessStream
 from .config import RemoteExecutorConfig
+from .placement import Calibration, check_placement
 from .proxy import RemoteProxy
 
 if TYPE_CHECKING:
@@ -39,6 +50,17 @@ __all__ = ["RemoteObjectExecutionNode", "TRANSPORTS"]
 #: ``"datachannel"`` (everything on the data channel, losslessly).
 TRANSPORTS = ("tracks", "datachannel")
 _NODE_CONFIG_KEYS = ("streaming", "transport")
+logger = logging.getLogger(__name__)
+
+
+async def _run_here(method: Callable[..., Any], *args: Any) -> Any:
+    """Call a method of the wrapped object in this process: async on the loop, sync in a thread."""
+    if inspect.iscoroutinefunction(method):
+        return await method(*args)
+    result = await in_thread(method, *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def _has_method(obj: Any, name: str) -> bool:
@@ -60,6 +82,15 @@ class RemoteObjectExecutionNode(Node):
     works too. ``name`` defaults to the wrapped object's name, else its class
     name.
 
+    ``placement`` is ``"remote"`` (run on the executor), ``"local"`` (run
+    the object in this process) or ``"auto"`` (each run decides; see
+    :mod:`remotemedia.remote.placement`); ``None`` takes the pipeline's
+    (``Pipeline(placement=...)``, itself ``"remote"`` by default).
+    ``requires`` adds to the config's pairing requirements (``{"gpu": True}``).
+    ``stateless`` says each input is independent, so an ``"auto"`` node may
+    continue locally when its executor is lost; ``None`` reads the wrapped
+    object's ``stateless`` attribute (default ``False``).
+
     Raises :exc:`TypeError` for an object without the needed method, a
     ``remote_config`` that is not a :class:`RemoteExecutorConfig`, or an
     unknown ``node_config`` key, and :exc:`ValueError` for an unknown
@@ -72,6 +103,10 @@ class RemoteObjectExecutionNode(Node):
         remote_config: RemoteExecutorConfig,
         name: str | None = None,
         node_config: dict[str, Any] | None = None,
+        *,
+        placement: str | None = None,
+        requires: dict[str, Any] | None = None,
+        stateless: bool | None = None,
     ) -> None:
         if isinstance(obj_to_execute, type):
             raise TypeError(
@@ -87,6 +122,16 @@ class RemoteObjectExecutionNode(Node):
             )
         if not isinstance(remote_config, RemoteExecutorConfig):
             raise TypeError(f"remote_config must be a RemoteExecutorConfig, not {type(remote_config).__name__}")
+        if placement is not None:
+            check_placement("placement", placement)
+        if requires is not None:
+            if not isinstance(requires, dict):
+                raise TypeError(f"requires must be a dict such as {{'gpu': True}}, not {type(requires).__name__}")
+            remote_config = dataclasses.replace(remote_config, requirements={**remote_config.requirements, **requires})
+        if stateless is None:
+            stateless = getattr(obj_to_execute, "stateless", False)
+        if not isinstance(stateless, bool):
+            raise TypeError(f"stateless must be True or False, not {stateless!r}")
         if node_config is None:
             node_config = {}
         if not isinstance(node_config, dict):
@@ -106,8 +151,12 @@ class RemoteObjectExecutionNode(Node):
         super().__init__(name)
         #: The object that runs on the executor (uploaded at each pipeline run).
         self.obj_to_execute = obj_to_execute
-        #: Where the executor is found.
+        #: Where the executor is found (with ``requires`` added to its requirements).
         self.remote_config = remote_config
+        #: ``"remote"``, ``"auto"``, ``"local"``, or ``None`` (the pipeline's).
+        self.placement = placement
+        #: Whether each input is independent of the ones before (see ``placement``).
+        self.stateless = stateless
         #: The node_config as given.
         self.node_config = dict(node_config)
         #: ``"tracks"`` or ``"datachannel"`` (see :data:`TRANSPORTS`).
@@ -117,6 +166,12 @@ class RemoteObjectExecutionNode(Node):
         # Set by the pipeline run that owns this node (remotemedia.remote.sessions).
         self._client: RemoteProxyClient | None = None
         self._proxy: RemoteProxy | None = None
+        # This run's placement: "remote", "local" or "calibrate" (see _begin_run()).
+        self._mode = "remote"
+        self._auto = False
+        self._local_ready = False  # the object's initialize() ran here
+        self._calibration: Calibration | None = None
+        self._on_placed: Callable[[str, str], None] | None = None
 
     @property
     def is_streaming(self) -> bool:  # type: ignore[override]
@@ -145,13 +200,87 @@ class RemoteObjectExecutionNode(Node):
 
     @property
     def executor(self) -> str | None:
-        """Name of the executor serving this node during a run, else ``None``."""
+        """Name of the executor serving this node during a run, else ``None`` (none, or it runs locally)."""
+        if self._mode == "local":
+            return None
         return self._client.executor if self._client is not None else None
+
+    @property
+    def runs_locally(self) -> bool:
+        """Whether the current (or last) run runs the object in this process."""
+        return self._mode == "local"
 
     def _attach(self, client: RemoteProxyClient | None) -> None:
         """Give the node the session it runs on (``None``: the run is over)."""
         self._client = client
         self._proxy = None
+
+    # -- placement (remotemedia.remote.placement) ----------------------------------------
+
+    def _begin_run(self, default: str, on_placed: Callable[[str, str], None] | None = None) -> str:
+        """Start a run's placement: returns the placement in force (the node's, else ``default``)."""
+        placement = self.placement or default
+        self._auto = placement == "auto"
+        self._mode = "local" if placement == "local" else "remote"
+        self._local_ready = False
+        self._calibration = None
+        self._on_placed = on_placed
+        return placement
+
+    def _place(self, mode: str, reason: str, *, log: bool = True) -> None:
+        """Record a decision: ``mode`` is ``"remote"``, ``"local"`` or ``"calibrate"``."""
+        self._mode = mode
+        self._calibration = Calibration() if mode == "calibrate" else None
+        if log:
+            logger.info("node %r placed: %s", self.name, reason)
+        if self._on_placed is not None:
+            self._on_placed(mode, reason)
+
+    def _end_run(self) -> None:
+        """At the end of a run that stopped while still calibrating: its outputs came from the executor."""
+        calibration = self._calibration
+        if self._mode == "calibrate" and calibration is not None:
+            executor = self._client.executor if self._client is not None else None
+            self._place(
+                "remote",
+                f"remote {executor} (the run ended after {len(calibration.local)} of {calibration.inputs} "
+                f"calibration inputs)",
+            )
+
+    async def _initialize_here(self) -> None:
+        if not self._local_ready:
+            method = getattr(self.obj_to_execute, "initialize", None)
+            if callable(method):
+                await _run_here(method)
+            self._local_ready = True
+
+    async def _process_here(self, data: Any) -> Any:
+        return await _run_here(self.obj_to_execute.process, data)
+
+    async def _lost(self, client: RemoteProxyClient, error: ConnectionLostError) -> bool:
+        """
+        After a call failed with a lost session: ``True`` if the node now
+        runs here (an ``"auto"``, stateless node whose executor nobody
+        replaced), ``False`` if it may call again (such a node, reconnected
+        to another executor), else raises why it cannot go on (as before
+        placement).
+        """
+        final = await client.wait_reconnection()
+        if final is None:
+            if self._auto and self.stateless:
+                return False  # another executor took the node: run the input again there
+            raise error  # reconnected: the call in flight failed, as for any remote node
+        if not self._auto:
+            raise final from None
+        if not self.stateless:
+            raise ConnectionLostError(
+                f"{final}; node {self.name!r} cannot continue locally: it is not stateless (its state lived "
+                f"on the lost executor); declare stateless=True if each input is independent of the ones before"
+            ) from None
+        self._proxy = None
+        self._place("local", f"local (executor {client.executor!r} lost and no other took the node: {final})")
+        await self._initialize_here()
+        return True
 
     def _session(self) -> tuple[RemoteProxyClient, RemoteProxy]:
         if self._client is None or self._proxy is None:
@@ -162,22 +291,68 @@ class RemoteObjectExecutionNode(Node):
         return self._client, self._proxy
 
     async def initialize(self) -> None:
-        """Upload the object to the executor, which runs its ``initialize()``."""
+        """Upload the object to the executor, which runs its ``initialize()`` (or run that here, placed locally)."""
+        if self._mode == "local":
+            await self._initialize_here()
+            return
         if self._client is None:
             self._session()  # raises the explanation
         self._proxy = await self._client.create_proxy(self._uploaded())
+        if self._mode == "calibrate":
+            try:
+                await self._initialize_here()
+            except Exception as exc:  # it cannot run here: the executor it is
+                self._place("remote", f"remote {self._client.executor} (initialize() failed here: {type(exc).__name__}: {exc})")
 
     async def process(self, data: Any) -> Any:
-        """Run the remote object's ``process(data)`` and return its result."""
+        """Run the remote object's ``process(data)`` and return its result (or run it here, placed locally)."""
+        if self._mode == "local":
+            return await self._process_here(data)
         client, proxy = self._session()
         try:
+            if self._mode == "calibrate":
+                return await self._calibrate(client, proxy, data)
             return await proxy.process(data)
-        except ConnectionLostError:
-            await _raise_last_word(client)
-            raise
+        except ConnectionLostError as error:
+            if not self._auto:
+                await _raise_last_word(client)
+                raise
+            if await self._lost(client, error):
+                return await self._process_here(data)
+            return await self.process(data)
+
+    async def _calibrate(self, client: RemoteProxyClient, proxy: RemoteProxy, data: Any) -> Any:
+        clock = time.perf_counter
+        started = clock()
+        result = await proxy.process(data)
+        remote = clock() - started
+        started = clock()
+        try:
+            await self._process_here(data)
+        except Exception as exc:  # it cannot run here: the executor it is
+            self._place("remote", f"remote {client.executor} (process() failed here: {type(exc).__name__}: {exc})")
+            await self._cleanup_here()
+            return result
+        local = clock() - started
+        calibration = self._calibration
+        calibration.add(local, remote)
+        if calibration.done:
+            remote_wins, reason = calibration.verdict(client.executor)
+            self._place("remote" if remote_wins else "local", reason)
+            # The losing side's copy is freed now rather than at the end of the run.
+            if remote_wins:
+                await self._cleanup_here()
+            else:
+                self._proxy = None
+                await client.release(proxy)
+        return result
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Feed ``frames`` to the remote object's ``stream`` and yield what it yields, as it yields it."""
+        if self._mode == "local":
+            async for output in self._uploaded().stream(frames):
+                yield output
+            return
         client, proxy = self._session()
         call = proxy.stream(frames)
         outputs = (call.over_tracks() if self.transport == "tracks" else call).__aiter__()
@@ -191,11 +366,22 @@ class RemoteObjectExecutionNode(Node):
             await outputs.aclose()
 
     async def cleanup(self) -> None:
-        """Release the remote object; the executor runs its ``cleanup()``."""
+        """Release the remote object (the executor runs its ``cleanup()``), and run ``cleanup()`` here if it ran here."""
         client, proxy = self._client, self._proxy
         self._proxy = None
-        if client is not None and proxy is not None:
-            await client.release(proxy)
+        try:
+            if client is not None and proxy is not None:
+                await client.release(proxy)
+        finally:
+            await self._cleanup_here()
+
+    async def _cleanup_here(self) -> None:
+        """Run the object's ``cleanup()`` here if its ``initialize()`` ran here."""
+        if self._local_ready:
+            self._local_ready = False
+            method = getattr(self.obj_to_execute, "cleanup", None)
+            if callable(method):
+                await _run_here(method)
 
     def __repr__(self) -> str:
         return (
