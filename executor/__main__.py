@@ -93,13 +93,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "server hands out with each session (TURN, which needs credentials, comes best from the server: "
         "its --ice-server and --turn-secret)",
     )
+    parser.add_argument(
+        "--direct-tls-cert", default=None, metavar="PEM",
+        help="with wss:// signaling, the direct lane (--direct) is TLS too: its certificate chain, which must "
+        "name the address clients dial (without it, no direct lane is offered with wss://)",
+    )
+    parser.add_argument("--direct-tls-key", default=None, metavar="PEM", help="private key of --direct-tls-cert")
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
 
-def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | None = None) -> None:
-    """The executor's limits and logging, shared with ``python -m remotemedia serve`` (``accept``: its own default)."""
+def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | None = None, direct: str = "off") -> None:
+    """
+    The executor's limits and logging, shared with ``python -m remotemedia serve``
+    (``accept``, ``direct``: its own defaults).
+    """
     defaults = ExecutorConfig(signaling="")
+    parser.add_argument(
+        "--direct",
+        default=direct,
+        metavar="HOST:PORT",
+        help="take the RPC of clients that reach HOST:PORT over TCP (the direct lane: much faster than the data "
+        "channel for calls and arrays; port 0 for any; open it in the firewall to clients), or 'off' "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--max-sessions", type=int, default=defaults.max_sessions, help="sessions served at once (default: %(default)s)"
     )
@@ -232,6 +249,9 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         isolation=args.isolation,
         spare_workers=args.spare_workers,
         fork_server=args.fork_server,
+        direct=None if args.direct in (None, "off", "auto") else args.direct,  # "auto": serve sets it
+        direct_tls_cert=getattr(args, "direct_tls_cert", None),  # only python -m executor has these
+        direct_tls_key=getattr(args, "direct_tls_key", None),
     )
 
 
