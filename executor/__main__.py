@@ -99,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "name the address clients dial (without it, no direct lane is offered with wss://)",
     )
     parser.add_argument("--direct-tls-key", default=None, metavar="PEM", help="private key of --direct-tls-cert")
+    parser.add_argument(
+        "--direct-announce", default=None, metavar="HOST",
+        help="the host clients dial for --direct, when it is not the one listened on (behind NAT, a DNS name "
+        "its certificate names; default: the --direct host, or this host's addresses for 0.0.0.0)",
+    )
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
@@ -252,6 +257,7 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         direct=None if args.direct in (None, "off", "auto") else args.direct,  # "auto": serve sets it
         direct_tls_cert=getattr(args, "direct_tls_cert", None),  # only python -m executor has these
         direct_tls_key=getattr(args, "direct_tls_key", None),
+        direct_announce=getattr(args, "direct_announce", None),
     )
 
 

@@ -114,6 +114,9 @@ class ExecutorConfig:
     #: port 0 for any); ``None`` offers none. With ``wss://`` signaling it needs :attr:`direct_tls_cert`
     #: (the lane is TLS too), else it is not offered.
     direct: str | None = None
+    #: The host to announce for :attr:`direct` instead of the one it listens on (a public name or address,
+    #: the name its TLS certificate gives); ``None``: the listening host (a wildcard: this host's addresses).
+    direct_announce: str | None = None
     #: PEM certificate chain of the direct lane with ``wss://`` signaling (it must name the announced host).
     direct_tls_cert: str | None = None
     #: PEM private key of :attr:`direct_tls_cert` (``None``: in the certificate's file).
@@ -139,6 +142,7 @@ class ExecutorConfig:
         check.optional_text("direct", self.direct, "HOST:PORT (port 0 for any)")
         if self.direct is not None:
             parse_address(self.direct)
+        check.optional_text("direct_announce", self.direct_announce, "a host name or address")
         check.optional_text("direct_tls_cert", self.direct_tls_cert, "a path (a string)")
         check.optional_text("direct_tls_key", self.direct_tls_key, "a path (a string)")
         if self.direct_tls_key is not None and self.direct_tls_cert is None:
@@ -437,7 +441,7 @@ class Executor:
             )
             return
         host, port = parse_address(config.direct)
-        door = DirectDoor(host, port, ssl_context=config.direct_ssl_context())
+        door = DirectDoor(host, port, ssl_context=config.direct_ssl_context(), announce=config.direct_announce)
         await door.start()
         self.door = door
         self._settings = dataclasses.replace(self._settings, door=door)

@@ -1,0 +1,271 @@
+"""
+The direct lane end to end (:mod:`remotemedia.transport.direct`): real
+servers and executors on loopback. Which lane a client takes, its fallback
+to the data channel, the door's ticket check (nothing unpickled for a peer
+without the session's ticket), a lost or killed executor, large arrays and
+long duplex streams on the direct lane in both execution modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pickle
+import re
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harness import EXECUTOR_TOKEN, MODES, TOKEN, ExecutorProcess, ServerProcess, config_for, mode_executor, running_server
+
+from remotemedia import ConnectionLostError, MessageTooLargeError, RemoteProxyClient
+from remotemedia.rpc import Kind, Message, RPCProtocol, calls
+from remotemedia.rpc.framing import frame, read_frame
+from remotemedia.signaling import SignalingClient
+from remotemedia.transport.direct import MAX_KNOCK, knock_body
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Large enough for a 64 MiB array and its header.
+BIG = 80 * 1024 * 1024
+DIRECT = ("--direct", "127.0.0.1:0", "--max-message-size", str(BIG))
+
+
+@pytest.fixture(scope="module")
+def cluster_executors():
+    # One per mode with a direct lane, and one whose announced address nobody listens on.
+    blocked = ("--name", "exec-blocked", "--mode", "inprocess", "--direct", "127.0.0.1:0", "--direct-announce", "127.0.0.2")
+    return (*(mode_executor(mode) + DIRECT for mode in MODES), blocked)
+
+
+class Echo:
+    """What the tests call remotely (sent by value: the executors cannot import this module)."""
+
+    def echo(self, value):
+        return value
+
+    async def doubled(self, inputs):
+        async for item in inputs:
+            yield 2 * item
+
+
+class Creates:
+    """Unpickling this creates a file: the marker of code run from a pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def client_of(server, executor: str, *, media_tracks: int = 0, **overrides) -> RemoteProxyClient:
+    settings = {"timeout": 60.0, "heartbeat_timeout": 15.0, "requirements": {"executor": executor}, "max_message_size": BIG}
+    return RemoteProxyClient(config_for(server, **{**settings, **overrides}), media_tracks=media_tracks)
+
+
+def door_port(executor: ExecutorProcess) -> int:
+    """The port of an executor's direct lane, from its log."""
+    found = re.search(r"direct lane listening on 127\.0\.0\.1:(\d+)", executor.log())
+    assert found, executor.log()
+    return int(found.group(1))
+
+
+def by_name(processes, name: str) -> ExecutorProcess:
+    (executor,) = [e for e in processes[1] if e.name == name]
+    return executor
+
+
+# -- which lane ----------------------------------------------------------------------------------
+
+
+async def test_a_client_takes_the_direct_lane_when_the_executor_offers_one(cluster, mode):
+    async with client_of(cluster, f"exec-{mode}") as client:
+        assert client.lane == "direct"
+        remote = await client.create_proxy(Echo())
+        assert await remote.echo({"a": [1, 2.5, "x"]}) == {"a": [1, 2.5, "x"]}
+
+
+async def test_lane_datachannel_never_dials(cluster):
+    async with client_of(cluster, "exec-inprocess", lane="datachannel") as client:
+        assert client.lane == "datachannel"
+        remote = await client.create_proxy(Echo())
+        assert await remote.echo(7) == 7
+
+
+async def test_with_media_tracks_the_peer_connection_opens_beside_the_direct_lane(cluster):
+    async with client_of(cluster, "exec-inprocess", media_tracks=1) as client:
+        assert client.lane == "direct"
+        assert client.route is not None  # the peer connection of the media slots
+        remote = await client.create_proxy(Echo())
+        assert await remote.echo("both") == "both"
+
+
+async def test_serve_offers_the_direct_lane_by_default():
+    from harness import ServeProcess
+
+    serve = ServeProcess()
+    try:
+        config = {"host": "127.0.0.1", "port": serve.port, "timeout": 30.0}
+        from remotemedia import RemoteExecutorConfig
+
+        async with RemoteProxyClient(RemoteExecutorConfig(**config)) as client:
+            assert client.lane == "direct"
+            assert await (await client.create_proxy(Echo())).echo(1) == 1
+        async with RemoteProxyClient(RemoteExecutorConfig(**config, lane="datachannel")) as client:
+            assert client.lane == "datachannel"
+    finally:
+        serve.stop()
+
+
+# -- fallback ------------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_direct_lane_falls_back_to_the_data_channel(cluster):
+    async with client_of(cluster, "exec-blocked") as client:
+        assert client.lane == "datachannel"
+        remote = await client.create_proxy(Echo())
+        assert await remote.echo("fine") == "fine"
+
+
+async def test_lane_direct_fails_when_the_direct_lane_is_unreachable(cluster):
+    with pytest.raises(ConnectionLostError, match="direct lane .* unreachable"):
+        async with client_of(cluster, "exec-blocked", lane="direct"):
+            pass
+
+
+async def test_max_message_size_holds_on_the_direct_lane(cluster):
+    async with client_of(cluster, "exec-inprocess", max_message_size=1 << 20) as client:
+        remote = await client.create_proxy(Echo())
+        with pytest.raises(MessageTooLargeError):
+            await remote.echo(np.zeros(2 << 20, dtype=np.uint8))
+        assert await remote.echo(3) == 3  # the session goes on
+
+
+# -- the door's ticket check ---------------------------------------------------------------------
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), 15) == b""
+    except ConnectionError:
+        return True
+
+
+@pytest.mark.parametrize("knock", ["wrong-ticket", "pickle", "oversized"])
+async def test_a_knock_without_the_ticket_is_dropped_and_nothing_is_unpickled(cluster_processes, tmp_path, knock):
+    server, _ = cluster_processes
+    executor = by_name(cluster_processes, "exec-process")
+    marker = tmp_path / f"pwned-{knock}"
+    evil = pickle.dumps(Creates(str(marker)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", door_port(executor))
+    if knock == "wrong-ticket":
+        writer.writelines(frame(knock_body("not-the-ticket", False)))
+        writer.writelines(frame(RPCProtocol(1 << 20).encode(Kind.CREATE, 1, evil, pickled=True)))
+    elif knock == "pickle":
+        writer.writelines(frame(evil))
+    else:
+        writer.write((MAX_KNOCK + 1).to_bytes(4, "big") + b"x" * 64)
+    await writer.drain()
+    assert await _closed_by_peer(reader)
+    writer.close()
+    assert not marker.exists()
+    async with client_of(server, "exec-process") as client:  # the executor is unharmed
+        assert await (await client.create_proxy(Echo())).echo(1) == 1
+
+
+async def test_with_the_ticket_nothing_is_unpickled_before_hello(cluster_processes, tmp_path):
+    server, _ = cluster_processes
+    executor = by_name(cluster_processes, "exec-process")
+    marker = tmp_path / "pwned"
+    signaling = await SignalingClient.connect(server.url, token=TOKEN)
+    try:
+        session = await signaling.pair({"executor": "exec-process"}, timeout=15)
+        assert session.direct == [f"127.0.0.1:{door_port(executor)}"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", door_port(executor))
+        protocol = RPCProtocol(1 << 20)
+        writer.writelines(frame(knock_body(session.ticket, False)))
+        for payload in protocol.send_pickled(Kind.CREATE, 1, pickle.dumps(Creates(str(marker)))):
+            writer.writelines(frame(payload))
+        await writer.drain()
+        replies = []
+        with contextlib.suppress(ConnectionError):
+            while (data := await asyncio.wait_for(read_frame(reader), 15)) is not None:
+                replies += [e for e in protocol.receive_data(data) if isinstance(e, Message) and e.kind is Kind.ERROR]
+        assert replies and calls.parse_error(replies[0].body).code == "unauthorized"
+        assert "HELLO" in calls.parse_error(replies[0].body).message
+        writer.close()
+    finally:
+        await signaling.close()
+    assert not marker.exists()
+
+
+# -- losing the executor -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def two_executors():
+    server = ServerProcess("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
+    started: list[ExecutorProcess] = []
+    try:
+        for i in range(2):
+            started.append(ExecutorProcess(server.url, "--executor-token", EXECUTOR_TOKEN, "--name", f"exec-{i}", *DIRECT))
+        yield server, started
+    finally:
+        for executor in started:
+            executor.stop()
+        server.stop()
+
+
+async def test_a_killed_executor_reconnects_on_the_direct_lane():
+    with two_executors() as (server, executors):
+        quick = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "requirements": {}}
+        async with client_of(server, "", **quick) as client:
+            remote = await client.create_proxy(Echo())
+            assert client.lane == "direct"
+            (victim,) = [e for e in executors if e.name == client.executor]
+            victim.kill()
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(remote.echo(1), 30)  # in flight or sent on the lost lane
+            assert await asyncio.wait_for(remote.echo("again"), 30) == "again"
+            assert client.reconnects == 1 and client.executor != victim.name
+            assert client.lane == "direct"
+
+
+async def test_without_reconnect_a_lost_direct_lane_stays_closed():
+    with two_executors() as (server, executors):
+        quick = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "requirements": {}, "reconnect": False}
+        async with client_of(server, "", **quick) as client:
+            remote = await client.create_proxy(Echo())
+            (victim,) = [e for e in executors if e.name == client.executor]
+            victim.kill()
+            for _ in range(2):
+                with pytest.raises(ConnectionLostError):
+                    await asyncio.wait_for(remote.echo(1), 30)
+            assert client.reconnects == 0
+
+
+# -- bulk data -----------------------------------------------------------------------------------
+
+
+async def test_a_64_mib_array_comes_back_bit_exact(cluster, mode):
+    array = np.random.default_rng(5).integers(0, 256, 64 * 1024 * 1024, dtype=np.uint8)
+    async with client_of(cluster, f"exec-{mode}") as client:
+        assert client.lane == "direct"
+        remote = await client.create_proxy(Echo())
+        back = await remote.echo(array)
+        assert back.dtype == array.dtype and np.array_equal(back, array)
+
+
+async def test_a_duplex_stream_of_ten_thousand_items_on_the_direct_lane(cluster, mode):
+    n = 10_000
+
+    async def inputs():
+        for i in range(n):
+            yield i
+
+    async with client_of(cluster, f"exec-{mode}") as client:
+        assert client.lane == "direct"
+        remote = await client.create_proxy(Echo())
+        assert [out async for out in remote.doubled(inputs())] == [2 * i for i in range(n)]
