@@ -83,6 +83,7 @@ def by_name(processes, name: str) -> ExecutorProcess:
 async def test_a_client_takes_the_direct_lane_when_the_executor_offers_one(cluster, mode):
     async with client_of(cluster, f"exec-{mode}") as client:
         assert client.lane == "direct"
+        assert client.route.kind == "direct" and client.route.remote.startswith("tcp 127.0.0.1:")
         remote = await client.create_proxy(Echo())
         assert await remote.echo({"a": [1, 2.5, "x"]}) == {"a": [1, 2.5, "x"]}
 

@@ -179,7 +179,15 @@ class DirectConnection:
     @property
     def peer(self) -> str:
         """The other end's address, ``HOST:PORT``."""
-        name = self._writer.get_extra_info("peername")
+        return self._address("peername")
+
+    @property
+    def local(self) -> str:
+        """This end's address, ``HOST:PORT``."""
+        return self._address("sockname")
+
+    def _address(self, which: str) -> str:
+        name = self._writer.get_extra_info(which)
         return f"{name[0]}:{name[1]}" if name else "?"
 
     async def send(self, kind: Kind, id: int, body: Any = None, *, pickle_fallback: bool = False) -> None:
@@ -544,7 +552,10 @@ class DirectLane(Lane):
 
     @property
     def route(self) -> Route | None:
-        return self.companion.route if self.companion is not None else None
+        """The peer connection's route when media came along, else the TCP connection's (kind ``direct``)."""
+        if self.companion is not None:
+            return self.companion.route
+        return Route("direct", f"tcp {self.rpc.local}", f"tcp {self.rpc.peer}")
 
     async def close(self, reason: str = "closed by this end") -> None:
         watcher, self._watcher = self._watcher, None
