@@ -270,3 +270,47 @@ async def test_a_duplex_stream_of_ten_thousand_items_on_the_direct_lane(cluster,
         assert client.lane == "direct"
         remote = await client.create_proxy(Echo())
         assert [out async for out in remote.doubled(inputs())] == [2 * i for i in range(n)]
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway CA and a certificate for 127.0.0.1, as files."""
+    trustme = pytest.importorskip("trustme")
+    folder = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    files["cert"].write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    return {name: str(path) for name, path in files.items()}
+
+
+async def test_with_wss_the_direct_lane_is_tls_and_needs_a_certificate(pki, monkeypatch):
+    monkeypatch.delenv("REMOTEMEDIA_CA_FILE", raising=False)
+    server = ServerProcess("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN, "--tls-cert", pki["cert"], "--tls-key", pki["key"])
+    started: list[ExecutorProcess] = []
+    try:
+        common = ("--executor-token", EXECUTOR_TOKEN, "--ca-file", pki["ca"], "--mode", "inprocess", "--direct", "127.0.0.1:0")
+        tls = ("--direct-tls-cert", pki["cert"], "--direct-tls-key", pki["key"])
+        started.append(ExecutorProcess(server.url, *common, "--name", "with-cert", *tls))
+        started.append(ExecutorProcess(server.url, *common, "--name", "no-cert"))
+        assert "direct lane needs TLS too" in started[1].log()
+        settings = {"ssl_enabled": True, "ca_file": pki["ca"]}
+        async with client_of(server, "with-cert", **settings) as client:
+            assert client.lane == "direct"
+            assert await (await client.create_proxy(Echo())).echo("tls") == "tls"
+        async with client_of(server, "no-cert", **settings) as client:
+            assert client.lane == "datachannel"
+        # Plain text on the TLS door is no knock.
+        reader, writer = await asyncio.open_connection("127.0.0.1", door_port(started[0]))
+        writer.writelines(frame(knock_body("whatever", False)))
+        assert await _closed_by_peer(reader)
+        writer.close()
+    finally:
+        for executor in started:
+            executor.stop()
+        server.stop()
