@@ -83,6 +83,10 @@ KNOCK_TIMEOUT = 5.0
 KNOCK_GRACE = 2.0
 #: Above this many bytes in the socket's send buffer, senders wait (``writer.drain()``).
 HIGH_WATER = 4 * 1024 * 1024
+#: Connections the door holds before their knock is checked; more are closed at once.
+MAX_KNOCKING = 64
+#: The door's read buffer (asyncio pauses reading at twice this): what an unchecked connection can make it hold.
+DOOR_BUFFER = 64 * 1024
 #: Seconds a closed connection may still flush before it is aborted.
 CLOSE_TIMEOUT = 2.0
 
@@ -380,7 +384,7 @@ class DirectDoor:
     async def start(self) -> None:
         """Listen (raises :exc:`OSError` when the address cannot be bound)."""
         self._server = await asyncio.start_server(
-            self._knocked, self.host or None, self.port, ssl=self.ssl_context, limit=4 * CHUNK_SIZE,
+            self._knocked, self.host or None, self.port, ssl=self.ssl_context, limit=DOOR_BUFFER,
             ssl_handshake_timeout=KNOCK_TIMEOUT if self.ssl_context is not None else None,
         )
         logger.info("direct lane listening on %s%s", ", ".join(self.addresses), " (TLS)" if self.ssl_context else "")
@@ -434,6 +438,10 @@ class DirectDoor:
 
     async def _knocked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._knocks) >= MAX_KNOCKING:
+            logger.warning("direct lane: %d connections are knocking already; one more closed", len(self._knocks))
+            writer.transport.abort()
+            return
         self._knocks.add(task)
         try:
             why = await self._admit(reader, writer)
