@@ -81,7 +81,7 @@ async def _serve(fd: int) -> int:
     except (ValueError, OSError) as exc:
         print(f"executor.sandbox: cannot cap memory: {exc}", file=sys.stderr)
         return EXIT_BAD_START
-    protocol = RPCProtocol(int(settings["max_message_size"]))
+    protocol = RPCProtocol(int(settings["max_message_size"]), compress=bool(settings.get("compress", True)))
     protocol.peer_limit(int(settings["peer_limit"]))
     stuck: list[str] = []
 

@@ -378,7 +378,9 @@ class ExecutorSession(PeerSession):
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
             limits = dataclasses.replace(limits, call_timeout=shorter)
         if self._worker is not None:
-            self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
+            # Its replies go to the client as it made them: compressed only where the lane compresses.
+            protocol = self._rpc.protocol
+            self._worker.configure(s.id, self.settings.max_message_size, protocol.send_limit, limits, protocol.compress)
         else:
             self._dispatcher = Dispatcher(ObjectTable(s.id), self._send, limits, self._end)
         self._reply_later(
