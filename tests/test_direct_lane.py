@@ -77,6 +77,99 @@ def by_name(processes, name: str) -> ExecutorProcess:
     return executor
 
 
+# -- the wire, without processes -----------------------------------------------------------------
+
+
+def test_knocks_and_addresses_parse_or_say_why():
+    from remotemedia.exceptions import DecodeError
+    from remotemedia.transport.direct import parse_address, parse_knock
+
+    knock = parse_knock(knock_body("t", True))
+    assert (knock.ticket, knock.media) == ("t", True)
+    for bad in (b"\x80\x04", b"[]", b'{"ticket": 1}', pickle.dumps({"ticket": "t"})):
+        with pytest.raises(DecodeError):
+            parse_knock(bad)
+    assert parse_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_address("[::1]:7000") == ("::1", 7000)
+    for bad in ("nohost", ":80", "h:99999", "h:x"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_address(bad)
+
+
+async def _pair(**beats):
+    """Two DirectConnections over a local socket pair: ``(a, b, events of b, lost of a, lost of b)``."""
+    from remotemedia.transport.direct import DirectConnection
+
+    left, right = socket.socketpair()
+    ends, events, lost = [], asyncio.Queue(), [asyncio.get_running_loop().create_future() for _ in range(2)]
+    for i, sock in enumerate((left, right)):
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        on_event = events.put_nowait if i == 1 else (lambda e: None)
+        ends.append(DirectConnection(reader, writer, RPCProtocol(8 << 20), on_event, lambda why, f=lost[i]: f.done() or f.set_result(why), **beats))
+    return ends[0], ends[1], events, lost[0], lost[1]
+
+
+async def test_a_direct_connection_carries_large_messages_and_answers_pings():
+    a, b, events, _, _ = await _pair(heartbeat_interval=0.05, heartbeat_timeout=5.0)
+    try:
+        array = np.arange(3 << 20, dtype=np.uint8)  # three chunks
+        await a.send(Kind.CALL, 7, {"x": array})
+        event = await asyncio.wait_for(events.get(), 10)
+        assert event.kind is Kind.CALL and event.id == 7 and np.array_equal(event.body["x"], array)
+        await asyncio.wait_for(_until(lambda: a.rtt is not None and b.rtt is not None), 10)
+        assert events.empty()  # pings and pongs stay inside
+    finally:
+        a.close()
+        b.close()
+
+
+async def _until(predicate):
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_direct_connection_is_lost_once_when_the_peer_closes_or_breaks_the_framing():
+    a, b, _, lost_a, lost_b = await _pair()
+    a.close("bye")
+    assert "closed" in await asyncio.wait_for(lost_b, 10)
+    assert await lost_a == "bye"
+    with pytest.raises(ConnectionLostError):
+        await b.send(Kind.CALL, 1, 1)
+    b.close()
+
+    a, b, _, _, lost_b = await _pair()
+    a._writer.write((64 << 20).to_bytes(4, "big"))  # a frame above any chunk: not our peer
+    assert "broke the protocol" in await asyncio.wait_for(lost_b, 10)
+    a.close()
+
+
+# -- the announced address -----------------------------------------------------------------------
+
+
+def test_the_server_hands_the_direct_address_only_to_the_paired_client():
+    from hub_world import World, only
+
+    world = World(token="s3cret")
+    executor = world.connect()
+    register = {"type": "register", "name": "gpu-1", "capacity": 2, "token": world.executor_token, "direct": ["10.0.0.12:7000"]}
+    assert only(world.send(executor, register), executor)["type"] == "registered"
+    plain = world.executor("cpu-1")
+    paired, actions = world.pair(world.connect(), {"executor": "gpu-1"})
+    assert paired["direct"] == ["10.0.0.12:7000"]
+    assert "direct" not in only(actions, executor)  # the executor's own session message does not echo it
+    paired, _ = world.pair(world.connect(), {"executor": "cpu-1"})
+    assert "direct" not in paired and plain
+
+
+def test_a_bad_announced_address_is_refused_at_register():
+    from hub_world import World, only
+
+    world = World()
+    executor = world.connect()
+    reply = only(world.send(executor, {"type": "register", "name": "x", "capacity": 1, "direct": "not-a-list"}), executor)
+    assert reply["type"] == "error" and reply["code"] == "bad_message"
+
+
 # -- which lane ----------------------------------------------------------------------------------
 
 
