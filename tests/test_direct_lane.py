@@ -23,7 +23,7 @@ from remotemedia import ConnectionLostError, MessageTooLargeError, RemoteProxyCl
 from remotemedia.rpc import Kind, Message, RPCProtocol, calls
 from remotemedia.rpc.framing import frame, read_frame
 from remotemedia.signaling import SignalingClient
-from remotemedia.transport.direct import MAX_KNOCK, knock_body
+from remotemedia.transport.direct import ADMITTED, MAX_KNOCK, knock_body
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -141,6 +141,31 @@ async def test_a_direct_connection_is_lost_once_when_the_peer_closes_or_breaks_t
     a._writer.write((64 << 20).to_bytes(4, "big"))  # a frame above any chunk: not our peer
     assert "broke the protocol" in await asyncio.wait_for(lost_b, 10)
     a.close()
+
+
+async def test_dial_takes_the_first_address_whose_door_admits_the_ticket():
+    from remotemedia.transport.direct import DirectDoor, dial
+
+    async def not_a_door(reader, writer):
+        writer.close()  # answers TCP, admits nobody
+
+    impostor = await asyncio.start_server(not_a_door, "127.0.0.1", 0)
+    door = DirectDoor("127.0.0.1", 0)
+    await door.start()
+    try:
+        wrong = f"127.0.0.1:{impostor.sockets[0].getsockname()[1]}"
+        (right,) = door.addresses
+        arrived = door.expect("the-ticket")
+        with pytest.raises(ConnectionLostError, match="did not admit"):
+            await dial([wrong], "the-ticket", media=False, ssl_context=None, timeout=5)
+        reader, writer, address = await dial([wrong, right], "the-ticket", media=True, ssl_context=None, timeout=5)
+        assert address == right
+        _, _, knock = await asyncio.wait_for(arrived, 5)
+        assert knock.ticket == "the-ticket" and knock.media is True
+        writer.close()
+    finally:
+        impostor.close()
+        await door.close()
 
 
 # -- the announced address -----------------------------------------------------------------------
@@ -283,6 +308,7 @@ async def test_with_the_ticket_nothing_is_unpickled_before_hello(cluster_process
         for payload in protocol.send_pickled(Kind.CREATE, 1, pickle.dumps(Creates(str(marker)))):
             writer.writelines(frame(payload))
         await writer.drain()
+        assert await asyncio.wait_for(read_frame(reader), 15) == ADMITTED  # the door took it: the session judges what follows
         replies = []
         with contextlib.suppress(ConnectionError):
             while (data := await asyncio.wait_for(read_frame(reader), 15)) is not None:

@@ -19,7 +19,10 @@ session's ticket, and whether a peer connection for media follows. It is
 JSON of at most :data:`MAX_KNOCK` bytes; the executor's :class:`DirectDoor`
 reads nothing more before the ticket matches a session it was told about by
 the signaling server (and nothing at all is unpickled on the door's side).
-A wrong ticket, an oversized or late knock close the socket.
+A wrong ticket, an oversized or late knock close the socket; a ticket that
+matches is answered with :data:`ADMITTED`, so the client counts the lane as
+up only once the executor has taken it (a port that answers but is not the
+executor's door is a failure to fall back from, not a lane that breaks later).
 
 Which lane wins (the client decides, the executor follows):
 
@@ -56,6 +59,7 @@ from .ice import Route
 from .peer import watch_bye
 
 __all__ = [
+    "ADMITTED",
     "DirectLane",
     "DirectConnection",
     "DirectDoor",
@@ -102,6 +106,10 @@ class Knock:
         self.ticket = ticket
         #: Whether the client opens a peer connection for media tracks too.
         self.media = media
+
+
+#: The door's answer to a knock it admits (the first frame the executor sends on the lane).
+ADMITTED = b'{"admitted":true}'
 
 
 def knock_body(ticket: str, media: bool) -> bytes:
@@ -370,7 +378,17 @@ async def dial(
             failure = exc
             continue
         writer.writelines(frame(knock_body(ticket, media)))
-        return reader, writer, address
+        try:
+            answer = await asyncio.wait_for(read_frame(reader, MAX_KNOCK), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            failure = RemoteTimeoutError(f"the direct lane at {address} did not admit us within {timeout:g} s")
+        except (OSError, ssl.SSLError, DecodeError) as exc:
+            failure = exc
+        else:
+            if answer == ADMITTED:
+                return reader, writer, address
+            failure = ConnectionLostError(f"{address} did not admit this session's ticket: not its executor's direct lane")
+        writer.transport.abort()
     if failure is None:
         failure = RemoteTimeoutError(f"no direct address to try within {timeout:g} s")
     raise failure
@@ -496,6 +514,7 @@ class DirectDoor:
         future = self._waiting.pop(key, None)
         if future is None or future.done():
             return "wrong session ticket"
+        writer.writelines(frame(ADMITTED))
         future.set_result((reader, writer, knock))
         return None
 
