@@ -7,6 +7,12 @@ inbound TCP port; media and calls then flow peer to peer over WebRTC. That is
 also why an executor outlives its signaling server: when the connection drops,
 the sessions already paired keep running while the executor reconnects and
 registers again.
+
+With ``--direct HOST:PORT`` it also listens there for direct lanes (the RPC
+over TCP, :mod:`remotemedia.transport.direct`), announces the address when it
+registers, and hands each connection whose ticket matches a session to that
+session; that port is then the one inbound port to open, and only for speed:
+clients that cannot reach it use the data channel.
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ executor credential. The server signs tickets with a secret it shows no one;
 the executor needs no secret, only the word of the server it registered with,
 and admits exactly the ticket it was told about. The ticket travels over the
 DTLS data channel whose fingerprint came through the same authenticated
-signaling, so a peer that has it is the client that was paired.
+signaling, so a peer that has it is the client that was paired. On the
+direct lane (:mod:`remotemedia.transport.direct`) the executor's door admits
+a TCP connection only with a session's ticket (over TLS where signaling is
+``wss://``), and the session then checks the ``HELLO`` on it exactly as on the
+data channel.
 
 After that the session's requests go to a :class:`~executor.dispatch.Dispatcher`:
 in the executor itself (``inprocess`` mode), or, still encoded, to the
