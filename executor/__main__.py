@@ -119,8 +119,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | Non
         default=direct,
         metavar="HOST:PORT",
         help="take the RPC of clients that reach HOST:PORT over TCP (the direct lane: much faster than the data "
-        "channel for calls and arrays; port 0 for any; open it in the firewall to clients), or 'off' "
-        "(default: %(default)s)",
+        "channel for calls and arrays; port 0 for any; open it in the firewall to clients), 'off', or, for "
+        "serve, 'auto': the server's own host, any free port (default: %(default)s)",
     )
     parser.add_argument(
         "--max-sessions", type=int, default=defaults.max_sessions, help="sessions served at once (default: %(default)s)"

@@ -96,11 +96,13 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     executor_config = dial_own_server(executor_config, args.host, server.port, tls=server.tls)
-    if args.direct == "auto":
+    direct = executor_config.direct
+    if args.direct == "auto":  # where the server listens, on any free port
+        direct = executor_config.signaling.split("://", 1)[1].rsplit(":", 1)[0] + ":0"
+    if direct is not None:
         # With TLS, the direct lane shows the server's own certificate.
-        host = executor_config.signaling.split("://", 1)[1].rsplit(":", 1)[0]
         executor_config = dataclasses.replace(
-            executor_config, direct=f"{host}:0", direct_tls_cert=server_config.tls_cert, direct_tls_key=server_config.tls_key
+            executor_config, direct=direct, direct_tls_cert=server_config.tls_cert, direct_tls_key=server_config.tls_key
         )
     executor = Executor(executor_config)
     try:
