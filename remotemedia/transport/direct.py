@@ -720,12 +720,13 @@ class DirectLane(Lane):
             raise
         finally:
             stopped.cancel()
-        if ended.is_set() and not direct.done():
+        knocked = direct.done() and not direct.cancelled()
+        if not knocked and not switch.spoke.done():  # ended first, or the door closed (the executor stops)
             direct.cancel()
             await _drop(offered)
             return None
-        if switch.spoke.done() and not (direct.done() and not direct.cancelled()):
-            direct.cancel()
+        if not knocked:
+            direct.cancel()  # a knock from now on is refused
             switch.open_soon()
             return await offered  # it spoke: it is open
         reader, writer, knock = direct.result()
