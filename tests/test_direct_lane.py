@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import EXECUTOR_TOKEN, MODES, TOKEN, ExecutorProcess, ServerProcess, config_for, mode_executor, running_server
+from harness import EXECUTOR_TOKEN, MODES, TOKEN, ExecutorProcess, ServerProcess, config_for, mode_executor, running_server, wait_until
 
 from remotemedia import ConnectionLostError, MessageTooLargeError, RemoteProxyClient
 from remotemedia.rpc import Kind, Message, RPCProtocol, calls
@@ -433,3 +433,56 @@ async def test_with_wss_the_direct_lane_is_tls_and_needs_a_certificate(pki, monk
         for executor in started:
             executor.stop()
         server.stop()
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_ended_direct_session_is_freed_by_reference_counting_alone(monkeypatch, mode):
+    """The executor's session and both ends' DirectConnections die with the garbage collector off."""
+    import gc
+    import weakref
+
+    import executor.session as session_module
+    import remotemedia.transport.direct as direct_module
+    from executor.executor import Executor, ExecutorConfig
+
+    alive: list[tuple[str, weakref.ref]] = []
+    made, made_connection = session_module.ExecutorSession.__init__, direct_module.DirectConnection
+
+    def init(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        alive.append(("ExecutorSession", weakref.ref(self)))
+
+    def connection(*args, **kwargs):
+        made = made_connection(*args, **kwargs)
+        alive.append(("DirectConnection", weakref.ref(made)))
+        return made
+
+    monkeypatch.setattr(session_module.ExecutorSession, "__init__", init)
+    monkeypatch.setattr(direct_module, "DirectConnection", connection)
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as server:
+        config = ExecutorConfig(signaling=server.url, token=EXECUTOR_TOKEN, name="gc", mode=mode, direct="127.0.0.1:0")
+        executor = Executor(config)
+        await executor.start()
+        serving = asyncio.create_task(executor.serve())
+        gc.collect()
+        gc.disable()
+        try:
+            async with client_of(server, "gc", lane="direct") as client:
+                remote = await client.create_proxy(Echo())
+                assert (await remote.echo(np.ones(1 << 18))).sum() == 1 << 18
+                del remote
+            del client
+            await wait_until(lambda: not executor.sessions, 30)
+            assert sorted(name for name, _ in alive) == ["DirectConnection", "DirectConnection", "ExecutorSession"]
+            await wait_until(lambda: all(ref() is None for _, ref in alive), 10)
+        except AssertionError:
+            left = sorted(name for name, ref in alive if ref() is not None)
+            raise AssertionError(f"kept alive without a garbage collection: {left}") from None
+        finally:
+            gc.enable()
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await executor.close()
