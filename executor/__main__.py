@@ -291,6 +291,9 @@ async def _run(config: ExecutorConfig, drain_timeout: float = DRAIN_TIMEOUT) -> 
     except RemoteMediaError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the direct lane's address (--direct) cannot be listened on
+        print(f"remotemedia-executor: cannot listen on --direct {config.direct}: {exc}", file=sys.stderr)
+        return 1
     print(f"remotemedia-executor {config.name} registered with {config.signaling}", flush=True)
     serving = asyncio.create_task(executor.serve())
     stopping = asyncio.create_task(stop.wait())
@@ -327,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.ca_file is not None:
             _check_ca_file(args.ca_file)
+        config.direct_ssl_context()  # an unreadable --direct-tls-cert is a bad setting, said before starting
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 2

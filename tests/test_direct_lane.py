@@ -486,3 +486,29 @@ async def test_an_ended_direct_session_is_freed_by_reference_counting_alone(monk
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
             await executor.close()
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_bad_direct_flags_say_what_is_wrong():
+    import os
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "executor", *args], capture_output=True, text=True, env=env, timeout=60)
+
+    done = run("--direct", "nonsense")
+    assert done.returncode == 2 and "HOST:PORT" in done.stderr
+    done = run("--signaling", "wss://127.0.0.1:1/ws", "--direct", "127.0.0.1:0", "--direct-tls-cert", "/nonexistent.pem")
+    assert done.returncode == 2 and "/nonexistent.pem" in done.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run("--signaling", "ws://127.0.0.1:1/ws", "--mode", "inprocess", "--direct", f"127.0.0.1:{port}")
+    assert done.returncode == 1 and f"cannot listen on --direct 127.0.0.1:{port}" in done.stderr
