@@ -33,7 +33,7 @@ from remotemedia.aio import Backoff, Tasks
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
-from remotemedia.transport.direct import DirectDoor, parse_address
+from remotemedia.transport.door import DirectDoor, parse_address
 
 from .dispatch import ACCEPTS, Limits
 from .isolation import PROTECTIONS, Confinement

@@ -46,7 +46,7 @@ from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, calls, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.connection import Lane, RPCConnection, accept_lane
-from remotemedia.transport.direct import DirectDoor
+from remotemedia.transport.door import DirectDoor
 from remotemedia.transport.tracks import MediaSlot
 
 from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error

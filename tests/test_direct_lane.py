@@ -23,7 +23,7 @@ from remotemedia import ConnectionLostError, MessageTooLargeError, RemoteProxyCl
 from remotemedia.rpc import Kind, Message, RPCProtocol, calls
 from remotemedia.rpc.framing import frame, read_frame
 from remotemedia.signaling import SignalingClient
-from remotemedia.transport.direct import ADMITTED, MAX_KNOCK, knock_body
+from remotemedia.transport.door import ADMITTED, MAX_KNOCK, knock_body
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -82,7 +82,7 @@ def by_name(processes, name: str) -> ExecutorProcess:
 
 def test_knocks_and_addresses_parse_or_say_why():
     from remotemedia.exceptions import DecodeError
-    from remotemedia.transport.direct import parse_address, parse_knock
+    from remotemedia.transport.door import parse_address, parse_knock
 
     knock = parse_knock(knock_body("t", True))
     assert (knock.ticket, knock.media) == ("t", True)
@@ -144,7 +144,7 @@ async def test_a_direct_connection_is_lost_once_when_the_peer_closes_or_breaks_t
 
 
 async def test_dial_takes_the_first_address_whose_door_admits_the_ticket():
-    from remotemedia.transport.direct import DirectDoor, dial
+    from remotemedia.transport.door import DirectDoor, dial
 
     async def not_a_door(reader, writer):
         writer.close()  # answers TCP, admits nobody
