@@ -93,13 +93,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "server hands out with each session (TURN, which needs credentials, comes best from the server: "
         "its --ice-server and --turn-secret)",
     )
+    parser.add_argument(
+        "--direct-tls-cert", default=None, metavar="PEM",
+        help="with wss:// signaling, the direct lane (--direct) is TLS too: its certificate chain, which must "
+        "name the address clients dial (without it, no direct lane is offered with wss://)",
+    )
+    parser.add_argument("--direct-tls-key", default=None, metavar="PEM", help="private key of --direct-tls-cert")
+    parser.add_argument(
+        "--direct-announce", default=None, metavar="HOST",
+        help="the host clients dial for --direct, when it is not the one listened on (behind NAT, a DNS name "
+        "its certificate names; default: the --direct host, or this host's addresses for 0.0.0.0)",
+    )
     add_executor_arguments(parser)
     return parser.parse_args(argv)
 
 
-def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | None = None) -> None:
-    """The executor's limits and logging, shared with ``python -m remotemedia serve`` (``accept``: its own default)."""
+def add_executor_arguments(parser: argparse.ArgumentParser, *, accept: str | None = None, direct: str = "off") -> None:
+    """
+    The executor's limits and logging, shared with ``python -m remotemedia serve``
+    (``accept``, ``direct``: its own defaults).
+    """
     defaults = ExecutorConfig(signaling="")
+    parser.add_argument(
+        "--direct",
+        default=direct,
+        metavar="HOST:PORT",
+        help="take the RPC of clients that reach HOST:PORT over TCP (the direct lane: much faster than the data "
+        "channel for calls and arrays; port 0 for any; open it in the firewall to clients), 'off', or, for "
+        "serve, 'auto': the server's own host, any free port (default: %(default)s)",
+    )
     parser.add_argument(
         "--max-sessions", type=int, default=defaults.max_sessions, help="sessions served at once (default: %(default)s)"
     )
@@ -232,6 +254,10 @@ def executor_config(args: argparse.Namespace, *, signaling: str, token: str | No
         isolation=args.isolation,
         spare_workers=args.spare_workers,
         fork_server=args.fork_server,
+        direct=None if args.direct in (None, "off", "auto") else args.direct,  # "auto": serve sets it
+        direct_tls_cert=getattr(args, "direct_tls_cert", None),  # only python -m executor has these
+        direct_tls_key=getattr(args, "direct_tls_key", None),
+        direct_announce=getattr(args, "direct_announce", None),
     )
 
 
@@ -264,6 +290,9 @@ async def _run(config: ExecutorConfig, drain_timeout: float = DRAIN_TIMEOUT) -> 
         await executor.start()
     except RemoteMediaError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the direct lane's address (--direct) cannot be listened on
+        print(f"remotemedia-executor: cannot listen on --direct {config.direct}: {exc}", file=sys.stderr)
         return 1
     print(f"remotemedia-executor {config.name} registered with {config.signaling}", flush=True)
     serving = asyncio.create_task(executor.serve())
@@ -301,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.ca_file is not None:
             _check_ca_file(args.ca_file)
+        config.direct_ssl_context()  # an unreadable --direct-tls-cert is a bad setting, said before starting
     except ValueError as exc:
         print(f"remotemedia-executor: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,12 @@ inbound TCP port; media and calls then flow peer to peer over WebRTC. That is
 also why an executor outlives its signaling server: when the connection drops,
 the sessions already paired keep running while the executor reconnects and
 registers again.
+
+With ``--direct HOST:PORT`` it also listens there for direct lanes (the RPC
+over TCP, :mod:`remotemedia.transport.direct`), announces the address when it
+registers, and hands each connection whose ticket matches a session to that
+session; that port is then the one inbound port to open, and only for speed:
+clients that cannot reach it use the data channel.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from remotemedia.aio import Backoff, Tasks
 from remotemedia.exceptions import ConnectionLostError, RemoteTimeoutError, SignalingError
 from remotemedia.rpc.compression import DEFAULT_INFLATE_RATE
 from remotemedia.signaling import SignalingClient, SignalingSession
+from remotemedia.transport.door import DirectDoor, parse_address
 
 from .dispatch import ACCEPTS, Limits
 from .isolation import PROTECTIONS, Confinement
@@ -110,6 +117,17 @@ class ExecutorConfig:
     spare_workers: int = 1
     #: Fork workers from a warm interpreter (``process`` mode; see :mod:`executor.forkserver`) instead of booting each.
     fork_server: bool = True
+    #: ``HOST:PORT`` to take direct lanes on (the RPC over TCP, see :mod:`remotemedia.transport.direct`;
+    #: port 0 for any); ``None`` offers none. With ``wss://`` signaling it needs :attr:`direct_tls_cert`
+    #: (the lane is TLS too), else it is not offered.
+    direct: str | None = None
+    #: The host to announce for :attr:`direct` instead of the one it listens on (a public name or address,
+    #: the name its TLS certificate gives); ``None``: the listening host (a wildcard: this host's addresses).
+    direct_announce: str | None = None
+    #: PEM certificate chain of the direct lane with ``wss://`` signaling (it must name the announced host).
+    direct_tls_cert: str | None = None
+    #: PEM private key of :attr:`direct_tls_cert` (``None``: in the certificate's file).
+    direct_tls_key: str | None = None
 
     def __post_init__(self) -> None:
         # Checked once, here, with the checks every config shares (remotemedia/validation.py).
@@ -128,6 +146,14 @@ class ExecutorConfig:
         check.longer("heartbeat_timeout", self.heartbeat_timeout, "heartbeat_interval", self.heartbeat_interval)
         check.non_negative_int("spare_workers", self.spare_workers)
         check.flag("fork_server", self.fork_server)
+        check.optional_text("direct", self.direct, "HOST:PORT (port 0 for any)")
+        if self.direct is not None:
+            parse_address(self.direct)
+        check.optional_text("direct_announce", self.direct_announce, "a host name or address")
+        check.optional_text("direct_tls_cert", self.direct_tls_cert, "a path (a string)")
+        check.optional_text("direct_tls_key", self.direct_tls_key, "a path (a string)")
+        if self.direct_tls_key is not None and self.direct_tls_cert is None:
+            raise ValueError("direct_tls_key needs direct_tls_cert: pass the certificate chain too (--direct-tls-cert)")
         object.__setattr__(self, "ice_servers", check.ice_servers("ice_servers", self.ice_servers))
         isolation = check.sequence("isolation", self.isolation, "protection names")
         unknown = set(isolation) - set(PROTECTIONS)
@@ -145,6 +171,22 @@ class ExecutorConfig:
                 "memory_limit", self.memory_limit, MIN_MEMORY_LIMIT,
                 f"{MIN_MEMORY_LIMIT} MB (a worker needs about 130 MB to start)",
             )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the signaling server is dialed with TLS (``wss://``): the direct lane is TLS then too."""
+        return any(url.strip().startswith("wss://") for url in self.signaling.split(","))
+
+    def direct_ssl_context(self) -> ssl.SSLContext | None:
+        """The direct lane's server TLS context (``None`` with ``ws://`` signaling); ``ValueError`` for unreadable files."""
+        if not self.tls or self.direct_tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.direct_tls_cert, self.direct_tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the direct lane's TLS certificate from {self.direct_tls_cert}: {exc}") from None
+        return context
 
     @property
     def limits(self) -> Limits:
@@ -197,6 +239,8 @@ class Executor:
         #: Whether :meth:`drain` began: no new session is taken.
         self.draining = False
         self._runners: dict[str, PeerSession] = {}
+        #: Where clients dial direct lanes (``None`` when none is offered; listening once started).
+        self.door: DirectDoor | None = None
         self._freed = asyncio.Event()  # a slot came free
         self._queued = 0  # pairings waiting for a slot that a teardown is freeing
         self._background = Tasks()  # refusals, queued pairings, load reports: ended by close()
@@ -224,6 +268,7 @@ class Executor:
             self._pool = WorkerPool(self.confinement, self.config.spare_workers)
             await self._pool.start()
         try:
+            await self._open_door()
             self.signaling = await self._register()
         except BaseException:
             await self.close()  # the spare worker, the fork server and the cgroups
@@ -291,6 +336,8 @@ class Executor:
             task.cancel()
         await asyncio.gather(*self.sessions.values(), return_exceptions=True)
         await self._background.close()
+        if self.door is not None:
+            await self.door.close()
         if self._pool is not None:
             await self._pool.close()
         if self.confinement is not None:
@@ -382,6 +429,7 @@ class Executor:
                 self.config.max_sessions,
                 self._capabilities(),
                 status=self._status,
+                direct=self.door.addresses if self.door is not None else None,
             )
         except BaseException:
             await signaling.close()
@@ -402,6 +450,23 @@ class Executor:
             "accept": self.config.accept,
             "mode": self.config.mode,
         }
+
+    async def _open_door(self) -> None:
+        """Listen for direct lanes (``--direct``), unless TLS is wanted and there is no certificate for it."""
+        config = self.config
+        if config.direct is None or self.door is not None:
+            return
+        if config.tls and config.direct_tls_cert is None:
+            logger.warning(
+                "no direct lane: the signaling server is wss://, so the direct lane needs TLS too; "
+                "give it a certificate (--direct-tls-cert) to offer it. Clients use the data channel"
+            )
+            return
+        host, port = parse_address(config.direct)
+        door = DirectDoor(host, port, ssl_context=config.direct_ssl_context(), announce=config.direct_announce)
+        await door.start()
+        self.door = door
+        self._settings = dataclasses.replace(self._settings, door=door)
 
     def _status(self) -> tuple[float, int]:
         # Counted here, not by the connection (its default): sessions accepted

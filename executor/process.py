@@ -156,8 +156,8 @@ class WorkerProcess:
             start_new_session=True,
         )
 
-    def configure(self, session: str, max_message_size: int, peer_limit: int, limits: Limits) -> None:
-        """The session's settings: sent once, before any request; then the pings begin."""
+    def configure(self, session: str, max_message_size: int, peer_limit: int, limits: Limits, compress: bool = True) -> None:
+        """The session's settings: sent once, before any request; then the pings begin (``compress``: the client's lane wants it)."""
         self._memory_limit = limits.memory_limit
         settings = {
             "session": session,
@@ -165,6 +165,7 @@ class WorkerProcess:
             "peer_limit": peer_limit,
             "limits": limits.to_dict(),
             "pid": self.pid,
+            "compress": compress,
         }
         self.send(codec.encode(settings))
         silence = max(limits.call_timeout or DEFAULT_SILENCE, MIN_SILENCE)

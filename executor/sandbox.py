@@ -32,12 +32,12 @@ import logging
 import os
 import resource
 import socket
-import struct
 import sys
 
 from remotemedia import codec
 from remotemedia.exceptions import ConnectionLostError, DecodeError, EncodeError
 from remotemedia.rpc import ErrorCode, Kind, Rejected, RPCProtocol, peek
+from remotemedia.rpc.framing import frame, read_frame  # the direct lane frames the same way
 from remotemedia.serialization import dumps_object
 
 from .dispatch import Dispatcher, Limits
@@ -53,22 +53,7 @@ EXIT_STUCK = 3
 #: Exit status when the settings could not be applied.
 EXIT_BAD_START = 4
 
-_LENGTH = struct.Struct("!I")
 _PING_KIND = bytes([Kind.PING])
-
-
-def frame(data: bytes) -> list[bytes]:
-    """The pieces to write for one frame."""
-    return [_LENGTH.pack(len(data)), data]
-
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """The next frame's bytes, or ``None`` at the end of the stream."""
-    try:
-        head = await reader.readexactly(_LENGTH.size)
-        return await reader.readexactly(_LENGTH.unpack(head)[0])
-    except asyncio.IncompleteReadError:
-        return None
 
 
 def _cap_memory(megabytes: int) -> None:
@@ -96,7 +81,7 @@ async def _serve(fd: int) -> int:
     except (ValueError, OSError) as exc:
         print(f"executor.sandbox: cannot cap memory: {exc}", file=sys.stderr)
         return EXIT_BAD_START
-    protocol = RPCProtocol(int(settings["max_message_size"]))
+    protocol = RPCProtocol(int(settings["max_message_size"]), compress=bool(settings.get("compress", True)))
     protocol.peer_limit(int(settings["peer_limit"]))
     stuck: list[str] = []
 

@@ -9,7 +9,11 @@ executor credential. The server signs tickets with a secret it shows no one;
 the executor needs no secret, only the word of the server it registered with,
 and admits exactly the ticket it was told about. The ticket travels over the
 DTLS data channel whose fingerprint came through the same authenticated
-signaling, so a peer that has it is the client that was paired.
+signaling, so a peer that has it is the client that was paired. On the
+direct lane (:mod:`remotemedia.transport.direct`) the executor's door admits
+a TCP connection only with a session's ticket (over TLS where signaling is
+``wss://``), and the session then checks the ``HELLO`` on it exactly as on the
+data channel.
 
 After that the session's requests go to a :class:`~executor.dispatch.Dispatcher`:
 in the executor itself (``inprocess`` mode), or, still encoded, to the
@@ -42,6 +46,7 @@ from remotemedia.exceptions import DecodeError, RemoteMediaError
 from remotemedia.rpc import PROTOCOL_VERSION, ErrorCode, InflateBudget, Kind, Message, Raw, Rejected, RPCProtocol, TooLarge, calls, peek
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.connection import Lane, RPCConnection, accept_lane
+from remotemedia.transport.door import DirectDoor
 from remotemedia.transport.tracks import MediaSlot
 
 from .dispatch import Dispatcher, Limits, pickle_refused, too_large_error
@@ -81,6 +86,8 @@ class SessionSettings:
     config: ExecutorConfig
     #: How ``process`` mode confines each session's worker (``None``: not at all).
     confinement: Confinement | None = None
+    #: Where clients dial direct lanes (``None``: the executor offers none).
+    door: DirectDoor | None = None
 
     @property
     def executor(self) -> str:
@@ -157,6 +164,9 @@ class ExecutorSession(PeerSession):
         self._replies = Tasks()  # replies being sent; cancelled at teardown
         # Encodes what a bridge passes to the worker (a local socket: no compression), and decodes what it must look into.
         self._worker_codec = RPCProtocol(settings.max_message_size, compress=False)
+        # From the start: the client may knock on the executor's door (the direct lane) with this session's ticket
+        # while a worker still boots.
+        self._direct = settings.door.expect(signaling.ticket) if settings.door is not None else None
 
     async def _serve(self) -> None:
         if self.settings.mode == "process":
@@ -172,6 +182,7 @@ class ExecutorSession(PeerSession):
             self._worker.bind(self._relay_reply, self._end)
             self._guard = RelayGuard()
         inflate = InflateBudget(self.settings.limits.inflate_rate, largest=self.settings.max_message_size)
+        door = self.settings.door
         # The executor's own servers first, then those the signaling server handed out (--ice-server).
         self._lane = await accept_lane(
             self.signaling,
@@ -185,17 +196,22 @@ class ExecutorSession(PeerSession):
             timeout=self.settings.connect_timeout,
             # A bye (or anything else that ends the session) stops the wait at once: the slot is freed now.
             ended=self._done,
+            direct=self._direct,
         )
+        if door is not None:
+            door.forget(self.signaling.ticket)  # chosen: a later knock is refused
         if self._lane is None:
             raise SessionOver()
         self._rpc, self._slots = self._lane.rpc, self._lane.slots
         # Operators see how each session goes (a relay costs the TURN server's bandwidth).
-        logger.info("session %s: route %s", self.signaling.id, self._lane.route)
+        logger.info("session %s: %s lane, route %s", self.signaling.id, self._lane.name, self._lane.route)
         # A peer that connects but never authenticates must not hold a slot.
         self._hello_timer = asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._no_hello)
         await self._done.wait()
 
     async def _teardown(self) -> None:
+        if self.settings.door is not None:
+            self.settings.door.forget(self.signaling.ticket)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         for bridge in list(self._bridges.values()):
@@ -366,7 +382,9 @@ class ExecutorSession(PeerSession):
             shorter = timeout if limits.call_timeout is None else min(timeout, limits.call_timeout)
             limits = dataclasses.replace(limits, call_timeout=shorter)
         if self._worker is not None:
-            self._worker.configure(s.id, self.settings.max_message_size, self._rpc.protocol.send_limit, limits)
+            # Its replies go to the client as it made them: compressed only where the lane compresses.
+            protocol = self._rpc.protocol
+            self._worker.configure(s.id, self.settings.max_message_size, protocol.send_limit, limits, protocol.compress)
         else:
             self._dispatcher = Dispatcher(ObjectTable(s.id), self._send, limits, self._end)
         self._reply_later(

@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     # The embedded executor serves the developer's own code on their own
     # machine: Python objects and WASM nodes alike (python -m executor: python).
-    add_executor_arguments(serve, accept="any")
+    # Its direct lane listens where the server does (port: any free one), so clients on this host get it at once.
+    add_executor_arguments(serve, accept="any", direct="auto")
     add_token_command(commands)
     _add_executors_command(commands)
     return parser.parse_args(argv)
@@ -153,6 +154,14 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     executor_config = dial_own_server(executor_config, args.host, server.port, tls=server.tls)
+    direct = executor_config.direct
+    if args.direct == "auto":  # where the server listens, on any free port
+        direct = executor_config.signaling.split("://", 1)[1].rsplit(":", 1)[0] + ":0"
+    if direct is not None:
+        # With TLS, the direct lane shows the server's own certificate.
+        executor_config = dataclasses.replace(
+            executor_config, direct=direct, direct_tls_cert=server_config.tls_cert, direct_tls_key=server_config.tls_key
+        )
     executor = Executor(executor_config)
     try:
         await executor.start()

@@ -313,7 +313,12 @@ class Hub:
         if name in self.registry.executors or conn.claiming is not None:
             return [self._name_taken(conn, name)]
         record = ExecutorRecord.announced(
-            name, conn.id, message["capacity"], message.get("capabilities", {}), last_seen=now
+            name,
+            conn.id,
+            message["capacity"],
+            message.get("capabilities", {}),
+            last_seen=now,
+            direct=tuple(message.get("direct", ())),
         )
         if self.instance is not None:
             conn.claiming = name
@@ -459,7 +464,7 @@ class Hub:
             "session %s: client %s (credential %s) paired with executor %r",
             session_id, conn.id, credential.label, record.name,
         )
-        to_executor, paired = self._pairing(conn, session_id, record.name, record.capabilities(), message)
+        to_executor, paired = self._pairing(conn, session_id, record.name, record.capabilities(), message, record.direct)
         # The executor hears first, so it is ready for the offer the client sends next.
         return [Send(record.conn, to_executor), Send(conn.id, paired)]
 
@@ -520,8 +525,15 @@ class Hub:
             reply["request"] = request
         return Send(conn.id, reply)
 
-    def _pairing(self, conn: _Connection, session_id: str, executor: str, capabilities: dict, message: dict) -> tuple[dict, dict]:
-        """The ``session`` message for the executor and the ``paired`` one for the client, whichever instance pairs them."""
+    def _pairing(
+        self, conn: _Connection, session_id: str, executor: str, capabilities: dict, message: dict, direct: tuple = ()
+    ) -> tuple[dict, dict]:
+        """
+        The ``session`` message for the executor and the ``paired`` one for the client, whichever instance pairs them.
+
+        ``direct``: the executor's direct-lane addresses, for this client only
+        (a cluster does not share them: its clients take the data channel).
+        """
         ticket = make_ticket(self._ticket_secret, session_id, conn.id, executor)
         to_executor = {"type": "session", "session": session_id, "client": conn.id, "ticket": ticket}
         requirements = message.get("requirements", {})
@@ -537,6 +549,8 @@ class Hub:
         }
         if "request" in message:
             paired["request"] = message["request"]
+        if direct:
+            paired["direct"] = list(direct)
         if self.config.ice_servers:  # each end gets its own TURN credentials
             config, wall = self.config, self._wall_clock()
             to_executor["ice_servers"] = ice_servers_for(config.ice_servers, config.turn_secret, config.turn_ttl, executor, wall)

@@ -45,6 +45,8 @@ class ExecutorRecord:
     sessions: set[str] = field(default_factory=set)
     #: Registration order, the last tie-breaker of the choice.
     order: int = 0
+    #: Where it takes direct lanes (``HOST:PORT`` each), told only to the clients paired with it.
+    direct: tuple[str, ...] = ()
 
     @property
     def free(self) -> int:

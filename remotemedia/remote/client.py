@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterable, Iterator
@@ -193,6 +194,21 @@ class RemoteProxyClient:
         self._calls.welcomed = welcomed
 
     @property
+    def lane(self) -> str | None:
+        """
+        Which lane the calls take: ``"direct"`` (a TCP connection straight to
+        the executor) or ``"datachannel"`` (WebRTC); ``None`` while not
+        connected. See :attr:`RemoteExecutorConfig.lane`.
+        """
+        return self._lane.name if self._lane is not None else None
+
+    def _direct_tls(self) -> Any:
+        """The direct lane's TLS context: with ``wss://`` signaling the direct lane is TLS too."""
+        if not any(url.startswith("wss://") for url in self.config.urls):
+            return None
+        return self.config.ssl_context() or ssl.create_default_context()
+
+    @property
     def route(self) -> Route | None:
         """
         How this session's packets go: ``route.kind`` is ``"direct"``,
@@ -254,6 +270,8 @@ class RemoteProxyClient:
             heartbeat_timeout=config.heartbeat_timeout,
             timeout=left(),
             what=f"connecting to executor {self.executor!r}",
+            lane=config.lane,
+            ssl_context=self._direct_tls(),
         )
         # Nothing of the new lane has run yet (no await since it was made): its events count from here.
         self._generation = generation

@@ -11,10 +11,12 @@ from typing import Any
 
 from remotemedia import validation as check
 
-__all__ = ["RemoteExecutorConfig", "CA_FILE_ENV"]
+__all__ = ["RemoteExecutorConfig", "CA_FILE_ENV", "LANES"]
 
 #: Environment variable naming the CA file that clients and executors verify the server with.
 CA_FILE_ENV = "REMOTEMEDIA_CA_FILE"
+#: The values of :attr:`RemoteExecutorConfig.lane`.
+LANES = ("auto", "direct", "datachannel")
 
 
 class _Requirements(dict):
@@ -87,6 +89,11 @@ class RemoteExecutorConfig:
     #: in turn: the first that answers pairs, and a reconnection tries them again. Empty:
     #: the single server of :attr:`host` and :attr:`port`.
     signaling_urls: tuple = ()
+    #: Which lane the calls take (see :mod:`remotemedia.transport.direct`): ``"auto"`` a direct TCP
+    #: connection to the executor when it offers one and it is reachable, else the WebRTC data
+    #: channel; ``"direct"`` only the direct lane (connecting fails without it); ``"datachannel"``
+    #: never dials directly. Media tracks always go over WebRTC.
+    lane: str = "auto"
 
     def __post_init__(self) -> None:
         # Checked once, here, with the checks every config shares (remotemedia/validation.py).
@@ -98,6 +105,7 @@ class RemoteExecutorConfig:
         for name in ("timeout", "connect_timeout", "heartbeat_interval", "heartbeat_timeout"):
             check.positive(name, getattr(self, name))
         check.longer("heartbeat_timeout", self.heartbeat_timeout, "heartbeat_interval", self.heartbeat_interval)
+        check.choice("lane", self.lane, LANES)
         check.optional_text("ca_file", self.ca_file, "a path (a string)")
         if self.ca_file is not None and not self.ssl_enabled:
             raise ValueError("ca_file verifies a TLS server: set ssl_enabled=True too")

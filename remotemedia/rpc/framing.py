@@ -31,11 +31,15 @@ from typing import Iterable, Union
 
 from ..exceptions import DecodeError
 
-__all__ = ["CHUNK_SIZE", "chunk", "Reassembler", "Refused"]
+__all__ = ["CHUNK_SIZE", "chunk", "Reassembler", "Refused", "LENGTH", "frame", "read_frame"]
 
 #: Largest data-channel message we send, header included. 64 KiB fits every
 #: peer (aiortc assumes 64 KiB when the other side advertises nothing).
 CHUNK_SIZE = 65536
+
+#: On a stream socket (the worker's socketpair, the direct lane), each frame is
+#: this 4-byte big-endian length, then that many bytes.
+LENGTH = struct.Struct("!I")
 
 _WHOLE = 0x00
 _FIRST = 0x01
@@ -151,3 +155,25 @@ class Reassembler:
             return None
         self._buffer = None
         return buffer
+
+
+def frame(data: bytes) -> list[bytes]:
+    """The pieces to write for one length-prefixed frame on a stream socket."""
+    return [LENGTH.pack(len(data)), data]
+
+
+async def read_frame(reader, limit: int | None = None) -> bytes | None:
+    """
+    The next frame's bytes from an ``asyncio.StreamReader``, or ``None`` at the end of the stream.
+
+    With ``limit``, a frame announced larger raises :exc:`DecodeError`
+    before any of it is read (a peer cannot make us buffer more).
+    """
+    try:  # asyncio.IncompleteReadError is an EOFError: no asyncio import in this sans-I/O module
+        head = await reader.readexactly(LENGTH.size)
+        (size,) = LENGTH.unpack(head)
+        if limit is not None and size > limit:
+            raise DecodeError(f"a frame of {size} bytes is above the limit of {limit} bytes")
+        return await reader.readexactly(size)
+    except EOFError:
+        return None

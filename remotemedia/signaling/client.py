@@ -233,6 +233,7 @@ class SignalingClient:
         *,
         status: Callable[[], tuple[float, int]] | None = None,
         timeout: float = 10.0,
+        direct: list[str] | None = None,
     ) -> dict:
         """
         Register as an executor; returns the server's ``registered`` message.
@@ -241,10 +242,13 @@ class SignalingClient:
         asks for, with ``status()`` as ``(load, sessions)``; by default
         ``sessions`` is the number of open sessions and ``load`` that number
         over ``capacity``. Raises :exc:`SignalingError` (``name_taken``...).
+        ``direct``: the addresses of this executor's direct lane, for the clients paired with it.
         """
         message = {"type": "register", "name": name, "capacity": capacity}
         if capabilities is not None:
             message["capabilities"] = capabilities
+        if direct:
+            message["direct"] = list(direct)
         if self._token is not None:
             message["token"] = self._token
         messages.validate(message, messages.TO_SERVER)  # the caller's mistakes, before the wire

@@ -288,6 +288,10 @@ ICE_SERVER = _Object(
 _ICE_SERVERS = Field(_List(ICE_SERVER, 16), required=False)
 
 _SESSION = Field(_ID)
+#: Where an executor takes direct lanes (``HOST:PORT`` each; see
+#: :mod:`remotemedia.transport.direct`): announced in ``register``, handed only
+#: to the client paired with it in ``paired``, never listed.
+_DIRECT = Field(_List(_Str(300), 8), required=False)
 _REQUEST = Field(_Str(128, empty=True), required=False)
 
 #: Messages that executors and clients send to the server, by type.
@@ -298,6 +302,7 @@ TO_SERVER: dict[str, _Object] = {
             "capacity": Field(_Int(1, 100_000)),
             "capabilities": Field(CAPABILITIES, required=False),
             "token": Field(_TOKEN, required=False),
+            "direct": _DIRECT,
         }
     ),
     "heartbeat": _Object(
@@ -341,6 +346,7 @@ TO_PEER: dict[str, _Object] = {
             "capabilities": Field(CAPABILITIES, required=False),
             "request": _REQUEST,
             "ice_servers": _ICE_SERVERS,
+            "direct": _DIRECT,
         }
     ),
     "session": _Object(

@@ -88,6 +88,8 @@ class SignalingSession:
         #: STUN/TURN servers the signaling server handed out for this session
         #: (``{urls, username, credential}`` dicts; empty when it has none).
         self.ice_servers: list[dict] = message.get("ice_servers", [])
+        #: Where the executor takes a direct lane (``HOST:PORT`` each; client side only, empty when it offers none).
+        self.direct: list[str] = message.get("direct", [])
         #: Why the session ended, once it has (``None`` while open).
         self.ended: str | None = None
 

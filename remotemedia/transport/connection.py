@@ -8,9 +8,11 @@ executor's :class:`~executor.session.ExecutorSession`) sees only
 :class:`RPCConnection`; each side opens its lane through one factory
 (:func:`open_lane` on the client, :func:`accept_lane` on the executor). Today
 there is one lane, :class:`DataChannelLane` (the ``rpc`` data channel of an
-aiortc peer connection); another lane (a direct TCP stream, say) is one new
-class implementing :class:`RPCConnection` and :class:`Lane`, plus one branch
-in each factory.
+aiortc peer connection), and :class:`~remotemedia.transport.direct.DirectLane`
+(a TCP stream straight to the executor, when it offers one and the client
+reaches it; media slots then ride a peer connection opened alongside). Each
+is one class implementing :class:`RPCConnection` and :class:`Lane`, and one
+branch in each factory.
 
 Set-up on each side:
 
@@ -32,6 +34,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
+from ..exceptions import ConnectionLostError
 from ..rpc import Kind, RPCProtocol
 from ..rpc.protocol import Event
 from ..signaling import SignalingSession
@@ -93,6 +96,8 @@ class Lane:
     rpc: RPCConnection
     #: The media slots negotiated with the connection (none for a lane without media).
     slots: list[MediaSlot]
+    #: Which lane this is: ``"datachannel"`` or ``"direct"``.
+    name: str = "datachannel"
 
     @property
     def route(self) -> Route | None:
@@ -258,6 +263,8 @@ async def open_lane(
     heartbeat_timeout: float,
     timeout: float,
     what: str,
+    lane: str = "datachannel",
+    ssl_context: Any = None,
 ) -> Lane:
     """
     The client's lane to the executor paired in ``session``, open within ``timeout`` seconds.
@@ -269,8 +276,36 @@ async def open_lane(
     connection in errors. Raises :exc:`~remotemedia.exceptions.RemoteTimeoutError`
     (with what ICE tried) or the signaling session's errors.
 
-    The one place a client chooses its lane: a second lane is a branch here.
+    ``lane``: ``"auto"`` takes the direct lane when the executor announced
+    one and it connects (``ssl_context`` for TLS), else the data channel;
+    ``"direct"`` fails rather than fall back; ``"datachannel"`` never dials.
+
+    The one place a client chooses its lane.
     """
+    if lane != "datachannel" and (session.direct or lane == "direct"):
+        if not session.direct:
+            raise ConnectionLostError(
+                f"{what}: lane='direct', but executor {session.executor!r} offers no direct lane "
+                "(start it with --direct HOST:PORT), or use lane='auto'"
+            )
+        from .direct import DirectLane  # it builds on this module
+
+        return await DirectLane.connect(
+            session,
+            required=lane == "direct",
+            addresses=list(session.direct),
+            ssl_context=ssl_context,
+            ice_servers=ice_servers,
+            media_tracks=media_tracks,
+            protocol=protocol,
+            on_event=on_event,
+            on_lost=on_lost,
+            on_bye=on_bye,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            timeout=timeout,
+            what=what,
+        )
     return await DataChannelLane.connect(
         session,
         ice_servers=ice_servers,
@@ -298,6 +333,7 @@ async def accept_lane(
     heartbeat_timeout: float,
     timeout: float,
     ended: asyncio.Event,
+    direct: asyncio.Future | None = None,
 ) -> Lane | None:
     """
     The executor's lane to the client paired in ``session``; ``None`` if
@@ -305,10 +341,29 @@ async def accept_lane(
 
     The arguments are :func:`open_lane`'s; the media slots are as many as
     the client offered. ``timeout`` bounds the wait for the offer, then for
-    the connection: :exc:`asyncio.TimeoutError` after it.
+    the connection: :exc:`asyncio.TimeoutError` after it. ``direct``: the
+    door's future for this session's knock (see :class:`~remotemedia.transport.direct.DirectDoor`),
+    when this executor offers a direct lane: the RPC then runs on whichever
+    lane the client speaks first.
 
-    The one place an executor takes a lane: a second lane is a branch here.
+    The one place an executor takes a lane.
     """
+    if direct is not None:
+        from .direct import DirectLane  # it builds on this module
+
+        return await DirectLane.accept(
+            session,
+            direct=direct,
+            ice_servers=ice_servers,
+            protocol=protocol,
+            on_event=on_event,
+            on_lost=on_lost,
+            on_bye=on_bye,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            timeout=timeout,
+            ended=ended,
+        )
     return await DataChannelLane.accept(
         session,
         ice_servers=ice_servers,
