@@ -153,3 +153,42 @@ async def test_an_executors_connection_may_not_list(cluster):
         with pytest.raises(SignalingError) as refused:
             await signaling.executors()
         assert refused.value.code == "wrong_role"
+
+
+# -- mistakes caught before connecting (no server needed) ------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from remotemedia.__main__ import main
+
+    status = main(["executors", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_the_cli_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(capsys, timeout):
+    status, out, err = cli(capsys, "--signaling", "ws://127.0.0.1:9", "--timeout", timeout)
+    assert status == 2 and not out
+    assert "timeout must be a positive number of seconds" in err and "Traceback" not in err
+
+
+def test_the_cli_says_a_ca_file_is_for_wss_urls(capsys):
+    status, out, err = cli(capsys, "--signaling", "ws://127.0.0.1:9", "--ca-file", "/etc/ca.pem")
+    assert status == 2 and not out
+    assert "--ca-file" in err and "wss://" in err and "ssl_enabled" not in err  # a flag the CLI does not have
+
+
+def test_the_cli_dials_the_local_default_server_without_signaling():
+    from remotemedia.__main__ import parse_args
+
+    # What `python -m remotemedia serve` (and RemoteExecutorConfig()) use.
+    assert parse_args(["executors"]).signaling == "ws://127.0.0.1:50052/ws"
+
+
+async def test_discover_refuses_bad_arguments_before_connecting():
+    with pytest.raises(TypeError, match="RemoteExecutorConfig"):
+        await discover("ws://127.0.0.1:9")  # type: ignore[arg-type]
+    for timeout in (0, -1.0, float("nan"), "5"):
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            await discover(timeout=timeout)  # type: ignore[arg-type]
