@@ -205,3 +205,23 @@ def test_placement_is_checked():
     node = RemoteObjectExecutionNode(Double(), config, requires={"gpu": True})
     assert node.remote_config.requirements == {"gpu": True} and node.placement is None
     assert RemoteObjectExecutionNode(Stateless(), config).stateless
+
+
+@pytest.mark.parametrize(
+    ("requires", "error", "words"),
+    [
+        (["gpu"], TypeError, "must be a dict"),
+        ({"gpus": True}, ValueError, "unknown keys ['gpus']"),  # pairing would ignore it: any executor
+        ({"gpu": "no"}, ValueError, "requires.gpu"),  # "no" is truthy: it would ask for a GPU
+        ({"model": 3}, ValueError, "requires.model"),
+        ({"service": ""}, ValueError, "requires.service"),
+        ({"avoid": ["exec-cpu"]}, ValueError, "unknown keys ['avoid']"),  # reconnection's, not the user's
+    ],
+)
+def test_requires_is_checked_as_pairing_would_check_it(requires, error, words):
+    config = RemoteExecutorConfig(host="127.0.0.1", port=9)
+    with pytest.raises(error) as raised:
+        RemoteObjectExecutionNode(Double(), config, requires=requires)
+    assert words in str(raised.value)
+    every = {"gpu": False, "service": "demo", "model": "whisper-tiny", "executor": "exec-cpu"}
+    assert RemoteObjectExecutionNode(Double(), config, requires=every).remote_config.requirements == every

@@ -46,11 +46,15 @@ import logging
 import statistics
 from typing import Any, Sequence
 
-from ..exceptions import RemoteMediaError
+from ..exceptions import RemoteMediaError, SignalingError
 from ..pipeline import PLACEMENTS
+from ..signaling import messages
 from .config import RemoteExecutorConfig
 
-__all__ = ["PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "Calibration", "listing", "survey", "check_placement"]
+__all__ = [
+    "PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "REQUIRES_KEYS", "Calibration", "listing", "survey",
+    "check_placement", "check_requires",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,30 @@ def check_placement(name: str, value: Any) -> None:
     """Raise :exc:`ValueError` unless ``value`` is one of :data:`PLACEMENTS`."""
     if value not in PLACEMENTS:
         raise ValueError(f"{name} must be one of {list(PLACEMENTS)}, not {value!r}")
+
+
+#: What ``requires`` may ask of an executor: the keys pairing matches
+#: (:data:`remotemedia.signaling.messages.REQUIREMENTS`, less ``avoid``, which
+#: reconnection sets).
+REQUIRES_KEYS = tuple(key for key in messages.REQUIREMENTS.fields if key != "avoid")
+
+
+def check_requires(name: str, value: Any) -> None:
+    """
+    Raise :exc:`TypeError` unless ``value`` is a dict, and :exc:`ValueError`
+    for a key pairing does not know or a value it would refuse. The signaling
+    server ignores unknown keys, so a misspelt ``{"gpus": True}`` would
+    otherwise pair with any executor, and ``"auto"`` would not see the need.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict such as {{'gpu': True}}, not {type(value).__name__}")
+    unknown = sorted((key for key in value if key not in REQUIRES_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"{name} has unknown keys {unknown}; the keys are {list(REQUIRES_KEYS)}, e.g. {{'gpu': True}}")
+    try:
+        messages.REQUIREMENTS.check(value, name)
+    except SignalingError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _lacks(needs: dict) -> str:
