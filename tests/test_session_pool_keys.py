@@ -90,3 +90,19 @@ async def test_acquire_refuses_what_is_not_a_config(fake_clients):
     async with SessionPool() as pool:
         with pytest.raises(TypeError, match="RemoteExecutorConfig"):
             await pool.acquire("ws://localhost:50052")  # type: ignore[arg-type]
+
+
+async def test_giving_a_session_back_twice_is_ignored(fake_clients, caplog):
+    config = RemoteExecutorConfig()
+    async with SessionPool() as pool:
+        client = await pool.acquire(config)
+        await pool.give_back(client)
+        await pool.give_back(client)  # a mistake: ignored, said so
+        assert "not lent" in caplog.text
+        again = await pool.acquire(config)
+        assert again is client
+        third = await pool.acquire(config)
+        assert third is not client  # still lent once: a second borrower gets its own
+        await pool.give_back(third)
+        await pool.give_back(again)
+        assert client.usable and len(pool) == 2

@@ -224,6 +224,12 @@ class SessionPool:
         if entry is None:  # not kept: an overflow session, or one dropped meanwhile
             await _close_quietly(client)
             return
+        if entry.borrowers == 0:
+            # Given back twice: the session is idle already (or lent again since, and the
+            # loan it was lent for has ended). Releasing its objects now could be another
+            # borrower's, so nothing is done.
+            logger.warning("session pool: the session with %r was given back when it was not lent; ignored", client.executor)
+            return
         if entry.borrowers > 1:
             entry.borrowers -= 1
             return
