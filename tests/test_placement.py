@@ -225,3 +225,16 @@ def test_requires_is_checked_as_pairing_would_check_it(requires, error, words):
     assert words in str(raised.value)
     every = {"gpu": False, "service": "demo", "model": "whisper-tiny", "executor": "exec-cpu"}
     assert RemoteObjectExecutionNode(Double(), config, requires=every).remote_config.requirements == every
+
+
+@pytest.mark.parametrize(
+    ("pipeline_placement", "node_placement"),
+    [("remote", None), ("auto", "remote"), ("local", "remote")],
+)
+async def test_a_remote_node_never_runs_here_even_with_no_server(pipeline_placement, node_placement):
+    # The default ("remote") and an explicit "remote" fail as before placement existed, whatever the pipeline's.
+    config = RemoteExecutorConfig(host="127.0.0.1", port=9, connect_timeout=5.0)  # nothing listens there
+    pipeline = Pipeline("there", placement=pipeline_placement)
+    pipeline.add_node(RemoteObjectExecutionNode(Double(), config, placement=node_placement))
+    with pytest.raises(PipelineError, match="could not reach an executor"):
+        await pipeline.run_async([1])
