@@ -107,6 +107,7 @@ def test_the_executor_credential_may_not_list():
     conn = world.connect()
     actions = world.send(conn, {"type": "executors", "token": world.executor_token})
     assert world.error_code(actions, conn) == "wrong_role"
+    assert "cannot pair or list executors" in only(actions, conn)["message"]  # says what it was refused
     assert closes(actions, conn)[0].code == POLICY_VIOLATION
 
 
