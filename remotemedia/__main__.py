@@ -84,7 +84,10 @@ def _add_executors_command(commands) -> None:
         help="the signaling server, e.g. ws://HOST:50052 (wss:// for TLS); several instances of one cluster, "
         "comma-separated, are tried in turn (default: %(default)s, the local 'python -m remotemedia serve')",
     )
-    listing.add_argument("--token", default=None, help="the client token (default: $REMOTEMEDIA_TOKEN)")
+    listing.add_argument(
+        "--token", default=None,
+        help="the client token (default: $REMOTEMEDIA_TOKEN, which keeps it out of the process list)",
+    )
     listing.add_argument(
         "--ca-file", default=None, metavar="PATH",
         help="PEM file of the CA that signed a wss:// server's certificate (default: $REMOTEMEDIA_CA_FILE, "

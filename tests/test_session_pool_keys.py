@@ -106,3 +106,11 @@ async def test_giving_a_session_back_twice_is_ignored(fake_clients, caplog):
         await pool.give_back(third)
         await pool.give_back(again)
         assert client.usable and len(pool) == 2
+
+
+async def test_the_pool_never_shows_a_token(fake_clients, monkeypatch):
+    monkeypatch.setenv("REMOTEMEDIA_TOKEN", "secret-from-env")
+    async with SessionPool() as pool:
+        async with pool.session(RemoteExecutorConfig()):
+            shown = repr(pool) + repr(pool._entries)
+    assert "secret-from-env" not in shown

@@ -94,7 +94,7 @@ def _key(config: RemoteExecutorConfig, media_tracks: int) -> _Key:
 class _Entry:
     """One kept session."""
 
-    key: _Key
+    key: _Key = field(repr=False)  # holds the token
     client: RemoteProxyClient
     loop: asyncio.AbstractEventLoop
     #: Runs or users holding it now.
