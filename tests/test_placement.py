@@ -18,6 +18,10 @@ from harness import EXECUTOR_TOKEN, TOKEN, config_for, running_cluster, running_
 
 from executor.gpu import FAKE_GPU_ENV
 from remotemedia import Node, Pipeline, PipelineError, RemoteExecutorConfig, RemoteObjectExecutionNode
+from remotemedia.exceptions import (
+    AuthenticationError, NoExecutorAvailable, PermissionDeniedError, SignalingError, TLSError, TokenExpiredError,
+)
+from remotemedia.remote.placement import misconfigured
 
 
 class Double(Node):
@@ -238,3 +242,25 @@ async def test_a_remote_node_never_runs_here_even_with_no_server(pipeline_placem
     pipeline.add_node(RemoteObjectExecutionNode(Double(), config, placement=node_placement))
     with pytest.raises(PipelineError, match="could not reach an executor"):
         await pipeline.run_async([1])
+
+
+@pytest.mark.parametrize("token", ["wrong", EXECUTOR_TOKEN])
+async def test_auto_does_not_hide_a_token_the_server_refuses_by_running_here(cluster, token):
+    # No executor reachable is a reason to run here; a wrong credential is the user's mistake to hear about.
+    node = RemoteObjectExecutionNode(Double(), config_for(cluster, auth_token=token), placement="auto")
+    pipeline = Pipeline("refused").add_node(node)
+    with pytest.raises(PipelineError, match="could not reach an executor") as raised:
+        await pipeline.run_async([1])
+    assert isinstance(raised.value.__cause__, AuthenticationError)
+    assert not node.runs_locally
+
+
+def test_only_a_refused_config_is_misconfigured():
+    assert misconfigured(AuthenticationError("a wrong token"))
+    assert misconfigured(TokenExpiredError("expired"))
+    assert misconfigured(PermissionDeniedError("an executor credential", code="wrong_role"))
+    assert misconfigured(TLSError("untrusted certificate"))
+    assert not misconfigured(PermissionDeniedError("this token does not allow a GPU"))  # forbidden: its scope
+    assert not misconfigured(SignalingError("cannot reach the signaling server"))
+    assert not misconfigured(NoExecutorAvailable("no executor"))
+    assert not misconfigured(ConnectionRefusedError())

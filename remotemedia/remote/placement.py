@@ -12,7 +12,10 @@ Where a :class:`~remotemedia.remote.RemoteObjectExecutionNode` runs: the
      its config's ``requirements`` (``{"gpu": True}``, ``{"model": ...}``,
      ``{"service": ...}``, ``{"executor": name}``, matched as pairing
      matches them). No server, no executor, none that meets the needs, or
-     none with a free slot: local, saying which. A node that needs a GPU an
+     none with a free slot: local, saying which (but a config the server
+     refuses, for a missing, wrong or expired token or a failed TLS
+     handshake, fails the run as for a ``"remote"`` node:
+     :func:`misconfigured`). A node that needs a GPU an
      executor has: remote, without measuring (the local host has none to
      compare, as far as the node's declaration goes).
   2. **Calibration** (:class:`Calibration`, on the first
@@ -46,14 +49,14 @@ import logging
 import statistics
 from typing import Any, Sequence
 
-from ..exceptions import RemoteMediaError, SignalingError
+from ..exceptions import AuthenticationError, PermissionDeniedError, RemoteMediaError, SignalingError, TLSError
 from ..pipeline import PLACEMENTS
 from ..signaling import messages
 from .config import RemoteExecutorConfig
 
 __all__ = [
     "PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "REQUIRES_KEYS", "Calibration", "listing", "survey",
-    "check_placement", "check_requires",
+    "check_placement", "check_requires", "misconfigured",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,13 +123,32 @@ def _meets(info: Any, needs: dict) -> bool:
     return True
 
 
+def misconfigured(error: BaseException) -> bool:
+    """
+    Whether ``error`` says that the config itself is wrong: its token is
+    missing, wrong, expired or an executor's, or TLS with the server failed.
+    ``"auto"`` never hides that by running here (a typo in a token would go
+    unnoticed for ever); the run fails as a ``"remote"`` node's would. A
+    token's scope that allows no executor for the node (``forbidden``) is no
+    mistake: such a node runs here.
+    """
+    if isinstance(error, PermissionDeniedError):
+        return error.code != "forbidden"
+    return isinstance(error, (AuthenticationError, TLSError))
+
+
 async def listing(config: RemoteExecutorConfig) -> list | str:
-    """The executors that the signaling server of ``config`` lists, or why it did not."""
+    """
+    The executors that the signaling server of ``config`` lists, or why it
+    did not; raises what :func:`misconfigured` says is the config's fault.
+    """
     from ..discovery import discover
 
     try:
         return await discover(config, timeout=min(SURVEY_TIMEOUT, config.connect_timeout))
     except (RemoteMediaError, OSError) as exc:
+        if misconfigured(exc):
+            raise
         where = f"{config.host}:{config.port}" if not config.signaling_urls else ", ".join(config.signaling_urls)
         return f"the signaling server at {where} did not list executors: {exc}"
 
