@@ -125,6 +125,8 @@ def _run_executors_command(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(e) for e in executors], indent=2))
     else:
         print(table(executors))
+        if not executors:
+            print("remotemedia executors: no executor is registered there (or none this token may use)", file=sys.stderr)
     return 0
 
 

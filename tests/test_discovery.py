@@ -16,7 +16,9 @@ import sys
 import time
 
 import pytest
-from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess, client_config, config_for
+from harness import (
+    EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess, client_config, config_for, running_server,
+)
 from redislab import running_redis
 
 import remotemedia
@@ -123,6 +125,14 @@ def test_the_cli_prints_json_and_refuses_a_wrong_token(cluster):
     assert set(listed[0]) == {"name", "services", "models", "gpu", "capacity", "free", "load", "version", "accept", "mode"}
     refused = run_cli("--signaling", url, "--token", "wrong")
     assert refused.returncode == 1 and "wrong token" in refused.stderr and not refused.stdout
+
+
+def test_the_cli_says_when_no_executor_is_listed():
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as server:
+        result = run_cli("--signaling", f"ws://127.0.0.1:{server.port}", "--token", TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["NAME", "SERVICES", "GPU", "FREE/CAP", "LOAD", "VERSION"]
+    assert "no executor is registered there" in result.stderr
 
 
 async def test_a_cluster_instance_lists_the_executors_of_every_instance():
