@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 
 from . import validation as check
+from .exceptions import RemoteTimeoutError
 from .remote.config import RemoteExecutorConfig
 from .signaling import SignalingClient
 
@@ -100,21 +101,31 @@ async def discover(config: RemoteExecutorConfig | None = None, *, timeout: float
     if timeout is not None:
         check.positive("timeout", timeout)
     limit = config.connect_timeout if timeout is None else timeout
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    signaling = await SignalingClient.connect_any(
-        config.urls, token=config.token, timeout=limit, ssl_context=config.ssl_context()
-    )
+    ssl_context = config.ssl_context()
     try:
-        reply = await signaling.executors(timeout=max(0.1, deadline - loop.time()))
-    finally:
-        await signaling.close()
+        # One bound for the whole exchange: each of several URLs would otherwise get all of it.
+        reply = await asyncio.wait_for(_ask(config, ssl_context, limit), limit)
+    except RemoteTimeoutError:
+        raise
+    except asyncio.TimeoutError:
+        raise RemoteTimeoutError(
+            f"the signaling server at {' or '.join(config.urls)} did not list executors within {limit:g} s; "
+            "is the URL right, and does nothing between here and there drop the connection?"
+        ) from None
     executors = [ExecutorInfo.from_message(item) for item in reply["executors"]]
     if reply.get("truncated"):
         logger.warning(
             "the signaling server listed only %d executors: the whole list does not fit one message", len(executors)
         )
     return executors
+
+
+async def _ask(config: RemoteExecutorConfig, ssl_context, limit: float) -> dict:
+    signaling = await SignalingClient.connect_any(config.urls, token=config.token, timeout=limit, ssl_context=ssl_context)
+    try:
+        return await signaling.executors(timeout=limit)
+    finally:
+        await signaling.close()
 
 
 def table(executors: list[ExecutorInfo]) -> str:

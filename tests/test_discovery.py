@@ -202,3 +202,18 @@ async def test_discover_refuses_bad_arguments_before_connecting():
     for timeout in (0, -1.0, float("nan"), "5"):
         with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
             await discover(timeout=timeout)  # type: ignore[arg-type]
+
+
+async def test_the_timeout_bounds_the_whole_listing_over_several_urls():
+    # Servers that accept the connection and never answer: each URL alone would take the whole timeout.
+    held = []
+    silent = [await asyncio.start_server(lambda _, writer: held.append(writer), "127.0.0.1", 0) for _ in range(2)]
+    try:
+        urls = tuple(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws" for server in silent)
+        with pytest.raises(remotemedia.RemoteTimeoutError, match="did not list executors within 1 s"):
+            await discover(remotemedia.RemoteExecutorConfig(signaling_urls=urls), timeout=1.0)
+    finally:
+        for writer in held:
+            writer.close()
+        for server in silent:
+            server.close()
