@@ -114,3 +114,24 @@ async def test_the_pool_never_shows_a_token(fake_clients, monkeypatch):
         async with pool.session(RemoteExecutorConfig()):
             shown = repr(pool) + repr(pool._entries)
     assert "secret-from-env" not in shown
+
+
+def test_threads_asking_at_once_get_one_default_pool(monkeypatch):
+    import threading
+
+    from remotemedia import default_pool
+
+    monkeypatch.setattr(pool_module, "_default", None)
+    start = threading.Barrier(8)
+    pools = []
+
+    def ask() -> None:
+        start.wait()
+        pools.append(default_pool())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(pools) == 8 and len({id(pool) for pool in pools}) == 1

@@ -345,6 +345,7 @@ async def _close_quietly(client: RemoteProxyClient) -> None:
 
 
 _default: SessionPool | None = None
+_default_lock = threading.Lock()
 
 
 def default_pool() -> SessionPool:
@@ -354,6 +355,7 @@ def default_pool() -> SessionPool:
     Pipelines do not use it unless told to (see the module docstring).
     """
     global _default
-    if _default is None:
-        _default = SessionPool()
-    return _default
+    with _default_lock:  # threads asking at once get the same pool
+        if _default is None:
+            _default = SessionPool()
+        return _default
