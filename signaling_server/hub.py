@@ -155,6 +155,7 @@ class _Budget:
         return self.left > 0
 
     def spend(self, cost: float) -> None:
+        """Pay ``cost`` bytes (what a listing came to)."""
         self.left -= cost
 
 
