@@ -22,6 +22,7 @@ from remotemedia.exceptions import (
     AuthenticationError, NoExecutorAvailable, PermissionDeniedError, SignalingError, TLSError, TokenExpiredError,
 )
 from remotemedia.remote.placement import misconfigured
+from remotemedia.tokens import mint_client_token
 
 
 class Double(Node):
@@ -264,3 +265,21 @@ def test_only_a_refused_config_is_misconfigured():
     assert not misconfigured(SignalingError("cannot reach the signaling server"))
     assert not misconfigured(NoExecutorAvailable("no executor"))
     assert not misconfigured(ConnectionRefusedError())
+
+
+async def test_auto_runs_here_when_the_tokens_scope_allows_no_executor_for_the_node():
+    # A scope is no mistake (unlike a wrong token): the GPU executor is listed, the token may not ask for it.
+    secret = "placement-secret-" + "x" * 32
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_server("--token-secret", secret, "--executor-token", EXECUTOR_TOKEN))
+        stack.enter_context(
+            running_executor(
+                server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "exec-gpu", "--mode", "inprocess",
+                env={FAKE_GPU_ENV: "1"},
+            )
+        )
+        config = config_for(server, auth_token=mint_client_token(secret, gpu=False))
+        node = RemoteObjectExecutionNode(Double(), config, requires={"gpu": True}, placement="auto")
+        pipeline = Pipeline("scoped").add_node(node)
+        assert await pipeline.run_async([1]) == [(2, True)]
+    assert placement_of(pipeline).startswith("local (no executor took the node: PermissionDeniedError")

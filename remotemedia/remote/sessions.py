@@ -132,7 +132,7 @@ class RunSessions:
             if isinstance(result, Exception) and not misconfigured(result) and all(node._auto for _, node in group.members):
                 # Placed "auto": no executor after all, so here (the survey saw one a moment ago).
                 for _, node in group.members:
-                    node._place("local", f"local (no executor could be reached: {type(result).__name__}: {result})")
+                    node._place("local", f"local (no executor took the node: {type(result).__name__}: {result})")
                 continue
             if isinstance(result, Exception):
                 index, node = group.members[0]
