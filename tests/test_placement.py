@@ -245,6 +245,14 @@ async def test_a_remote_node_never_runs_here_even_with_no_server(pipeline_placem
         await pipeline.run_async([1])
 
 
+async def test_auto_does_not_hide_a_ca_file_that_does_not_load_by_running_here(cluster):
+    config = config_for(cluster, ssl_enabled=True, ca_file="/nowhere/ca.pem")
+    pipeline = Pipeline("no-ca").add_node(RemoteObjectExecutionNode(Double(), config, placement="auto"))
+    with pytest.raises(PipelineError, match="cannot load CA certificates") as raised:
+        await pipeline.run_async([1])
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
 @pytest.mark.parametrize("token", ["wrong", EXECUTOR_TOKEN])
 async def test_auto_does_not_hide_a_token_the_server_refuses_by_running_here(cluster, token):
     # No executor reachable is a reason to run here; a wrong credential is the user's mistake to hear about.
@@ -261,6 +269,7 @@ def test_only_a_refused_config_is_misconfigured():
     assert misconfigured(TokenExpiredError("expired"))
     assert misconfigured(PermissionDeniedError("an executor credential", code="wrong_role"))
     assert misconfigured(TLSError("untrusted certificate"))
+    assert misconfigured(ValueError("cannot load CA certificates from '/nowhere.pem'"))
     assert not misconfigured(PermissionDeniedError("this token does not allow a GPU"))  # forbidden: its scope
     assert not misconfigured(SignalingError("cannot reach the signaling server"))
     assert not misconfigured(NoExecutorAvailable("no executor"))

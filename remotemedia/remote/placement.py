@@ -126,7 +126,8 @@ def _meets(info: Any, needs: dict) -> bool:
 def misconfigured(error: BaseException) -> bool:
     """
     Whether ``error`` says that the config itself is wrong: its token is
-    missing, wrong, expired or an executor's, or TLS with the server failed.
+    missing, wrong, expired or an executor's, TLS with the server failed, or
+    a setting cannot be used (a CA file that does not load: ``ValueError``).
     ``"auto"`` never hides that by running here (a typo in a token would go
     unnoticed for ever); the run fails as a ``"remote"`` node's would. A
     token's scope that allows no executor for the node (``forbidden``) is no
@@ -134,6 +135,8 @@ def misconfigured(error: BaseException) -> bool:
     """
     if isinstance(error, PermissionDeniedError):
         return error.code != "forbidden"
+    if isinstance(error, ValueError) and not isinstance(error, RemoteMediaError):
+        return True
     return isinstance(error, (AuthenticationError, TLSError))
 
 
