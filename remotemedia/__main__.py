@@ -1,8 +1,8 @@
 """
 Command line: ``python -m remotemedia serve [--host H] [--port P]``,
 ``python -m remotemedia token client|executor ...`` to mint signed tokens
-(:mod:`remotemedia.tokens`), and ``python -m remotemedia executors --signaling
-URL`` to list the executors a signaling server offers (:mod:`remotemedia.discovery`).
+(:mod:`remotemedia.tokens`), and ``python -m remotemedia executors [--signaling
+URL]`` to list the executors a signaling server offers (:mod:`remotemedia.discovery`).
 
 Runs a signaling server and one executor in one process: everything a first
 try needs, in one command. ``RemoteExecutorConfig()`` with its defaults
@@ -80,12 +80,15 @@ def _add_executors_command(commands) -> None:
     )
     listing.add_argument(
         "--signaling",
-        required=True,
+        default="ws://127.0.0.1:50052/ws",
         metavar="URL",
         help="the signaling server, e.g. ws://HOST:50052 (wss:// for TLS); several instances of one cluster, "
-        "comma-separated, are tried in turn",
+        "comma-separated, are tried in turn (default: %(default)s, the local 'python -m remotemedia serve')",
     )
-    listing.add_argument("--token", default=None, help="the client token (default: $REMOTEMEDIA_TOKEN)")
+    listing.add_argument(
+        "--token", default=None,
+        help="the client token (default: $REMOTEMEDIA_TOKEN, which keeps it out of the process list)",
+    )
     listing.add_argument(
         "--ca-file", default=None, metavar="PATH",
         help="PEM file of the CA that signed a wss:// server's certificate (default: $REMOTEMEDIA_CA_FILE, "
@@ -102,6 +105,8 @@ def _run_executors_command(args: argparse.Namespace) -> int:
 
     try:
         urls = tuple(signaling_url(args.signaling).split(","))
+        if args.ca_file is not None and not any(url.startswith("wss://") for url in urls):
+            raise ValueError("--ca-file verifies a TLS server: give a wss:// URL to --signaling, or leave --ca-file out")
         config = RemoteExecutorConfig(
             signaling_urls=urls,
             auth_token=args.token,
@@ -109,6 +114,8 @@ def _run_executors_command(args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
         )
         executors = asyncio.run(discover(config, timeout=args.timeout))
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C while waiting: the user's choice, not an error to explain
     except RemoteMediaError as exc:  # before ValueError: some of them are ValueErrors too
         print(f"remotemedia executors: {exc}", file=sys.stderr)
         return 1
@@ -119,6 +126,8 @@ def _run_executors_command(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(e) for e in executors], indent=2))
     else:
         print(table(executors))
+        if not executors:
+            print("remotemedia executors: no executor is registered there (or none this token may use)", file=sys.stderr)
     return 0
 
 

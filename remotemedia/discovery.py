@@ -20,12 +20,17 @@ the same as a table.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
+from . import validation as check
+from .exceptions import RemoteTimeoutError
 from .remote.config import RemoteExecutorConfig
 from .signaling import SignalingClient
 
 __all__ = ["ExecutorInfo", "discover", "table"]
+
+logger = logging.getLogger(__name__)
 
 #: The columns of :func:`table`: heading, and the cell of one executor.
 _COLUMNS = (
@@ -68,6 +73,7 @@ class ExecutorInfo:
         """One entry of the server's ``executors`` message (validated by the signaling client)."""
         return cls(**{**item, "services": tuple(item["services"]), "models": tuple(item["models"])})
 
+
 async def discover(config: RemoteExecutorConfig | None = None, *, timeout: float | None = None) -> list[ExecutorInfo]:
     """
     The executors that the signaling server of ``config`` (default:
@@ -77,23 +83,49 @@ async def discover(config: RemoteExecutorConfig | None = None, *, timeout: float
     signaling URLs that answers), asks, and closes. ``timeout`` bounds the
     whole exchange (default: the config's ``connect_timeout``).
 
-    Raises :exc:`~remotemedia.AuthenticationError` for a missing or wrong
+    Raises :exc:`TypeError` for a ``config`` that is not a
+    :class:`RemoteExecutorConfig` and :exc:`ValueError` for a ``timeout``
+    that is not a positive number of seconds, before connecting;
+    :exc:`~remotemedia.AuthenticationError` for a missing or wrong
     token, :exc:`~remotemedia.SignalingError` when the server cannot be
     reached, and :exc:`~remotemedia.RemoteTimeoutError` when it does not
     answer in time.
     """
-    config = config or RemoteExecutorConfig()
+    if config is None:
+        config = RemoteExecutorConfig()
+    if not isinstance(config, RemoteExecutorConfig):
+        raise TypeError(
+            f"config must be a RemoteExecutorConfig, not {type(config).__name__}; for a URL, pass "
+            f"RemoteExecutorConfig(signaling_urls=(url,))"
+        )
+    if timeout is not None:
+        check.positive("timeout", timeout)
     limit = config.connect_timeout if timeout is None else timeout
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    signaling = await SignalingClient.connect_any(
-        config.urls, token=config.token, timeout=limit, ssl_context=config.ssl_context()
-    )
+    ssl_context = config.ssl_context()
     try:
-        reply = await signaling.executors(timeout=max(0.1, deadline - loop.time()))
+        # One bound for the whole exchange: each of several URLs would otherwise get all of it.
+        reply = await asyncio.wait_for(_ask(config, ssl_context, limit), limit)
+    except RemoteTimeoutError:
+        raise
+    except asyncio.TimeoutError:
+        raise RemoteTimeoutError(
+            f"the signaling server at {' or '.join(config.urls)} did not list executors within {limit:g} s; "
+            "is the URL right, and does nothing between here and there drop the connection?"
+        ) from None
+    executors = [ExecutorInfo.from_message(item) for item in reply["executors"]]
+    if reply.get("truncated"):
+        logger.warning(
+            "the signaling server listed only %d executors: the whole list does not fit one message", len(executors)
+        )
+    return executors
+
+
+async def _ask(config: RemoteExecutorConfig, ssl_context, limit: float) -> dict:
+    signaling = await SignalingClient.connect_any(config.urls, token=config.token, timeout=limit, ssl_context=ssl_context)
+    try:
+        return await signaling.executors(timeout=limit)
     finally:
         await signaling.close()
-    return [ExecutorInfo.from_message(item) for item in reply["executors"]]
 
 
 def table(executors: list[ExecutorInfo]) -> str:

@@ -135,7 +135,7 @@ def role_refusal(config: ServerConfig, credential: Credential, role: str) -> Ref
         if config.executor_token is None and config.token_secret is None:
             missing = "; this server has no executor credential configured: start it with --executor-token too"
         return Refusal("wrong_role", f"a client credential cannot register an executor; {_EXECUTOR_HELP}{missing}")
-    return Refusal("wrong_role", f"an executor credential cannot pair; {_CLIENT_HELP}")
+    return Refusal("wrong_role", f"an executor credential cannot pair or list executors; {_CLIENT_HELP}")
 
 
 def scope_refusal(credential: Credential, requirements: dict, now: float) -> Refusal | None:

@@ -114,6 +114,7 @@ class _Connection:
     pending: dict = field(default_factory=dict)  # cluster: session id -> pair message awaiting a Reserve
     claiming: str | None = None  # cluster: the name of a register awaiting its Claim
     idle_since: float | None = None  # identified, yet neither registered nor in a session: since when
+    listings: TokenBucket | None = None  # its ``executors`` queries (made at its first)
 
 
 #: What an anonymous connection is told when its first message is not a hello.
@@ -121,6 +122,41 @@ _FIRST = "the first message must be 'register', 'pair' or 'executors' with a cre
 
 #: Room left in an ``executors`` reply for its envelope (type, request, truncated).
 _LISTING_ENVELOPE = 512
+
+# An ``executors`` reply is the one answer far larger than its question: with a
+# fleet of 2,000 executors, 30 bytes asked cost the hub 11.5 ms of its one
+# thread and 280 KiB of a peer's outbox (measured here). The message rate
+# limit (50 a second, bursts of 200) would let one connection take the whole
+# server, and its 1,024-message outbox would hold 290 MB; so listings have
+# limits of their own. A client that lists through remotemedia.discover()
+# opens a connection for each listing and never meets the first.
+#: ``executors`` queries one connection may send per second, and in a burst
+#: (more: ``rate_limited``, closed).
+LISTING_RATE = 1.0
+LISTING_BURST = 5
+#: Bytes of listings the hub builds per second for all connections together,
+#: and in a burst (more: ``unavailable``, retry shortly): a small fleet's
+#: listing is a few hundred bytes, so thousands a second; a listing cut to the
+#: largest message, 8 a second.
+LISTING_BYTES_RATE = 8 * messages.MAX_SERVER_MESSAGE
+LISTING_BYTES_BURST = 32 * messages.MAX_SERVER_MESSAGE
+
+
+class _Budget:
+    """Bytes to spend, refilled at ``rate`` a second up to ``burst``; may run into debt (a cost is known only once paid)."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.left, self.last = rate, burst, burst, now
+
+    def available(self, now: float) -> bool:
+        """Whether anything is left to spend at ``now``."""
+        self.left = min(self.burst, self.left + max(0.0, now - self.last) * self.rate)
+        self.last = max(self.last, now)
+        return self.left > 0
+
+    def spend(self, cost: float) -> None:
+        """Pay ``cost`` bytes (what a listing came to)."""
+        self.left -= cost
 
 
 class _Bounded(dict):
@@ -166,6 +202,10 @@ class Hub:
         # Cluster: name of the executor each closed executor connection had (a
         # session forwarded to it after it left is answered with a bye). Bounded.
         self._gone_executors: _Bounded = _Bounded(4096)
+        # Bytes of executors listings built, over all connections (made at the first listing).
+        self._listing_budget: _Budget | None = None
+        # Whether the last listing was cut to fit (warned once, not at every listing).
+        self._listing_cut = False
 
     # -- events ------------------------------------------------------------------
 
@@ -483,6 +523,24 @@ class Hub:
         if refusal is not None:
             return self._refusal(conn, refusal, message)
         conn.identified = True
+        if conn.listings is None:
+            conn.listings = TokenBucket(LISTING_RATE, LISTING_BURST, now)
+        if not conn.listings.take(now):
+            return self._refuse(
+                conn,
+                "rate_limited",
+                f"more than {LISTING_RATE:g} 'executors' queries per second (burst {LISTING_BURST}); closing",
+                **request,
+            )
+        if self._listing_budget is None:
+            self._listing_budget = _Budget(LISTING_BYTES_RATE, LISTING_BYTES_BURST, now)
+        if not self._listing_budget.available(now):
+            return [
+                self._error(
+                    conn, "unavailable", "the server is answering many 'executors' queries; ask again in a second",
+                    **request,
+                )
+            ]
         if self.instance is not None:
             return [Survey(conn.id, message.get("request"))]
         return [self._listing(conn, self.registry.executors.values(), message.get("request"))]
@@ -517,10 +575,14 @@ class Hub:
                 truncated = True
                 break
             entries.append(entry)
+        if self._listing_budget is not None:
+            self._listing_budget.spend(size)
         reply = {"type": "executors", "executors": entries}
         if truncated:
             reply["truncated"] = True
-            logger.warning("an executors listing was cut to %d executors to fit one message", len(entries))
+            if not self._listing_cut:
+                logger.warning("an executors listing was cut to %d executors to fit one message", len(entries))
+        self._listing_cut = truncated
         if request is not None:
             reply["request"] = request
         return Send(conn.id, reply)

@@ -16,7 +16,9 @@ import sys
 import time
 
 import pytest
-from harness import EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess, client_config, config_for
+from harness import (
+    EXECUTOR_TOKEN, ROOT, TOKEN, ExecutorProcess, ServerProcess, client_config, config_for, running_server,
+)
 from redislab import running_redis
 
 import remotemedia
@@ -125,6 +127,14 @@ def test_the_cli_prints_json_and_refuses_a_wrong_token(cluster):
     assert refused.returncode == 1 and "wrong token" in refused.stderr and not refused.stdout
 
 
+def test_the_cli_says_when_no_executor_is_listed():
+    with running_server("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN) as server:
+        result = run_cli("--signaling", f"ws://127.0.0.1:{server.port}", "--token", TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["NAME", "SERVICES", "GPU", "FREE/CAP", "LOAD", "VERSION"]
+    assert "no executor is registered there" in result.stderr
+
+
 async def test_a_cluster_instance_lists_the_executors_of_every_instance():
     # The records live in Redis: an executor of instance b is listed through instance a, announcements included.
     args = ("--token", TOKEN, "--executor-token", EXECUTOR_TOKEN)
@@ -153,3 +163,57 @@ async def test_an_executors_connection_may_not_list(cluster):
         with pytest.raises(SignalingError) as refused:
             await signaling.executors()
         assert refused.value.code == "wrong_role"
+
+
+# -- mistakes caught before connecting (no server needed) ------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from remotemedia.__main__ import main
+
+    status = main(["executors", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_the_cli_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(capsys, timeout):
+    status, out, err = cli(capsys, "--signaling", "ws://127.0.0.1:9", "--timeout", timeout)
+    assert status == 2 and not out
+    assert "timeout must be a positive number of seconds" in err and "Traceback" not in err
+
+
+def test_the_cli_says_a_ca_file_is_for_wss_urls(capsys):
+    status, out, err = cli(capsys, "--signaling", "ws://127.0.0.1:9", "--ca-file", "/etc/ca.pem")
+    assert status == 2 and not out
+    assert "--ca-file" in err and "wss://" in err and "ssl_enabled" not in err  # a flag the CLI does not have
+
+
+def test_the_cli_dials_the_local_default_server_without_signaling():
+    from remotemedia.__main__ import parse_args
+
+    # What `python -m remotemedia serve` (and RemoteExecutorConfig()) use.
+    assert parse_args(["executors"]).signaling == "ws://127.0.0.1:50052/ws"
+
+
+async def test_discover_refuses_bad_arguments_before_connecting():
+    with pytest.raises(TypeError, match="RemoteExecutorConfig"):
+        await discover("ws://127.0.0.1:9")  # type: ignore[arg-type]
+    for timeout in (0, -1.0, float("nan"), "5"):
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            await discover(timeout=timeout)  # type: ignore[arg-type]
+
+
+async def test_the_timeout_bounds_the_whole_listing_over_several_urls():
+    # Servers that accept the connection and never answer: each URL alone would take the whole timeout.
+    held = []
+    silent = [await asyncio.start_server(lambda _, writer: held.append(writer), "127.0.0.1", 0) for _ in range(2)]
+    try:
+        urls = tuple(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws" for server in silent)
+        with pytest.raises(remotemedia.RemoteTimeoutError, match="did not list executors within 1 s"):
+            await discover(remotemedia.RemoteExecutorConfig(signaling_urls=urls), timeout=1.0)
+    finally:
+        for writer in held:
+            writer.close()
+        for server in silent:
+            server.close()

@@ -18,6 +18,11 @@ from harness import EXECUTOR_TOKEN, TOKEN, config_for, running_cluster, running_
 
 from executor.gpu import FAKE_GPU_ENV
 from remotemedia import Node, Pipeline, PipelineError, RemoteExecutorConfig, RemoteObjectExecutionNode
+from remotemedia.exceptions import (
+    AuthenticationError, NoExecutorAvailable, PermissionDeniedError, SignalingError, TLSError, TokenExpiredError,
+)
+from remotemedia.remote.placement import misconfigured
+from remotemedia.tokens import mint_client_token
 
 
 class Double(Node):
@@ -205,3 +210,85 @@ def test_placement_is_checked():
     node = RemoteObjectExecutionNode(Double(), config, requires={"gpu": True})
     assert node.remote_config.requirements == {"gpu": True} and node.placement is None
     assert RemoteObjectExecutionNode(Stateless(), config).stateless
+
+
+@pytest.mark.parametrize(
+    ("requires", "error", "words"),
+    [
+        (["gpu"], TypeError, "must be a dict"),
+        ({"gpus": True}, ValueError, "unknown keys ['gpus']"),  # pairing would ignore it: any executor
+        ({"gpu": "no"}, ValueError, "requires.gpu"),  # "no" is truthy: it would ask for a GPU
+        ({"model": 3}, ValueError, "requires.model"),
+        ({"service": ""}, ValueError, "requires.service"),
+        ({"avoid": ["exec-cpu"]}, ValueError, "unknown keys ['avoid']"),  # reconnection's, not the user's
+    ],
+)
+def test_requires_is_checked_as_pairing_would_check_it(requires, error, words):
+    config = RemoteExecutorConfig(host="127.0.0.1", port=9)
+    with pytest.raises(error) as raised:
+        RemoteObjectExecutionNode(Double(), config, requires=requires)
+    assert words in str(raised.value)
+    every = {"gpu": False, "service": "demo", "model": "whisper-tiny", "executor": "exec-cpu"}
+    assert RemoteObjectExecutionNode(Double(), config, requires=every).remote_config.requirements == every
+
+
+@pytest.mark.parametrize(
+    ("pipeline_placement", "node_placement"),
+    [("remote", None), ("auto", "remote"), ("local", "remote")],
+)
+async def test_a_remote_node_never_runs_here_even_with_no_server(pipeline_placement, node_placement):
+    # The default ("remote") and an explicit "remote" fail as before placement existed, whatever the pipeline's.
+    config = RemoteExecutorConfig(host="127.0.0.1", port=9, connect_timeout=5.0)  # nothing listens there
+    pipeline = Pipeline("there", placement=pipeline_placement)
+    pipeline.add_node(RemoteObjectExecutionNode(Double(), config, placement=node_placement))
+    with pytest.raises(PipelineError, match="could not reach an executor"):
+        await pipeline.run_async([1])
+
+
+async def test_auto_does_not_hide_a_ca_file_that_does_not_load_by_running_here(cluster):
+    config = config_for(cluster, ssl_enabled=True, ca_file="/nowhere/ca.pem")
+    pipeline = Pipeline("no-ca").add_node(RemoteObjectExecutionNode(Double(), config, placement="auto"))
+    with pytest.raises(PipelineError, match="cannot load CA certificates") as raised:
+        await pipeline.run_async([1])
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("token", ["wrong", EXECUTOR_TOKEN])
+async def test_auto_does_not_hide_a_token_the_server_refuses_by_running_here(cluster, token):
+    # No executor reachable is a reason to run here; a wrong credential is the user's mistake to hear about.
+    node = RemoteObjectExecutionNode(Double(), config_for(cluster, auth_token=token), placement="auto")
+    pipeline = Pipeline("refused").add_node(node)
+    with pytest.raises(PipelineError, match="could not reach an executor") as raised:
+        await pipeline.run_async([1])
+    assert isinstance(raised.value.__cause__, AuthenticationError)
+    assert not node.runs_locally
+
+
+def test_only_a_refused_config_is_misconfigured():
+    assert misconfigured(AuthenticationError("a wrong token"))
+    assert misconfigured(TokenExpiredError("expired"))
+    assert misconfigured(PermissionDeniedError("an executor credential", code="wrong_role"))
+    assert misconfigured(TLSError("untrusted certificate"))
+    assert misconfigured(ValueError("cannot load CA certificates from '/nowhere.pem'"))
+    assert not misconfigured(PermissionDeniedError("this token does not allow a GPU"))  # forbidden: its scope
+    assert not misconfigured(SignalingError("cannot reach the signaling server"))
+    assert not misconfigured(NoExecutorAvailable("no executor"))
+    assert not misconfigured(ConnectionRefusedError())
+
+
+async def test_auto_runs_here_when_the_tokens_scope_allows_no_executor_for_the_node():
+    # A scope is no mistake (unlike a wrong token): the GPU executor is listed, the token may not ask for it.
+    secret = "placement-secret-" + "x" * 32
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_server("--token-secret", secret, "--executor-token", EXECUTOR_TOKEN))
+        stack.enter_context(
+            running_executor(
+                server.url, "--executor-token", EXECUTOR_TOKEN, "--name", "exec-gpu", "--mode", "inprocess",
+                env={FAKE_GPU_ENV: "1"},
+            )
+        )
+        config = config_for(server, auth_token=mint_client_token(secret, gpu=False))
+        node = RemoteObjectExecutionNode(Double(), config, requires={"gpu": True}, placement="auto")
+        pipeline = Pipeline("scoped").add_node(node)
+        assert await pipeline.run_async([1]) == [(2, True)]
+    assert placement_of(pipeline).startswith("local (no executor took the node: PermissionDeniedError")

@@ -16,7 +16,9 @@ from hub_world import World, closes, only
 from remotemedia.signaling.messages import EXECUTOR_INFO, MAX_SERVER_MESSAGE, TO_PEER, dump, parse
 from remotemedia.tokens import mint_client_token, mint_executor_token
 from signaling_server.cluster import UNAVAILABLE, Survey
-from signaling_server.hub import POLICY_VIOLATION, Hub, Send
+from signaling_server.hub import (
+    LISTING_BURST, LISTING_BYTES_BURST, LISTING_BYTES_RATE, LISTING_RATE, POLICY_VIOLATION, Hub, Send,
+)
 from signaling_server.registry import ExecutorRecord
 
 SECRET = "k" * 40
@@ -105,6 +107,7 @@ def test_the_executor_credential_may_not_list():
     conn = world.connect()
     actions = world.send(conn, {"type": "executors", "token": world.executor_token})
     assert world.error_code(actions, conn) == "wrong_role"
+    assert "cannot pair or list executors" in only(actions, conn)["message"]  # says what it was refused
     assert closes(actions, conn)[0].code == POLICY_VIOLATION
 
 
@@ -184,6 +187,42 @@ def test_a_listing_too_large_for_one_message_is_cut_and_says_so():
     assert 0 < len(reply["executors"]) < 12
     assert len(dump(reply)) <= MAX_SERVER_MESSAGE
     assert names(reply) == sorted(names(reply))
+
+
+def test_one_connection_asking_again_and_again_is_cut_off():
+    # The message rate limit (50 a second) would let one connection keep the hub building listings.
+    world = World(token="t")
+    two_executors(world)
+    conn = world.connect()
+    for _ in range(LISTING_BURST):
+        listing(world, conn)
+    actions = world.send(conn, {"type": "executors", "request": "again"})
+    assert world.error_code(actions, conn) == "rate_limited"
+    assert only(actions, conn)["request"] == "again" and closes(actions, conn)[0].code == POLICY_VIOLATION
+    other = world.connect()
+    listing(world, other)  # others are still answered
+    world.now += LISTING_BURST / LISTING_RATE
+    for _ in range(LISTING_BURST):  # a connection that waits is answered again
+        listing(world, other)
+
+
+def test_listings_of_a_large_fleet_are_bounded_over_all_connections():
+    world = World()
+    services = [f"{i:03d}" + "s" * 124 for i in range(256)]  # about 33 KB per executor: listings cut to the limit
+    for i in range(12):
+        world.executor(f"e{i:02d}", services=services)
+    answered = 0
+    while True:  # new connections each time: the per-connection limit is not what stops them
+        conn, reply, _ = listing(world)
+        if reply["type"] == "error":
+            break
+        answered += 1
+    assert reply["code"] == "unavailable" and "ask again" in reply["message"]
+    assert not closes(world.send(conn, {"type": "executors"}), conn)  # told to retry, not cut off
+    # The burst is LISTING_BYTES_BURST bytes of listings: about 32 of the largest.
+    assert LISTING_BYTES_BURST // (2 * MAX_SERVER_MESSAGE) <= answered <= LISTING_BYTES_BURST // MAX_SERVER_MESSAGE + 1
+    world.now += 2 * MAX_SERVER_MESSAGE / LISTING_BYTES_RATE
+    assert listing(world)[1]["type"] == "executors"  # the budget refills with time
 
 
 def test_registration_announcements_reach_the_paired_client_too():

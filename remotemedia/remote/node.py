@@ -37,7 +37,7 @@ from ..aio import in_thread
 from ..exceptions import ConnectionLostError
 from ..node import Node, ProcessStream
 from .config import RemoteExecutorConfig
-from .placement import Calibration, check_placement
+from .placement import Calibration, check_placement, check_requires
 from .proxy import RemoteProxy
 
 if TYPE_CHECKING:
@@ -125,8 +125,7 @@ class RemoteObjectExecutionNode(Node):
         if placement is not None:
             check_placement("placement", placement)
         if requires is not None:
-            if not isinstance(requires, dict):
-                raise TypeError(f"requires must be a dict such as {{'gpu': True}}, not {type(requires).__name__}")
+            check_requires("requires", requires)
             remote_config = dataclasses.replace(remote_config, requirements={**remote_config.requirements, **requires})
         if stateless is None:
             stateless = getattr(obj_to_execute, "stateless", False)

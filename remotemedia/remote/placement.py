@@ -12,7 +12,10 @@ Where a :class:`~remotemedia.remote.RemoteObjectExecutionNode` runs: the
      its config's ``requirements`` (``{"gpu": True}``, ``{"model": ...}``,
      ``{"service": ...}``, ``{"executor": name}``, matched as pairing
      matches them). No server, no executor, none that meets the needs, or
-     none with a free slot: local, saying which. A node that needs a GPU an
+     none with a free slot: local, saying which (but a config the server
+     refuses, for a missing, wrong or expired token or a failed TLS
+     handshake, fails the run as for a ``"remote"`` node:
+     :func:`misconfigured`). A node that needs a GPU an
      executor has: remote, without measuring (the local host has none to
      compare, as far as the node's declaration goes).
   2. **Calibration** (:class:`Calibration`, on the first
@@ -46,11 +49,15 @@ import logging
 import statistics
 from typing import Any, Sequence
 
-from ..exceptions import RemoteMediaError
+from ..exceptions import AuthenticationError, PermissionDeniedError, RemoteMediaError, SignalingError, TLSError
 from ..pipeline import PLACEMENTS
+from ..signaling import messages
 from .config import RemoteExecutorConfig
 
-__all__ = ["PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "Calibration", "listing", "survey", "check_placement"]
+__all__ = [
+    "PLACEMENTS", "CALIBRATION_INPUTS", "SURVEY_TIMEOUT", "REQUIRES_KEYS", "Calibration", "listing", "survey",
+    "check_placement", "check_requires", "misconfigured",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +71,30 @@ def check_placement(name: str, value: Any) -> None:
     """Raise :exc:`ValueError` unless ``value`` is one of :data:`PLACEMENTS`."""
     if value not in PLACEMENTS:
         raise ValueError(f"{name} must be one of {list(PLACEMENTS)}, not {value!r}")
+
+
+#: What ``requires`` may ask of an executor: the keys pairing matches
+#: (:data:`remotemedia.signaling.messages.REQUIREMENTS`, less ``avoid``, which
+#: reconnection sets).
+REQUIRES_KEYS = tuple(key for key in messages.REQUIREMENTS.fields if key != "avoid")
+
+
+def check_requires(name: str, value: Any) -> None:
+    """
+    Raise :exc:`TypeError` unless ``value`` is a dict, and :exc:`ValueError`
+    for a key pairing does not know or a value it would refuse. The signaling
+    server ignores unknown keys, so a misspelt ``{"gpus": True}`` would
+    otherwise pair with any executor, and ``"auto"`` would not see the need.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict such as {{'gpu': True}}, not {type(value).__name__}")
+    unknown = sorted((key for key in value if key not in REQUIRES_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"{name} has unknown keys {unknown}; the keys are {list(REQUIRES_KEYS)}, e.g. {{'gpu': True}}")
+    try:
+        messages.REQUIREMENTS.check(value, name)
+    except SignalingError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _lacks(needs: dict) -> str:
@@ -92,13 +123,35 @@ def _meets(info: Any, needs: dict) -> bool:
     return True
 
 
+def misconfigured(error: BaseException) -> bool:
+    """
+    Whether ``error`` says that the config itself is wrong: its token is
+    missing, wrong, expired or an executor's, TLS with the server failed, or
+    a setting cannot be used (a CA file that does not load: ``ValueError``).
+    ``"auto"`` never hides that by running here (a typo in a token would go
+    unnoticed for ever); the run fails as a ``"remote"`` node's would. A
+    token's scope that allows no executor for the node (``forbidden``) is no
+    mistake: such a node runs here.
+    """
+    if isinstance(error, PermissionDeniedError):
+        return error.code != "forbidden"
+    if isinstance(error, ValueError) and not isinstance(error, RemoteMediaError):
+        return True
+    return isinstance(error, (AuthenticationError, TLSError))
+
+
 async def listing(config: RemoteExecutorConfig) -> list | str:
-    """The executors that the signaling server of ``config`` lists, or why it did not."""
+    """
+    The executors that the signaling server of ``config`` lists, or why it
+    did not; raises what :func:`misconfigured` says is the config's fault.
+    """
     from ..discovery import discover
 
     try:
         return await discover(config, timeout=min(SURVEY_TIMEOUT, config.connect_timeout))
     except (RemoteMediaError, OSError) as exc:
+        if misconfigured(exc):
+            raise
         where = f"{config.host}:{config.port}" if not config.signaling_urls else ", ".join(config.signaling_urls)
         return f"the signaling server at {where} did not list executors: {exc}"
 

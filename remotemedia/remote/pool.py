@@ -5,7 +5,8 @@ Opening a session costs pairing, a WebRTC handshake (ICE, DTLS, SCTP) and
 the ticket check; on loopback that is most of a short run's time, and a
 notebook cell run again, or a server answering request after request, pays
 it every time. A pool keeps the :class:`RemoteProxyClient` sessions a run
-used, keyed by ``(config, media_tracks)``, and lends them to the next run::
+used, keyed by ``(config, media_tracks)`` and the credentials the session
+presented, and lends them to the next run::
 
     pool = SessionPool(max_sessions=4, idle_ttl=60)
     pipeline = Pipeline("asr", session_pool=pool)
@@ -74,14 +75,26 @@ DEFAULT_MAX_SESSIONS = 8
 #: Seconds an idle session is kept, by default.
 DEFAULT_IDLE_TTL = 60.0
 
-_Key = tuple[RemoteExecutorConfig, int]
+_Key = tuple[RemoteExecutorConfig, "str | None", "str | None", int]
+
+
+def _key(config: RemoteExecutorConfig, media_tracks: int) -> _Key:
+    """
+    What a session must match to be lent: the config, and the credentials it
+    was opened with. ``auth_token=None`` and ``ca_file=None`` read the
+    environment when a session connects, so two equal configs can stand for
+    two users (``$REMOTEMEDIA_TOKEN`` changed between loans): the token and CA
+    file in force are part of the key, and a session is never lent under
+    credentials other than those that opened it.
+    """
+    return (config, config.token, config.tls_ca_file, media_tracks)
 
 
 @dataclass(eq=False)
 class _Entry:
     """One kept session."""
 
-    key: _Key
+    key: _Key = field(repr=False)  # holds the token
     client: RemoteProxyClient
     loop: asyncio.AbstractEventLoop
     #: Runs or users holding it now.
@@ -164,9 +177,11 @@ class SessionPool:
         """
         if config is None:
             config = RemoteExecutorConfig()
+        if not isinstance(config, RemoteExecutorConfig):
+            raise TypeError(f"config must be a RemoteExecutorConfig, not {type(config).__name__}")
         loop = asyncio.get_running_loop()
         self._forget_dead_loops()
-        key: _Key = (config, media_tracks)
+        key = _key(config, media_tracks)
         for entry in list(self._entries):
             if entry.loop is not loop or entry.key != key or not entry.ready or entry.doomed:
                 continue
@@ -208,6 +223,12 @@ class SessionPool:
         entry = next((e for e in self._entries if e.client is client), None)
         if entry is None:  # not kept: an overflow session, or one dropped meanwhile
             await _close_quietly(client)
+            return
+        if entry.borrowers == 0:
+            # Given back twice: the session is idle already (or lent again since, and the
+            # loan it was lent for has ended). Releasing its objects now could be another
+            # borrower's, so nothing is done.
+            logger.warning("session pool: the session with %r was given back when it was not lent; ignored", client.executor)
             return
         if entry.borrowers > 1:
             entry.borrowers -= 1
@@ -324,6 +345,7 @@ async def _close_quietly(client: RemoteProxyClient) -> None:
 
 
 _default: SessionPool | None = None
+_default_lock = threading.Lock()
 
 
 def default_pool() -> SessionPool:
@@ -333,6 +355,7 @@ def default_pool() -> SessionPool:
     Pipelines do not use it unless told to (see the module docstring).
     """
     global _default
-    if _default is None:
-        _default = SessionPool()
-    return _default
+    with _default_lock:  # threads asking at once get the same pool
+        if _default is None:
+            _default = SessionPool()
+        return _default

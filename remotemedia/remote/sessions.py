@@ -26,7 +26,7 @@ from ..exceptions import PipelineError
 from .client import RemoteProxyClient
 from .config import RemoteExecutorConfig
 from .node import RemoteObjectExecutionNode
-from .placement import listing, survey
+from .placement import listing, misconfigured, survey
 from .pool import SessionPool
 
 __all__ = ["RunSessions", "place_nodes"]
@@ -76,11 +76,18 @@ async def place_nodes(
             needing.append((index, node, None))
     # One listing per signaling server and credential (configs differing in requirements share it).
     configs = {dataclasses.replace(node.remote_config, requirements={}) for _, node in auto}
-    listings = dict(zip(configs, await asyncio.gather(*(listing(config) for config in configs))))
-    verdicts = [
-        await survey(node.remote_config, node.is_streaming, listings[dataclasses.replace(node.remote_config, requirements={})])
-        for _, node in auto
-    ]
+    found = await asyncio.gather(*(listing(config) for config in configs), return_exceptions=True)
+    listings = dict(zip(configs, found))
+    verdicts = []
+    for _, node in auto:
+        listed = listings[dataclasses.replace(node.remote_config, requirements={})]
+        if isinstance(listed, BaseException):
+            if not isinstance(listed, Exception):
+                raise listed  # cancellation
+            # The server refused the config (misconfigured()): pairing meets the same refusal and fails the run.
+            verdicts.append(("remote", None))
+        else:
+            verdicts.append(await survey(node.remote_config, node.is_streaming, listed))
     for (index, node), (mode, reason) in zip(auto, verdicts):
         if mode == "local":
             node._place("local", reason)
@@ -122,10 +129,10 @@ class RunSessions:
         for group, result in zip(self.groups, results):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancellation: not a connection failure
-            if isinstance(result, Exception) and all(node._auto for _, node in group.members):
+            if isinstance(result, Exception) and not misconfigured(result) and all(node._auto for _, node in group.members):
                 # Placed "auto": no executor after all, so here (the survey saw one a moment ago).
                 for _, node in group.members:
-                    node._place("local", f"local (no executor could be reached: {type(result).__name__}: {result})")
+                    node._place("local", f"local (no executor took the node: {type(result).__name__}: {result})")
                 continue
             if isinstance(result, Exception):
                 index, node = group.members[0]
