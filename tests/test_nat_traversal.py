@@ -51,7 +51,7 @@ def nat_lab(*, turn: bool = True, stun: bool = False, symmetric: bool = True):
         if turn:
             for url in relay.urls("udp", "tcp"):
                 server_args += ["--ice-server", url]
-            server_args += ["--turn-secret", relay.secret]
+            server_args += [f"--turn-secret={relay.secret}"]  # "=": a urlsafe secret may begin with "-"
         server = ManagedProcess(
             "signaling_server", server_args, "remotemedia-signaling listening on ", command_prefix=tuple(lab.exec_prefix("pub"))
         )
