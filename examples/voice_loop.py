@@ -73,7 +73,7 @@ from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, Transcript
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
-from remotemedia.nodes.bargein import INTERRUPT, BargeInPolicy, SpeechStarts
+from remotemedia.nodes.bargein import INTERRUPT, BargeInPolicy, SpeechStarts, is_interrupted
 from remotemedia.nodes.files import read_audio, write_wav
 
 QUESTIONS = ("What time does the library open tomorrow?", "Can you recommend a good book about space travel?")
@@ -475,7 +475,7 @@ class Speaker(Node):
                 if cutting and item["reply"] > cutting:
                     cutting, cut_before = 0, item["audio_from"]
                 conversation.marked(item)
-            elif isinstance(item, dict) and item.get("type") == "interrupted":
+            elif is_interrupted(item):
                 conversation.cut_confirmed(item)
             else:
                 yield item

@@ -21,7 +21,7 @@ import copy
 from typing import Any, AsyncIterator
 
 from ..frames import AudioFrame, Transcript, VideoFrame
-from .bargein import BargeInPolicy, SpeechStarts
+from .bargein import INTERRUPTED, PAUSED, RESUMED, BargeInPolicy, SpeechStarts
 from .effects import EFFECTS, VideoEffectNode
 
 __all__ = ["LatestQueue", "LiveDemoNode"]
@@ -114,7 +114,11 @@ class LiveDemoNode:
     track still holds). With a policy, reply audio is yielded in real time,
     at most :data:`LEAD` seconds ahead, so that it can *pause* as soon as
     the VAD hears speech start (:meth:`~remotemedia.nodes.bargein.BargeInPolicy.hear`),
-    and go on if the speech ends short of ``min_speech_ms``.
+    and go on if the speech ends short of ``min_speech_ms``: it yields
+    ``{"type": "paused", "by": "voice"}`` then (the service session holds the
+    audio its track queues, and the page or Python consumer learns at once
+    that the bot stopped), and ``{"type": "resumed"}`` or the
+    ``interrupted`` after it.
     """
 
     is_streaming = True
@@ -241,7 +245,7 @@ class LiveDemoNode:
                 saying = None
             policy.reply_stopped()
             self.interruptions += 1
-            out.put_nowait({"type": "interrupted", "by": by})
+            out.put_nowait({"type": INTERRUPTED, "by": by})
 
         async def route() -> None:
             try:
@@ -255,8 +259,14 @@ class LiveDemoNode:
                         now = loop.time()
                         if policy is not None and not policy.listening(now):
                             continue  # muted while the reply plays
-                        if hearing is not None and self.talkback and policy.hear(hearing.feed(frame), now) == "interrupt":
-                            interrupt("voice")
+                        if hearing is not None and self.talkback:
+                            decision = policy.hear(hearing.feed(frame), now)
+                            if decision == "interrupt":
+                                interrupt("voice")
+                            elif decision == "pause":
+                                out.put_nowait({"type": PAUSED, "by": "voice"})
+                            elif decision == "resume":
+                                out.put_nowait({"type": RESUMED})
                         speech.put_nowait(frame)
                     else:
                         raise TypeError(f"{self.name} takes AudioFrame and VideoFrame inputs, not {type(frame).__name__}")

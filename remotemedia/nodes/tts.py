@@ -27,7 +27,7 @@ from ..exceptions import ModelError
 from ..frames import AudioFrame, Transcript
 from ..models import cache, check_device, require, resolve_device
 from ..node import Node
-from .bargein import is_interrupt
+from .bargein import INTERRUPTED, is_interrupt
 
 __all__ = ["TTSNode", "BUNDLED_VOICE"]
 
@@ -190,7 +190,7 @@ class TTSNode(Node):
                         yield AudioFrame(chunk[np.newaxis, :], rate, emitted / rate)
                         emitted += len(chunk)
                 if generation != cuts:
-                    yield {"type": "interrupted", "reply": reply, "audio_until": emitted / rate}
+                    yield {"type": INTERRUPTED, "reply": reply, "audio_until": emitted / rate}
             await reader  # the input's own error, if any
         finally:
             reader.cancel()

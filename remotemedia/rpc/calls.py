@@ -93,6 +93,8 @@ __all__ = [
     "MAX_WAITING_FRAMES",
     "MAX_CREDIT",
     "INTERRUPTED",
+    "PAUSED",
+    "RESUMED",
     "FINAL",
     "Kind",
     "ErrorCode",
@@ -154,6 +156,8 @@ MAX_CREDIT = 1 << 16
 
 #: The ``type`` of a streamed call's item that cuts it (barge-in): its media queued before it is void.
 INTERRUPTED = "interrupted"
+#: The ``type``s of a live service's items that hold its reply audio (speech started over it) and let it go on.
+PAUSED, RESUMED = "paused", "resumed"
 
 
 class Kind(enum.IntEnum):
