@@ -1,7 +1,7 @@
 """
 Live media: what a camera-and-microphone session needs.
 
-- :class:`LatestQueue`: a one-place queue where a newer item replaces the
+- :class:`LatestQueue` (:class:`remotemedia.aio.Latest`): a one-place queue where a newer item replaces the
   one waiting. Live video keeps only the latest frame: a frame that waited
   behind a slow effect is worth less than the one just captured.
 - :class:`LiveDemoNode`: the browser demo's service. One stream of a
@@ -20,6 +20,7 @@ import contextlib
 import copy
 from typing import Any, AsyncIterator
 
+from ..aio import Latest, in_thread
 from ..frames import AudioFrame, Transcript, VideoFrame
 from .bargein import INTERRUPTED, PAUSED, RESUMED, BargeInPolicy, SpeechStarts
 from .effects import EFFECTS, VideoEffectNode
@@ -32,51 +33,9 @@ _DEFAULT: Any = object()
 LEAD = 0.06
 
 
-class LatestQueue:
-    """
-    A queue of one item where :meth:`put` replaces an item still waiting.
-
-    :meth:`get` waits for an item; after :meth:`close` (and once the item
-    waiting is taken) it raises :exc:`StopAsyncIteration`. :attr:`replaced`
-    counts items that were replaced before anyone took them.
-    """
-
-    def __init__(self) -> None:
-        self._item: Any = _CLOSED
-        self._ready = asyncio.Event()
-        self._closed = False
-        #: Items replaced by a newer one before they were taken.
-        self.replaced = 0
-
-    def put(self, item: Any) -> None:
-        """Offer ``item``; an item still waiting is dropped."""
-        if self._closed:
-            return
-        if self._item is not _CLOSED:
-            self.replaced += 1
-        self._item = item
-        self._ready.set()
-
-    def close(self) -> None:
-        """No more items: :meth:`get` ends once the waiting one is taken."""
-        self._closed = True
-        self._ready.set()
-
-    async def get(self) -> Any:
-        """The latest item; :exc:`StopAsyncIteration` once closed and empty."""
-        while self._item is _CLOSED:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        item, self._item = self._item, _CLOSED
-        return item
-
-    def __aiter__(self) -> LatestQueue:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self.get()
+#: The "latest wins" queue of video frames waiting for the effect: :class:`remotemedia.aio.Latest`
+#: (the one such queue; this name stays for those who imported it from here).
+LatestQueue = Latest
 
 
 async def _drain(queue: asyncio.Queue) -> AsyncIterator[Any]:
@@ -277,7 +236,7 @@ class LiveDemoNode:
 
         async def effects() -> None:
             async for frame in video:
-                out.put_nowait(await loop.run_in_executor(effect_thread, self.video.process, frame))
+                out.put_nowait(await in_thread(self.video.process, frame, threads=effect_thread))
 
         async def listen() -> None:
             try:
@@ -285,7 +244,7 @@ class LiveDemoNode:
                 if not (self.transcribe or self.talkback):
                     return  # the input ended before speech was ever switched on
                 if not self._speech_loaded:
-                    await asyncio.to_thread(self._load_speech)
+                    await in_thread(self._load_speech)
                 async for heard in self.whisper.stream(_drain(speech)):
                     if not isinstance(heard, Transcript) or not heard.text.strip():
                         continue

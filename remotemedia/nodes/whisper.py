@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from ..aio import in_thread
 from ..exceptions import ModelError
 from ..frames import Transcript
 from ..models import cache, check_device, require, resolve_device
@@ -292,7 +293,7 @@ class WhisperNode(Node):
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Transcript]:
         if self._model is None:
-            await asyncio.to_thread(self.initialize)
+            await in_thread(self.initialize)
         self.ignored = self.merged = 0
         # One thread of its own: transcriptions run one at a time, never
         # filling the loop's shared pool (where a live video effect waits).
@@ -302,7 +303,6 @@ class WhisperNode(Node):
         # or as the transcription started at their last pause.
         utterances: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._segment(frames, utterances))
-        loop = asyncio.get_running_loop()
         try:
             while (utterance := await utterances.get()) is not _END:
                 self.turn_ended = "sentence" if isinstance(utterance, _Said) else "silence"
@@ -312,7 +312,7 @@ class WhisperNode(Node):
                     transcript = await utterance
                 else:
                     utterance = self._coalesce(utterance, utterances)
-                    transcript = await loop.run_in_executor(self._thread, self.transcribe, *utterance)
+                    transcript = await in_thread(self.transcribe, *utterance, threads=self._thread)
                 if transcript is not None:
                     yield transcript
             await reader  # its error, if it failed
@@ -385,8 +385,7 @@ class WhisperNode(Node):
         return sum(len(p) for p in parts) * 1000 >= self.min_utterance_ms * WHISPER_RATE
 
     def _transcribe_soon(self, parts: list[np.ndarray], start: float) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._thread, self.transcribe, _to_float(np.concatenate(parts)), start)
+        future = in_thread(self.transcribe, _to_float(np.concatenate(parts)), start, threads=self._thread)
         # A speculation that speech overtook is never awaited: retrieve its error, if any.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
