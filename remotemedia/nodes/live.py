@@ -114,7 +114,8 @@ class LiveDemoNode:
             from .tts import TTSNode
             from .whisper import WhisperNode
 
-            self.whisper = whisper if whisper is not None else WhisperNode()
+            # A turn ends on a finished sentence, not only after the VAD's silence_ms (talk-back answers sooner).
+            self.whisper = whisper if whisper is not None else WhisperNode(end_on_sentence=True)
             self.tts = tts if tts is not None else TTSNode(deterministic=True)
         else:
             self.whisper = self.tts = None
