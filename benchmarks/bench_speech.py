@@ -422,7 +422,8 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
             f"backchannel); per cut, onset -> audio stopped at the player {listed(stop)} ms (the VAD's start_ms "
             f"90 and its 30 ms frames), onset -> cut {listed(gate)} ms, cut -> the executor's TTS stopped "
             f"{listed(remote)} ms, cut -> last in-flight frame of the cut reply (dropped here) {listed(tail)} ms "
-            "(the executor's track queue, 200 ms, and the stream's 16 frames of credit)"
+            "(what had left the executor before its TTS said interrupted: the executor then drops the frames "
+            "still queued for its track, 200 ms and a stream window of 16 frames)"
         )
     return report
 
