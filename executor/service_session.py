@@ -422,10 +422,10 @@ class ServiceSession(PeerSession):
 
 
 def _speech_stats(node: Any) -> dict:
-    """What a service's speech recognition shed (utterances too short, merged while busy), and its barge-ins."""
+    """A service's speech recognition: utterances transcribed, shed (too short, merged while busy); its barge-ins."""
     stats = {}
     whisper = getattr(node, "whisper", None)
-    for name in ("ignored", "merged"):
+    for name in ("ignored", "merged", "transcribed"):
         value = getattr(whisper, name, None)
         if isinstance(value, int):
             stats[f"utterances_{name}"] = value

@@ -174,6 +174,8 @@ class WhisperNode(Node):
         self.ignored = 0
         #: Utterances transcribed together because they waited while the recognizer was busy (this run).
         self.merged = 0
+        #: Utterances transcribed (this run), words or not (a beep has none).
+        self.transcribed = 0
         #: How the last transcript's utterance ended: ``"silence"`` (``silence_ms``) or ``"sentence"`` (end_on_sentence).
         self.turn_ended = "silence"
         self._model: Any = None
@@ -186,7 +188,7 @@ class WhisperNode(Node):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(
-            {"min_utterance_ms": 0.0, "ignored": 0, "merged": 0, "short_window": False, "end_on_sentence": False, **state}
+            {"min_utterance_ms": 0.0, "ignored": 0, "merged": 0, "transcribed": 0, "short_window": False, "end_on_sentence": False, **state}
         )
 
     def initialize(self) -> None:
@@ -294,7 +296,7 @@ class WhisperNode(Node):
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Transcript]:
         if self._model is None:
             await in_thread(self.initialize)
-        self.ignored = self.merged = 0
+        self.ignored = self.merged = self.transcribed = 0
         # One thread of its own: transcriptions run one at a time, never
         # filling the loop's shared pool (where a live video effect waits).
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-asr")
@@ -313,6 +315,7 @@ class WhisperNode(Node):
                 else:
                     utterance = self._coalesce(utterance, utterances)
                     transcript = await in_thread(self.transcribe, *utterance, threads=self._thread)
+                self.transcribed += 1
                 if transcript is not None:
                     yield transcript
             await reader  # its error, if it failed
