@@ -38,7 +38,9 @@ it measures:
   measured: Pipecat is not installed here, and its pipelines use other
   models and services. The breakdown: the VAD's wait (its hangover, measured
   in the input, plus ``silence_ms``, or ``pause_ms`` and Whisper's time when
-  longer: Whisper starts at the first pause), Whisper's time on the utterance and
+  longer: Whisper starts at the first pause; on a turn that ended on a
+  finished sentence, ``pause_ms`` and Whisper's time, ``--end-on-silence``
+  to turn that off), Whisper's time on the utterance and
   the TTS's time to its first sentence (both measured on the executor, which
   tells them in its marks), and transport, which is what remains of each
   half (uplink: end of speech to transcript here; downlink: transcript here
@@ -238,10 +240,10 @@ async def pipeline_figures(config: RemoteExecutorConfig, frames: list[AudioFrame
 
 
 async def loop_figures(config: RemoteExecutorConfig, source: str, silence_ms: int, folder: str,
-                       early_clause: bool = True) -> dict[str, Any]:
+                       early_clause: bool = True, end_on_sentence: bool = True) -> dict[str, Any]:
     """One run of the voice loop; its turns, and the VAD's hangover at each end of speech."""
     run = await voice_loop.run_loop(source, f"{folder}/replies.wav", config, silence_ms=silence_ms, quiet=True,
-                                    early_clause=early_clause)
+                                    early_clause=early_clause, end_on_sentence=end_on_sentence)
     trimmed = await voice_loop.speech_ends(source, silence_ms)
     raw = await voice_loop.speech_ends(source, silence_ms, trim=False)
     hangover = dict(zip(trimmed, (r - t for r, t in zip(raw, trimmed))))
@@ -293,7 +295,8 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         local = await local_figures(speech, texts, args.rounds)
         proxy = await proxy_figures(config, speech, texts, args.rounds)
         pipes = await pipeline_figures(config, frames, texts, 1)
-        loops = [await loop_figures(config, conversation, args.silence_ms, folder, not args.whole_sentence)
+        loops = [await loop_figures(config, conversation, args.silence_ms, folder, not args.whole_sentence,
+                                    not args.end_on_silence)
                  for _ in range(args.loops)]
         barges = await barge_figures(config, args.barge_ins, args.silence_ms, folder) if args.barge_ins else []
 
@@ -328,13 +331,19 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
     hangovers = {end: h for loop in loops for end, h in loop["hangover"].items()}
     parts: dict[str, list[float]] = {}
     per_turn: list[str] = []
+    ended: dict[str, int] = {}
     for turn in timed_turns:
         up = turn.heard_at - turn.spoken_at
         down = turn.answered_at - turn.heard_at
         hangover = hangovers.get(turn.speech_end, 0.0)
         # Whisper starts at the VAD's first pause (speculative), so the
-        # transcript leaves when both the end is confirmed and Whisper is done.
-        wait = hangover + max(args.silence_ms / 1e3, PAUSE_MS / 1e3 + turn.asr_s)
+        # transcript leaves when both the end is confirmed and Whisper is done,
+        # or, on a finished sentence (end_on_sentence), when Whisper is done.
+        if turn.ended == "sentence":
+            wait = hangover + PAUSE_MS / 1e3 + turn.asr_s
+        else:
+            wait = hangover + max(args.silence_ms / 1e3, PAUSE_MS / 1e3 + turn.asr_s)
+        ended[turn.ended] = ended.get(turn.ended, 0) + 1
         for name, value in (
             ("VAD hangover", hangover), ("ASR", turn.asr_s), ("uplink transport", up - wait),
             ("TTS first sentence", turn.tts_s), ("downlink transport", down - turn.tts_s),
@@ -342,12 +351,15 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         ):
             parts.setdefault(name, []).append(value)
         per_turn.append(
-            f"turn {len(per_turn) + 1}: {turn.latency * 1e3:.0f} = VAD end of turn {wait * 1e3:.0f} (hangover "
-            f"{hangover * 1e3:.0f} + silence/pause and Whisper {turn.asr_s * 1e3:.0f}) + uplink {(up - wait) * 1e3:.0f} "
+            f"turn {len(per_turn) + 1}: {turn.latency * 1e3:.0f} = end of turn {wait * 1e3:.0f} (hangover "
+            f"{hangover * 1e3:.0f} + {'pause and Whisper' if turn.ended == 'sentence' else 'silence/pause and Whisper'} "
+            f"{turn.asr_s * 1e3:.0f}, ended on {turn.ended}) + uplink {(up - wait) * 1e3:.0f} "
             f"+ TTS first audio {turn.tts_s * 1e3:.0f} + downlink {(down - turn.tts_s) * 1e3:.0f}"
         )
 
     report.note("voice loop, every turn (ms): " + "; ".join(per_turn))
+    report.note("voice loop, how each turn's end was found: " + ", ".join(f"{n} on {how}" for how, n in sorted(ended.items()))
+                + " (sentence: at the VAD's pause, Whisper's transcript a finished sentence; silence: silence_ms)")
 
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1e3:.0f}"
@@ -355,8 +367,8 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
     report.note(
         f"RTF = processing seconds / audio seconds (x; lower is faster). Whisper: {len(speech)} questions, "
         f"{speech_s:.1f} s of speech, {args.rounds} round(s); local {rtf['asr', 'local']:.3f} "
-        f"({asr_s * 1e3:.0f} ms a question: the encoder pads every input to Whisper's 30 s window, so a "
-        f"call costs about the same whatever its length), proxy {rtf['asr', 'proxy']:.3f}. Piper: "
+        f"({asr_s * 1e3:.0f} ms a question: WhisperNode's short window, the utterance plus 3 s and at "
+        f"least 10 s, not Whisper's 30 s), proxy {rtf['asr', 'proxy']:.3f}. Piper: "
         f"{len(texts)} replies, {tts_s:.1f} s of audio; local {rtf['tts', 'local']:.3f}, proxy "
         f"{rtf['tts', 'proxy']:.3f}. Pipelines (one streaming node, frames on the data channel: tracks "
         f"play in real time): Whisper local {min(pipes['asr local']):.3f} / remote {min(pipes['asr remote']):.3f} "
@@ -410,7 +422,8 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
             f"backchannel); per cut, onset -> audio stopped at the player {listed(stop)} ms (the VAD's start_ms "
             f"90 and its 30 ms frames), onset -> cut {listed(gate)} ms, cut -> the executor's TTS stopped "
             f"{listed(remote)} ms, cut -> last in-flight frame of the cut reply (dropped here) {listed(tail)} ms "
-            "(the executor's track queue, 200 ms, and the stream's 16 frames of credit)"
+            "(what had left the executor before its TTS said interrupted: the executor then drops the frames "
+            "still queued for its track, 200 ms and a stream window of 16 frames)"
         )
     return report
 
@@ -422,6 +435,8 @@ def main() -> None:
                         help="calls of each question for the RTFs (default: %(default)s)")
     parser.add_argument("--turns", type=int, default=6, help="questions in the voice loop (default: %(default)s)")
     parser.add_argument("--loops", type=int, default=1, help="runs of the voice loop (default: %(default)s)")
+    parser.add_argument("--end-on-silence", action="store_true",
+                        help="a turn ends only on the VAD's silence_ms (no end on a finished sentence)")
     parser.add_argument("--whole-sentence", action="store_true",
                         help="the TTS speaks a reply's first sentence whole (no early clause)")
     parser.add_argument("--barge-ins", type=int, default=3, choices=range(4),

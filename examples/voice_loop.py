@@ -73,7 +73,7 @@ from _embedded import add_server_arguments, server_config, run_main
 
 from remotemedia import AudioFrame, Node, Pipeline, RemoteExecutorConfig, RemoteObjectExecutionNode, Transcript
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
-from remotemedia.nodes.bargein import INTERRUPT, BargeInPolicy, SpeechStarts
+from remotemedia.nodes.bargein import INTERRUPT, BargeInPolicy, SpeechStarts, is_interrupted
 from remotemedia.nodes.files import read_audio, write_wav
 
 QUESTIONS = ("What time does the library open tomorrow?", "Can you recommend a good book about space travel?")
@@ -154,6 +154,9 @@ class Turn:
 
     asr_s: float | None = None
     """Seconds Whisper took on the utterance, on the executor (``None`` with a speech LLM)."""
+
+    ended: str = "silence"
+    """How the turn's end was found: ``"silence"`` (the VAD's ``silence_ms``) or ``"sentence"`` (at a pause, on a finished sentence)."""
 
     audio_from: float | None = None
     """Stream time of the reply's first audio frame, as the TTS node's mark told it."""
@@ -236,6 +239,7 @@ class Conversation:
         self._starts: list[float] = []
         self._arrivals: list[tuple[float, float]] = []  # reply frames: (end, when)
         self._asr_s: float | None = None  # the next transcript's, told before it
+        self._ended = "silence"  # how the next transcript's utterance ended, told before it
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -325,14 +329,15 @@ class Conversation:
         now = self.clock()
         ends = [(at, end) for end in self.speech_ends if (at := self.played_at(end)) is not None and at <= now]
         spoken_at, speech_end = ends[-1] if ends else (None, None)
-        turn = Turn(len(self.turns) + 1, heard, reply, speech_end, spoken_at, now, asr_s=self._asr_s)
-        self._asr_s = None
+        turn = Turn(len(self.turns) + 1, heard, reply, speech_end, spoken_at, now, asr_s=self._asr_s, ended=self._ended)
+        self._asr_s, self._ended = None, "silence"
         self.turns.append(turn)
         return turn
 
     def transcribed(self, mark: dict) -> None:
         """The Whisper node's mark: how long it took on the next transcript's utterance."""
         self._asr_s = mark["asr_s"]
+        self._ended = mark.get("ended", "silence")
 
     def marked(self, mark: dict) -> None:
         """The TTS node's mark: where reply number ``mark["reply"]``'s audio starts, and how long it took."""
@@ -475,7 +480,7 @@ class Speaker(Node):
                 if cutting and item["reply"] > cutting:
                     cutting, cut_before = 0, item["audio_from"]
                 conversation.marked(item)
-            elif isinstance(item, dict) and item.get("type") == "interrupted":
+            elif is_interrupted(item):
                 conversation.cut_confirmed(item)
             else:
                 yield item
@@ -518,7 +523,12 @@ async def _merge(items: AsyncIterator[Any], controls: asyncio.Queue) -> AsyncIte
 
 
 class TimedWhisper(WhisperNode):
-    """A WhisperNode that yields, before each transcript, a mark ``{"asr_s": s}``: the seconds it took."""
+    """
+    A WhisperNode that yields, before each transcript, a mark ``{"asr_s": s,
+    "ended": how}``: the seconds it took, and whether its utterance ended on
+    the VAD's ``silence_ms`` or at a pause, on a finished sentence
+    (``end_on_sentence``, which the loop turns on).
+    """
 
     def transcribe(self, samples: np.ndarray, start: float = 0.0) -> Transcript | None:
         started = time.perf_counter()
@@ -529,7 +539,7 @@ class TimedWhisper(WhisperNode):
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for transcript in super().stream(frames):
-            yield {"asr_s": self.took}
+            yield {"asr_s": self.took, "ended": self.turn_ended}
             yield transcript
 
 
@@ -563,11 +573,12 @@ class SpokenReplies(Node):
 
 def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: Conversation, *,
           silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None,
-          early_clause: bool = True) -> Pipeline:
+          early_clause: bool = True, end_on_sentence: bool = True) -> Pipeline:
     """The voice loop's pipeline (see the module docstring)."""
     vad = VADNode(silence_ms=silence_ms)
     if ultravox is None:
-        listener = RemoteObjectExecutionNode(TimedWhisper(vad=vad), remote, name="WhisperRemote", node_config=STREAMING)
+        whisper = TimedWhisper(vad=vad, end_on_sentence=end_on_sentence)
+        listener = RemoteObjectExecutionNode(whisper, remote, name="WhisperRemote", node_config=STREAMING)
     else:
         # Imported only here: a GPU executor's model, and its module is optional.
         from remotemedia.nodes.ultravox import UltravoxMinDurationWrapper, UltravoxNode
@@ -610,11 +621,12 @@ class LoopRun:
 
 async def run_loop(source: str, output: str, remote: RemoteExecutorConfig, *, silence_ms: int = 300,
                    tail_s: float = 1.0, ultravox: str | None = None, quiet: bool = False,
-                   barge_in: BargeInPolicy | None = None, early_clause: bool = True) -> LoopRun:
+                   barge_in: BargeInPolicy | None = None, early_clause: bool = True,
+                   end_on_sentence: bool = True) -> LoopRun:
     """Run the voice loop on the WAV ``source``, writing the spoken replies to ``output``; ``barge_in``: see the module docstring."""
     conversation = Conversation(await speech_ends(source, silence_ms), quiet=quiet, barge_in=barge_in)
     pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox,
-                     early_clause=early_clause)
+                     early_clause=early_clause, end_on_sentence=end_on_sentence)
     started = time.perf_counter()
     outputs = await pipeline.run_async()
     elapsed = time.perf_counter() - started

@@ -19,6 +19,11 @@ remote method sees one stream whatever wire each item took:
   bridge grants the method the stream credit the client would have); any
   other item goes on the data channel, unchanged. The ``END`` carries where
   the media stops, and only then is the padding sent.
+- a cut: when the method yields ``{"type": "interrupted"}`` (barge-in cut
+  its reply), the frames it yielded before and that have not left yet (a
+  stream window waiting here, 200 ms queued on the track) are dropped, and
+  the ``interrupted`` goes out next. In flight after the cut: what the
+  track had already sent, and at most the rest of one packet.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class MediaBridge:
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._drain: asyncio.TimerHandle | None = None
         self._input_ended = False
+        #: Frames of cut replies dropped before they were sent (see :func:`remotemedia.rpc.calls.is_interrupted`).
+        self.frames_cut = 0
+        self._ended = False  # the method's END (or ERROR) went out: its last frames and padding must play
         self.closed = False
         slot.take(call_id, self._track_frame, self._media_in)
         self._tasks = [
@@ -180,13 +188,33 @@ class MediaBridge:
             if self._credit.grant(decode()):
                 self._granted.set()
             return
-        self._outputs.put_nowait((kind, decode, forward))
+        body = decode() if kind is Kind.YIELD else None
+        if calls.is_interrupted(body):
+            self._cut()
+        self._outputs.put_nowait((kind, body, forward))
+
+    def _cut(self) -> None:
+        # Barge-in: the reply's frames waiting here and on the tracks are void. Sent, they would
+        # play for another ~0.5 s (the track's queue, and a stream window of frames here).
+        waiting, kept = 0, []
+        while not self._outputs.empty():
+            entry = self._outputs.get_nowait()
+            if entry[0] is Kind.YIELD and kind_of(entry[1]) is not None:
+                waiting += 1
+            else:
+                kept.append(entry)
+        for entry in kept:
+            self._outputs.put_nowait(entry)
+        queued = self.slot.cut()
+        self.frames_cut += waiting + queued
+        if waiting:
+            self._to_method(Kind.CREDIT, calls.credit_body(waiting))  # as if they had been sent
+        logger.debug("call %d: reply cut: %d frames dropped here, %d on the tracks", self.call_id, waiting, queued)
 
     async def _pump_outputs(self) -> None:
         while True:
-            kind, decode, forward = await self._outputs.get()
+            kind, body, forward = await self._outputs.get()
             if kind is Kind.YIELD:
-                body = decode()
                 if kind_of(body) is not None:
                     await self.slot.send(body, lambda announcement: self._send(Kind.MEDIA, announcement))
                     self._to_method(Kind.CREDIT, calls.credit_body(1))  # it is on its way: the method may yield another
@@ -197,6 +225,7 @@ class MediaBridge:
                 await self.slot.finish_sending(lambda ends: self._send(Kind.END, ends))
             else:  # ERROR (or a RESULT): the call is over
                 await forward()
+            self._ended = True
             self.close()
             return
 
@@ -207,6 +236,9 @@ class MediaBridge:
         self.closed = True
         if self._drain is not None:
             self._drain.cancel()
+        if not self._ended:
+            # Cancelled (or the session is ending): what the tracks still queue is not for anyone.
+            self.frames_cut += self.slot.cut()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:

@@ -39,6 +39,7 @@ from aiortc.mediastreams import MediaStreamError
 from remotemedia.aio import in_thread
 from remotemedia.frames import AudioFrame, Transcript, VideoFrame
 from remotemedia.node import ProcessStream
+from remotemedia.rpc.calls import PAUSED, RESUMED, is_interrupted
 from remotemedia.signaling import SignalingSession
 from remotemedia.transport.connection import opened_or_ended
 from remotemedia.transport.ice import order_ice_servers
@@ -402,11 +403,16 @@ class ServiceSession(PeerSession):
             self._audio.play(item)
         elif isinstance(item, Transcript):
             self._send({"type": "transcript", "text": item.text, "start": item.start, "end": item.end})
-        elif isinstance(item, dict) and item.get("type") == "interrupted":
+        elif is_interrupted(item):
             # Barge-in: the reply's audio still queued on the track is not played.
             flushed = self._audio.queued
             self._audio.clear()
+            self._audio.paused = False
             self._send({**item, "flushed_s": round(flushed, 3)})
+        elif isinstance(item, dict) and item.get("type") in (PAUSED, RESUMED):
+            # Barge-in's pause at speech start: the audio queued on the track waits too.
+            self._audio.paused = item["type"] == PAUSED
+            self._send(item)
         elif isinstance(item, dict) and isinstance(item.get("type"), str):
             self._send(item)
         elif isinstance(item, str):
@@ -416,10 +422,10 @@ class ServiceSession(PeerSession):
 
 
 def _speech_stats(node: Any) -> dict:
-    """What a service's speech recognition shed (utterances too short, merged while busy), and its barge-ins."""
+    """A service's speech recognition: utterances transcribed, shed (too short, merged while busy); its barge-ins."""
     stats = {}
     whisper = getattr(node, "whisper", None)
-    for name in ("ignored", "merged"):
+    for name in ("ignored", "merged", "transcribed"):
         value = getattr(whisper, name, None)
         if isinstance(value, int):
             stats[f"utterances_{name}"] = value

@@ -170,6 +170,8 @@ async def test_speech_over_a_reply_stops_it_before_any_words_are_recognized():
                         barge_in=BargeInPolicy(min_speech_ms=200))
     out = await run(node, silence(30) + spoken(SECOND, start=0.6))
     assert {"type": "interrupted", "by": "voice"} in out
+    # The consumer learned at the speech's start that the reply stopped (paused), before the cut.
+    assert out.index({"type": "paused", "by": "voice"}) < out.index({"type": "interrupted", "by": "voice"})
 
 
 async def test_muted_while_speaking_nothing_interrupts():

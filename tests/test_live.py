@@ -255,6 +255,17 @@ async def test_live_audio_track_plays_in_order_then_silence():
     track.stop()
 
 
+async def test_live_audio_track_paused_sends_silence_and_keeps_its_audio():
+    track = LiveAudioTrack()
+    track.play(AudioFrame(np.full((1, 1600), 0.25, np.float32), 16000))  # 100 ms
+    track.paused = True
+    held = [(await track.recv()).to_ndarray() for _ in range(3)]
+    assert not any(p.any() for p in held) and track.queued == pytest.approx(0.1, abs=0.03)
+    track.paused = False
+    assert (await track.recv()).to_ndarray().any()  # it goes on where it paused
+    track.stop()
+
+
 # -- the registry -----------------------------------------------------------------------
 
 

@@ -155,6 +155,8 @@ async def test_talkback_is_interrupted_by_speech_over_its_reply(cluster):
     cut = kinds.index("interrupted")
     interrupted = out[cut]
     assert interrupted["by"] in ("voice", "words") and interrupted["flushed_s"] >= 0
+    if interrupted["by"] == "voice":
+        assert "paused" in kinds[:cut], kinds  # told at the speech's start, before the cut
     # The interrupting words are heard and answered.
     heard_after = " ".join(o.text for o in out[cut:] if isinstance(o, Transcript))
     assert word_error_rate(SECOND, heard_after) < 0.3, heard_after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from remotemedia import AudioFrame, ModelError, Pipeline, PipelineError, Transcript
+from remotemedia import AudioFrame, ModelError, Node, Pipeline, PipelineError, Transcript
 from remotemedia.models import cache
 from remotemedia.nodes import AudioFileSource, TTSNode, VADNode, WavWriterNode, WhisperNode
 from remotemedia.nodes.files import read_audio, write_wav
@@ -62,6 +63,91 @@ def test_whisper_hears_two_utterances_at_48_khz_stereo_with_their_times():
     for transcript, (start, end) in zip(transcripts, spans):
         assert abs(transcript.start - (10.0 + start)) < 0.5
         assert abs(transcript.end - (10.0 + end)) < 0.6
+
+
+def test_whisper_s_short_window_hears_what_the_30_s_window_hears_with_its_times():
+    samples, _, _ = speech_silence_speech(rate=16000, pause_s=0.3)
+    short, full = WhisperNode(), WhisperNode(short_window=False)
+    try:
+        got, want = short.transcribe(samples, start=1.0), full.transcribe(samples, start=1.0)
+    finally:
+        short.cleanup()
+        full.cleanup()
+    assert word_error_rate(want.text, got.text) < 0.2, (got.text, want.text)
+    assert abs(got.start - want.start) < 0.5 and abs(got.end - want.end) < 0.6
+
+
+def test_whisper_s_short_window_falls_back_to_30_s_when_it_loops(monkeypatch):
+    from remotemedia.nodes import whisper as module
+
+    # A window no longer than the word itself makes Whisper repeat it ("Stop. Stop. Stop. ...").
+    monkeypatch.setattr(module, "MIN_WINDOW_S", 0.0)
+    monkeypatch.setattr(module, "WINDOW_MARGIN_S", 0.0)
+    node = WhisperNode()
+    try:
+        node.initialize()
+        stop = tts_samples("Stop.")
+        assert node._short_window(stop) is None  # taken for a loop
+        assert word_error_rate("Stop.", node.transcribe(stop).text) == 0
+    finally:
+        node.cleanup()
+
+
+def test_what_counts_as_whisper_repeating_itself():
+    from remotemedia.nodes.whisper import _loops
+
+    assert _loops("Yeah? Yeah? Yeah? Yeah? Yeah?") and _loops("Stop. Stop. Stop. Stop")
+    assert _loops("Hello there. " * 12)  # too compressible
+    assert not _loops("Yeah.") and not _loops(FIRST) and not _loops("Can you recommend a good book about space travel?")
+
+
+async def test_whisper_ends_a_turn_on_a_finished_sentence_before_silence_ms_confirms_it():
+    heard = asyncio.Event()
+    first, second = tts_samples(FIRST), tts_samples(SECOND)
+    first = first[: len(first) - 4800 + 3200]  # 200 ms of silence after it: past pause_ms (90), short of silence_ms (300)
+    waited = {}
+
+    def frames(samples: np.ndarray, start: float) -> list[AudioFrame]:
+        return [AudioFrame(samples[i : i + 320][np.newaxis, :], 16000, start + i / 16000) for i in range(0, len(samples) - 319, 320)]
+
+    class Talk(Node):
+        is_streaming = True
+
+        async def stream(self, _):
+            for frame in frames(first, 0.0):
+                yield frame
+            # The end is not confirmed yet: the transcript comes now, or (without end_on_sentence) never.
+            try:
+                await asyncio.wait_for(heard.wait(), 60)
+                waited["heard"] = True
+            except asyncio.TimeoutError:
+                waited["heard"] = False
+            for frame in frames(second, 10.0):
+                yield frame
+
+    class Listen(Node):
+        is_streaming = True
+
+        async def stream(self, items):
+            async for item in items:
+                heard.set()
+                yield item
+
+    whisper = WhisperNode(end_on_sentence=True)
+    transcripts = await Pipeline().add_node(Talk()).add_node(whisper).add_node(Listen()).run_async()
+    assert waited == {"heard": True}
+    assert [word_error_rate(text, t.text) < 0.2 for text, t in zip((FIRST, SECOND), transcripts)] == [True, True]
+    assert len(transcripts) == 2 and transcripts[1].start > transcripts[0].start  # what came after is its own utterance
+
+
+def tts_samples(text: str) -> np.ndarray:
+    tts = TTSNode(deterministic=True)
+    try:
+        frame = tts.synthesize(text)
+    finally:
+        tts.cleanup()
+    samples = resample(frame.samples[0], frame.sample_rate, 16000).astype(np.float32)
+    return np.concatenate([np.zeros(1600, np.float32), samples, np.zeros(4800, np.float32)])
 
 
 def test_whisper_yields_nothing_for_silence():

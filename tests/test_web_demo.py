@@ -317,7 +317,8 @@ def test_video_keeps_its_rate_while_beeps_are_recognized(cluster, beeping_browse
         # Recognition is at work on the beeps: the executor says what it shed.
         page.wait_for(
             "() => { const s = window.remotemedia.executorStats; "
-            "return (s.utterances_ignored || 0) + (s.utterances_merged || 0) > 0 || window.remotemedia.transcripts.length > 0; }",
+            "return (s.utterances_ignored || 0) + (s.utterances_merged || 0) + (s.utterances_transcribed || 0) > 0 "
+            "|| window.remotemedia.transcripts.length > 0; }",
             timeout=60, what="speech recognition at work on the beeps",
         )
         frames = page.state()["framesReceived"]

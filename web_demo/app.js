@@ -371,6 +371,12 @@ function serviceMessage(message) {
       model.messages.push({ ...message, at });
       ui.addTranscriptItem({ kind: "note", text: "(reply interrupted)", at });
       break;
+    case "paused":
+    case "resumed":
+      // Barge-in: speech started over the reply (its audio is held), or ended too short to cut it.
+      model.replyPaused = message.type === "paused";
+      model.messages.push({ ...message, at });
+      break;
     case "text":
     case "event":
       model.messages.push({ ...message, at });

@@ -29,7 +29,8 @@ pause of about half a second, not its end.
 A reply is cut on the far side by sending :data:`INTERRUPT` into a
 :class:`~remotemedia.nodes.tts.TTSNode`'s input: it stops synthesizing,
 drops the texts it has not spoken, and yields ``{"type": "interrupted",
-...}``. :class:`SpeechStarts` is a microphone's own VAD for all this (no
+...}`` (:data:`INTERRUPTED`: the executor then drops the reply's audio
+still queued for its track). :class:`SpeechStarts` is a microphone's own VAD for all this (no
 padding: only when speech starts and how long it goes on matter).
 
 Whether a reply "plays" is known from its audio: a reply's frames are played
@@ -43,7 +44,9 @@ import dataclasses
 import re
 from typing import Any
 
-__all__ = ["BACKCHANNELS", "INTERRUPT", "BargeInPolicy", "SpeechStarts", "is_interrupt"]
+from ..rpc.calls import INTERRUPTED, PAUSED, RESUMED, is_interrupted
+
+__all__ = ["BACKCHANNELS", "INTERRUPT", "INTERRUPTED", "PAUSED", "RESUMED", "BargeInPolicy", "SpeechStarts", "is_interrupt", "is_interrupted"]
 
 #: Words people say to show they are listening, which must not stop a reply.
 BACKCHANNELS = frozenset(

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator
 import av
 import numpy as np
 
+from ..aio import in_thread
 from ..frames import AudioFrame
 from ..node import Node
 
@@ -118,7 +119,7 @@ class AudioFileSource(Node):
         start = loop.time()
         last: AudioFrame | None = None
         try:
-            while (frame := await asyncio.to_thread(next, audio, None)) is not None:
+            while (frame := await in_thread(next, audio, None)) is not None:
                 await self._pace(loop, start, frame)
                 yield frame
                 last = frame
@@ -163,4 +164,4 @@ class WavWriterNode(Node):
                 audio.append(frame)
             yield frame
         if audio:
-            await asyncio.to_thread(write_wav, self.path, audio)
+            await in_thread(write_wav, self.path, audio)

@@ -1,7 +1,7 @@
 """
 Live media: what a camera-and-microphone session needs.
 
-- :class:`LatestQueue`: a one-place queue where a newer item replaces the
+- :class:`LatestQueue` (:class:`remotemedia.aio.Latest`): a one-place queue where a newer item replaces the
   one waiting. Live video keeps only the latest frame: a frame that waited
   behind a slow effect is worth less than the one just captured.
 - :class:`LiveDemoNode`: the browser demo's service. One stream of a
@@ -20,8 +20,9 @@ import contextlib
 import copy
 from typing import Any, AsyncIterator
 
+from ..aio import Latest, in_thread
 from ..frames import AudioFrame, Transcript, VideoFrame
-from .bargein import BargeInPolicy, SpeechStarts
+from .bargein import INTERRUPTED, PAUSED, RESUMED, BargeInPolicy, SpeechStarts
 from .effects import EFFECTS, VideoEffectNode
 
 __all__ = ["LatestQueue", "LiveDemoNode"]
@@ -32,51 +33,9 @@ _DEFAULT: Any = object()
 LEAD = 0.06
 
 
-class LatestQueue:
-    """
-    A queue of one item where :meth:`put` replaces an item still waiting.
-
-    :meth:`get` waits for an item; after :meth:`close` (and once the item
-    waiting is taken) it raises :exc:`StopAsyncIteration`. :attr:`replaced`
-    counts items that were replaced before anyone took them.
-    """
-
-    def __init__(self) -> None:
-        self._item: Any = _CLOSED
-        self._ready = asyncio.Event()
-        self._closed = False
-        #: Items replaced by a newer one before they were taken.
-        self.replaced = 0
-
-    def put(self, item: Any) -> None:
-        """Offer ``item``; an item still waiting is dropped."""
-        if self._closed:
-            return
-        if self._item is not _CLOSED:
-            self.replaced += 1
-        self._item = item
-        self._ready.set()
-
-    def close(self) -> None:
-        """No more items: :meth:`get` ends once the waiting one is taken."""
-        self._closed = True
-        self._ready.set()
-
-    async def get(self) -> Any:
-        """The latest item; :exc:`StopAsyncIteration` once closed and empty."""
-        while self._item is _CLOSED:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        item, self._item = self._item, _CLOSED
-        return item
-
-    def __aiter__(self) -> LatestQueue:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self.get()
+#: The "latest wins" queue of video frames waiting for the effect: :class:`remotemedia.aio.Latest`
+#: (the one such queue; this name stays for those who imported it from here).
+LatestQueue = Latest
 
 
 async def _drain(queue: asyncio.Queue) -> AsyncIterator[Any]:
@@ -114,7 +73,11 @@ class LiveDemoNode:
     track still holds). With a policy, reply audio is yielded in real time,
     at most :data:`LEAD` seconds ahead, so that it can *pause* as soon as
     the VAD hears speech start (:meth:`~remotemedia.nodes.bargein.BargeInPolicy.hear`),
-    and go on if the speech ends short of ``min_speech_ms``.
+    and go on if the speech ends short of ``min_speech_ms``: it yields
+    ``{"type": "paused", "by": "voice"}`` then (the service session holds the
+    audio its track queues, and the page or Python consumer learns at once
+    that the bot stopped), and ``{"type": "resumed"}`` or the
+    ``interrupted`` after it.
     """
 
     is_streaming = True
@@ -151,7 +114,8 @@ class LiveDemoNode:
             from .tts import TTSNode
             from .whisper import WhisperNode
 
-            self.whisper = whisper if whisper is not None else WhisperNode()
+            # A turn ends on a finished sentence, not only after the VAD's silence_ms (talk-back answers sooner).
+            self.whisper = whisper if whisper is not None else WhisperNode(end_on_sentence=True)
             self.tts = tts if tts is not None else TTSNode(deterministic=True)
         else:
             self.whisper = self.tts = None
@@ -241,7 +205,7 @@ class LiveDemoNode:
                 saying = None
             policy.reply_stopped()
             self.interruptions += 1
-            out.put_nowait({"type": "interrupted", "by": by})
+            out.put_nowait({"type": INTERRUPTED, "by": by})
 
         async def route() -> None:
             try:
@@ -255,8 +219,14 @@ class LiveDemoNode:
                         now = loop.time()
                         if policy is not None and not policy.listening(now):
                             continue  # muted while the reply plays
-                        if hearing is not None and self.talkback and policy.hear(hearing.feed(frame), now) == "interrupt":
-                            interrupt("voice")
+                        if hearing is not None and self.talkback:
+                            decision = policy.hear(hearing.feed(frame), now)
+                            if decision == "interrupt":
+                                interrupt("voice")
+                            elif decision == "pause":
+                                out.put_nowait({"type": PAUSED, "by": "voice"})
+                            elif decision == "resume":
+                                out.put_nowait({"type": RESUMED})
                         speech.put_nowait(frame)
                     else:
                         raise TypeError(f"{self.name} takes AudioFrame and VideoFrame inputs, not {type(frame).__name__}")
@@ -267,7 +237,7 @@ class LiveDemoNode:
 
         async def effects() -> None:
             async for frame in video:
-                out.put_nowait(await loop.run_in_executor(effect_thread, self.video.process, frame))
+                out.put_nowait(await in_thread(self.video.process, frame, threads=effect_thread))
 
         async def listen() -> None:
             try:
@@ -275,7 +245,7 @@ class LiveDemoNode:
                 if not (self.transcribe or self.talkback):
                     return  # the input ended before speech was ever switched on
                 if not self._speech_loaded:
-                    await asyncio.to_thread(self._load_speech)
+                    await in_thread(self._load_speech)
                 async for heard in self.whisper.stream(_drain(speech)):
                     if not isinstance(heard, Transcript) or not heard.text.strip():
                         continue

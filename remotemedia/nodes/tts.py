@@ -23,11 +23,12 @@ from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 
+from ..aio import in_thread
 from ..exceptions import ModelError
 from ..frames import AudioFrame, Transcript
 from ..models import cache, check_device, require, resolve_device
 from ..node import Node
-from .bargein import is_interrupt
+from .bargein import INTERRUPTED, is_interrupt
 
 __all__ = ["TTSNode", "BUNDLED_VOICE"]
 
@@ -138,7 +139,7 @@ class TTSNode(Node):
 
     async def stream(self, frames: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if self._voice is None:
-            await asyncio.to_thread(self.initialize)
+            await in_thread(self.initialize)
         rate = self._voice.sample_rate
         size = max(1, rate * self.frame_ms // 1000)
         emitted = 0
@@ -172,7 +173,7 @@ class TTSNode(Node):
                 started = emitted
                 while generation == cuts:
                     cut.clear()
-                    synthesis = asyncio.ensure_future(asyncio.to_thread(next, sentences, None))
+                    synthesis = in_thread(next, sentences, None)
                     waiter = asyncio.ensure_future(cut.wait())
                     await asyncio.wait({synthesis, waiter}, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
@@ -190,7 +191,7 @@ class TTSNode(Node):
                         yield AudioFrame(chunk[np.newaxis, :], rate, emitted / rate)
                         emitted += len(chunk)
                 if generation != cuts:
-                    yield {"type": "interrupted", "reply": reply, "audio_until": emitted / rate}
+                    yield {"type": INTERRUPTED, "reply": reply, "audio_until": emitted / rate}
             await reader  # the input's own error, if any
         finally:
             reader.cancel()

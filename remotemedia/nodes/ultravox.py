@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, NamedTuple
 
 import numpy as np
 
+from ..aio import in_thread
 from ..exceptions import ModelError
 from ..frames import AudioFrame
 from ..models import cache, check_device, resolve_device
@@ -148,7 +149,7 @@ class UltravoxNode(Node):
                 raise RuntimeError(f"{self.name!r} has no model loaded: call initialize() first (a pipeline does)")
             if not frame.num_samples:
                 continue
-            reply = await asyncio.to_thread(self._reply, frame)
+            reply = await in_thread(self._reply, frame)
             if reply:
                 yield reply
             else:

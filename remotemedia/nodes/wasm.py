@@ -13,7 +13,6 @@ client it does not trust with Python.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -21,6 +20,7 @@ from typing import Any, AsyncIterator
 import numpy as np
 import wasmtime
 
+from ..aio import in_thread
 from ..exceptions import ResourceLimitError, WasmError
 from ..frames import AudioFrame, VideoFrame
 from ..node import Node
@@ -259,7 +259,7 @@ class WasmNode(Node):
             if _size(data) < _INLINE_BYTES:
                 yield self.process(data)
             else:
-                yield await asyncio.to_thread(self.process, data)
+                yield await in_thread(self.process, data)
 
     # -- pickling (Python executors, reconnection) ------------------------------------------
 

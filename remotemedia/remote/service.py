@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator
 from ..exceptions import ConnectionLostError, RemoteExecutionError, RemoteMediaError, RemoteTimeoutError
 from ..frames import AudioFrame, Transcript, VideoFrame
 from ..node import Node
+from ..rpc.calls import is_interrupted
 from .config import RemoteExecutorConfig
 
 __all__ = ["RemoteServiceNode"]
@@ -118,7 +119,7 @@ class RemoteServiceNode(Node):
             def message(raw: Any) -> None:
                 nonlocal cutting
                 item = _message(raw)
-                if isinstance(item, dict) and item.get("type") == "interrupted":
+                if is_interrupted(item):
                     cutting = True
                 out.put_nowait(item)
 

@@ -51,6 +51,9 @@ A streamed call's audio and video frames can travel on media tracks (see
 :mod:`remotemedia.transport.tracks`); both ends then wait up to
 :data:`MEDIA_DRAIN` seconds after the stream's end for frames still on
 their way, and keep at most :data:`MAX_WAITING_FRAMES` for a slow consumer.
+A ``YIELD`` of ``{"type": "interrupted", ...}`` (:func:`is_interrupted`: a
+reply cut by barge-in) voids the media the call yielded before it: the
+executor drops what still waits for its tracks rather than send it.
 
 The ``code`` of an ``ERROR`` (:class:`ErrorCode`) says what went wrong, for
 the client to map onto an exception:
@@ -89,6 +92,9 @@ __all__ = [
     "MEDIA_DRAIN",
     "MAX_WAITING_FRAMES",
     "MAX_CREDIT",
+    "INTERRUPTED",
+    "PAUSED",
+    "RESUMED",
     "FINAL",
     "Kind",
     "ErrorCode",
@@ -123,6 +129,7 @@ __all__ = [
     "media_slot_body",
     "media_announcement",
     "parse_media",
+    "is_interrupted",
 ]
 
 #: Version sent in ``HELLO``; an executor refuses a client that speaks another.
@@ -146,6 +153,11 @@ MAX_WAITING_FRAMES = 64
 
 #: The largest ``CREDIT`` one message may grant.
 MAX_CREDIT = 1 << 16
+
+#: The ``type`` of a streamed call's item that cuts it (barge-in): its media queued before it is void.
+INTERRUPTED = "interrupted"
+#: The ``type``s of a live service's items that hold its reply audio (speech started over it) and let it go on.
+PAUSED, RESUMED = "paused", "resumed"
 
 
 class Kind(enum.IntEnum):
@@ -425,6 +437,11 @@ def parse_error(body: Any) -> Error:
         str(body.get("traceback") or ""),
         module if isinstance(module, str) and module else None,
     )
+
+
+def is_interrupted(item: Any) -> bool:
+    """Whether a yielded ``item`` is :data:`INTERRUPTED`'s: the media yielded before it is not to be played."""
+    return isinstance(item, dict) and item.get("type") == INTERRUPTED
 
 
 # -- END / INPUT_END, CREDIT, RELEASE, PING / PONG --------------------------------------

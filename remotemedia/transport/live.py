@@ -11,6 +11,7 @@ camera and microphone, see :mod:`executor.service_session`) wants what a call wa
 - :class:`LiveAudioTrack` plays the audio it is given, in order, in 20 ms
   packets paced on the clock, and silence when it has none (a continuous
   track, as from a microphone: browsers play it without gaps or clock jumps).
+  It can be paused (silence, its audio kept) and cleared (barge-in).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class LiveAudioTrack(MediaStreamTrack):
         self._packets = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        #: While set, silence is sent and the queued audio waits (barge-in's pause at speech start).
+        self.paused = False
 
     def play(self, frame: AudioFrame) -> None:
         """Queue ``frame`` (any rate, layout and sample type) to play after what is queued."""
@@ -135,10 +138,13 @@ class LiveAudioTrack(MediaStreamTrack):
             await asyncio.sleep(due - loop.time())
         elif loop.time() - due > 0.2:  # the loop stalled: restart the clock instead of bursting
             self._start, self._packets = loop.time() - self._packets * PACKET_S, self._packets
-        samples = self._pending[:AUDIO_PACKET]
-        self._pending = self._pending[AUDIO_PACKET:]
-        if not len(self._pending):
-            self._drained.set()
+        if self.paused:
+            samples = self._pending[:0]
+        else:
+            samples = self._pending[:AUDIO_PACKET]
+            self._pending = self._pending[AUDIO_PACKET:]
+            if not len(self._pending):
+                self._drained.set()
         if len(samples) < AUDIO_PACKET:
             samples = np.concatenate([samples, np.zeros(AUDIO_PACKET - len(samples), np.int16)])
         out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")

@@ -55,15 +55,30 @@ class FrameTrack(MediaStreamTrack):
         self._clock = AUDIO_CLOCK if kind == "audio" else VIDEO_CLOCK
         self._queue: asyncio.Queue = asyncio.Queue(QUEUE[kind])
         self._origin: tuple[float, int] | None = None
+        #: Counts :meth:`clear` calls: frames queued before the last one are not sent.
+        self.generation = 0
 
     async def put(self, frame: Any) -> None:
         """Queue ``frame``; waits while the queue is full (the track sends in real time)."""
-        await self._queue.put(frame)
+        # Tagged with the generation it was queued in: a put still waiting when clear() ran is void too.
+        await self._queue.put((self.generation, frame))
+
+    def clear(self) -> int:
+        """Drop the frames queued and not sent yet (and any put waiting now); returns how many were queued."""
+        self.generation += 1
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            dropped += 1
+        self._origin = None  # the next frame goes at once, not after the dropped ones' time
+        return dropped
 
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = await self._queue.get()
+        generation, frame = await self._queue.get()
+        while generation != self.generation:
+            generation, frame = await self._queue.get()
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._origin is not None:
@@ -175,10 +190,33 @@ class MediaSlot:
         """Send one frame of the current stream (its kind's first is announced through ``announce``)."""
         kind = kind_of(frame)
         outgoing = self._outgoing[kind]
+        track = self.tracks[kind]
+        generation = track.generation
         if not outgoing.active:
             await announce(outgoing.begin(frame))
+        if track.generation != generation:
+            return  # cut (:meth:`cut`) while it was announced: it is void
         for out in outgoing.convert(frame):
-            await self.tracks[kind].put(out)
+            if track.generation != generation:
+                return  # cut while it was being sent: the rest of it is void too
+            await track.put(out)
+
+    def cut(self) -> int:
+        """
+        Drop the outgoing frames still queued on the tracks (and the rest of
+        a frame being sent): a reply was cut. The call goes on: its next
+        frame begins a new stream on the track, announced with its own
+        time, so the receiver keeps every later frame's stream time (and
+        drops the cut stream's frames still in flight once it has the
+        announcement). Returns how many track frames were dropped.
+        """
+        dropped = 0
+        for kind, track in self.tracks.items():
+            dropped += track.clear()
+            outgoing = self._outgoing[kind]
+            if outgoing.active:
+                outgoing.end()  # its tail (held audio, padding) is void with the rest
+        return dropped
 
     async def finish_sending(self, mark: Callable[[dict], Awaitable[None]]) -> None:
         """End the current stream: ``mark(ends)`` tells the other side where it stops, then the padding goes."""
