@@ -40,15 +40,15 @@ import ssl
 import time
 from typing import Any, Callable
 
-from ..exceptions import ConnectionLostError, DecodeError, EncodeError, RemoteMediaError
-from ..rpc import Kind, Message, RPCProtocol, calls
+from ..exceptions import ConnectionLostError, DecodeError, RemoteMediaError
+from ..rpc import RPCProtocol
 from ..rpc.framing import frame, read_frame
 from ..rpc.protocol import Event
-from ..serialization import dumps_object
 from ..signaling import SignalingSession
 from .connection import DataChannelLane, Lane
 from .door import DIAL_TIMEOUT, dial
 from .ice import Route
+from .link import RPCLink, ignore
 from .peer import watch_bye
 
 __all__ = ["DirectLane", "DirectConnection", "CHUNK_SIZE"]
@@ -71,18 +71,17 @@ def _loopback(address: Any) -> bool:
         return False
 
 
-def _ignore(*_args: Any) -> None:
-    """What a closed connection calls instead of its owner's callbacks."""
-
-
-class DirectConnection:
+class DirectConnection(RPCLink):
     """
     The RPC over one TCP stream: an :class:`~remotemedia.transport.connection.RPCConnection`.
 
-    Heartbeats as on the data channel (``PING`` every ``heartbeat_interval``,
-    lost after ``heartbeat_timeout`` of silence); the end of the stream is a
-    loss too. Sends wait while the socket's buffer is above :data:`HIGH_WATER`.
+    Heartbeats as on the data channel (:class:`~remotemedia.transport.link.RPCLink`:
+    ``PING`` every ``heartbeat_interval``, lost after ``heartbeat_timeout`` of
+    silence); the end of the stream is a loss too. Sends wait while the
+    socket's buffer is above :data:`HIGH_WATER`.
     """
+
+    label = "direct RPC connection"
 
     def __init__(
         self,
@@ -95,20 +94,10 @@ class DirectConnection:
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 5.0,
     ) -> None:
+        super().__init__(protocol, on_event, on_lost, heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout)
         protocol.chunk_size = CHUNK_SIZE
-        self.protocol = protocol
         self._reader = reader
         self._writer = writer
-        self._on_event = on_event
-        self._on_lost = on_lost
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
-        #: Why the connection is unusable, once it is (``None`` while it works).
-        self.lost: str | None = None
-        #: Round-trip time of the last answered ping, in seconds.
-        self.rtt: float | None = None
-        self._lock = asyncio.Lock()
-        self._last_heard = time.monotonic()
         if _loopback(writer.get_extra_info("peername")):
             # On one machine compression only costs time: LZ4 takes ~1.3 ms per MiB of incompressible
             # floats each way, a quarter of a 1 MiB echo's round trip (measured; a LAN keeps it).
@@ -119,9 +108,8 @@ class DirectConnection:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a 64-byte call must not wait for Nagle
             except OSError:
                 pass
-        loop = asyncio.get_running_loop()
-        self._reading: asyncio.Task | None = loop.create_task(self._read(), name="rpc-direct-read")
-        self._heartbeat: asyncio.Task | None = loop.create_task(self._beat(), name="rpc-direct-heartbeat")
+        self._reading: asyncio.Task | None = asyncio.get_running_loop().create_task(self._read(), name="rpc-direct-read")
+        self._start_heartbeat("rpc-direct-heartbeat")
 
     @property
     def peer(self) -> str:
@@ -137,22 +125,6 @@ class DirectConnection:
         name = self._writer.get_extra_info(which)
         return f"{name[0]}:{name[1]}" if name else "?"
 
-    async def send(self, kind: Kind, id: int, body: Any = None, *, pickle_fallback: bool = False) -> None:
-        """Send one message (see :meth:`RPCChannel.send <remotemedia.transport.RPCChannel.send>`)."""
-        self._check()
-        try:
-            payloads = self.protocol.send(kind, id, body)
-        except EncodeError:
-            if not pickle_fallback:
-                raise
-            payloads = self.protocol.send_pickled(kind, id, dumps_object(body))
-        await self.write(payloads)
-
-    async def send_pickled(self, kind: Kind, id: int, data: bytes) -> None:
-        """Send a message whose body is cloudpickle bytes already."""
-        self._check()
-        await self.write(self.protocol.send_pickled(kind, id, data))
-
     async def write(self, payloads: list[bytes]) -> None:
         """Write the chunks of one message back to back (in one go: chunks of two messages never interleave)."""
         self._check()
@@ -163,7 +135,7 @@ class DirectConnection:
             self._writer.writelines(pieces)
         except (OSError, RuntimeError) as exc:
             self._lose(f"sending failed: {exc}")
-            raise ConnectionLostError(f"direct RPC connection lost: {self.lost}") from exc
+            raise ConnectionLostError(f"{self.label} lost: {self.lost}") from exc
         if self._writer.transport.get_write_buffer_size() > HIGH_WATER:
             async with self._lock:
                 try:
@@ -172,9 +144,13 @@ class DirectConnection:
                     self._lose(f"sending failed: {exc}")
                 self._check()
 
-    def _check(self) -> None:
-        if self.lost is not None:
-            raise ConnectionLostError(f"direct RPC connection lost: {self.lost}")
+    def _send_quietly(self, payloads: list[bytes]) -> None:
+        # Whole messages are written in one go, so a pong may go out even behind a long transfer.
+        if self.lost is None:
+            try:
+                self._writer.writelines([piece for payload in payloads for piece in frame(payload)])
+            except (OSError, RuntimeError) as exc:
+                self._lose(f"sending failed: {exc}")
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Wait (at most ``timeout``) until everything sent has left the send buffer."""
@@ -186,26 +162,17 @@ class DirectConnection:
     def close(self, reason: str = "closed by this end") -> None:
         """Stop reading and the heartbeat, close the socket (aborted if it cannot flush in time); safe twice."""
         self._lose(reason)
-        self._on_event = _ignore
-        self._on_lost = _ignore
+        self._on_event = ignore
+        self._on_lost = ignore
         transport = self._writer.transport
         if not transport.is_closing():
             transport.close()
             # A peer that reads nothing must not keep our buffer (and the socket) forever.
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
-    def _lose(self, reason: str) -> None:
-        if self.lost is not None:
-            return
-        self.lost = reason
-        for task in (self._reading, self._heartbeat):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        # Dropped, not only cancelled: a cancelled task's traceback would hold this connection in a cycle.
-        self._reading = self._heartbeat = None
-        self.protocol.close()
-        logger.debug("direct rpc connection %s: open -> lost (%s)", self.peer, reason)
-        self._on_lost(reason)
+    def _stop_tasks(self) -> list[asyncio.Task | None]:
+        reading, self._reading = self._reading, None
+        return [reading, *super()._stop_tasks()]
 
     async def _read(self) -> None:
         limit = CHUNK_SIZE + 16  # a chunk's own header; anything larger is not ours
@@ -215,53 +182,13 @@ class DirectConnection:
                 if data is None:
                     self._lose("the direct connection closed")
                     return
-                self._last_heard = time.monotonic()
-                self._receive(data)
+                self._received(data)
                 if self.lost is not None:
                     return
         except DecodeError as exc:
             self._broken(str(exc))
         except (OSError, ssl.SSLError) as exc:
             self._lose(f"the direct connection broke: {exc}")
-
-    def _receive(self, data: bytes) -> None:
-        try:
-            events = self.protocol.receive_data(data)
-        except DecodeError as exc:
-            self._broken(str(exc))
-            return
-        for event in events:
-            if isinstance(event, Message) and event.kind is Kind.PING:
-                self._send_quietly(self.protocol.send(Kind.PONG, event.id, calls.ping_body(calls.parse_ping(event.body))))
-            elif isinstance(event, Message) and event.kind is Kind.PONG:
-                t = calls.parse_ping(event.body)
-                if t is not None:
-                    self.rtt = time.monotonic() - t
-            else:
-                self._on_event(event)
-
-    def _send_quietly(self, payloads: list[bytes]) -> None:
-        # Whole messages are written in one go, so a pong may go out even behind a long transfer.
-        if self.lost is None:
-            try:
-                self._writer.writelines([piece for payload in payloads for piece in frame(payload)])
-            except (OSError, RuntimeError) as exc:
-                self._lose(f"sending failed: {exc}")
-
-    def _broken(self, what: str) -> None:
-        logger.warning("direct rpc connection %s: the peer broke the protocol (%s); closing", self.peer, what)
-        self.close(f"the peer broke the protocol: {what}")
-
-    async def _beat(self) -> None:
-        seq = 0
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            silent = time.monotonic() - self._last_heard
-            if silent > self.heartbeat_timeout:
-                self._lose(f"no message from the peer for {silent:.1f} s (heartbeat_timeout={self.heartbeat_timeout:g} s)")
-                return
-            seq = (seq + 1) & 0xFFFFFFFF
-            self._send_quietly(self.protocol.send(Kind.PING, seq, calls.ping_body(time.monotonic())))
 
 
 def _twin(protocol: RPCProtocol) -> RPCProtocol:
