@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from remotemedia.signaling import messages
+
 __all__ = ["ExecutorRecord", "SessionRecord", "Registry"]
 
 
@@ -100,16 +102,8 @@ class ExecutorRecord:
         }
 
     def matches(self, requirements: dict) -> bool:
-        """Whether it satisfies a ``pair`` request's requirements."""
-        if requirements.get("gpu") and not self.gpu:
-            return False
-        if "service" in requirements and requirements["service"] not in self.services:
-            return False
-        if "model" in requirements and requirements["model"] not in self.models:
-            return False
-        if "executor" in requirements and requirements["executor"] != self.name:
-            return False
-        return True
+        """Whether it satisfies a ``pair`` request's requirements (:func:`remotemedia.signaling.messages.meets`)."""
+        return messages.meets(requirements, name=self.name, gpu=self.gpu, services=self.services, models=self.models)
 
 
 @dataclass(eq=False)

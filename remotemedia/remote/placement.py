@@ -111,16 +111,8 @@ def _lacks(needs: dict) -> str:
 
 
 def _meets(info: Any, needs: dict) -> bool:
-    # The same rules as pairing (signaling_server/registry.py ExecutorRecord.matches).
-    if needs.get("gpu") and not info.gpu:
-        return False
-    if "service" in needs and needs["service"] not in info.services:
-        return False
-    if "model" in needs and needs["model"] not in info.models:
-        return False
-    if "executor" in needs and needs["executor"] != info.name:
-        return False
-    return True
+    # The rule pairing applies (remotemedia.signaling.messages.meets).
+    return messages.meets(needs, name=info.name, gpu=info.gpu, services=info.services, models=info.models)
 
 
 def misconfigured(error: BaseException) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "EXECUTOR_INFO",
     "parse",
     "validate",
+    "meets",
     "dump",
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_SERVER_FULL",
@@ -261,6 +262,22 @@ REQUIREMENTS = _Object(
         "avoid": Field(_List(_NAME, 16), required=False),
     }
 )
+
+def meets(requirements: dict, *, name: str, gpu: bool, services, models) -> bool:
+    """
+    Whether an executor (its ``name``, whether it has a GPU, its services and
+    models) satisfies a ``pair`` request's :data:`REQUIREMENTS`: the rule
+    pairing applies, and the one a client's placement predicts it with.
+    ``avoid`` is a preference, not a requirement, and is not looked at here.
+    """
+    if requirements.get("gpu") and not gpu:
+        return False
+    if "service" in requirements and requirements["service"] not in services:
+        return False
+    if "model" in requirements and requirements["model"] not in models:
+        return False
+    return "executor" not in requirements or requirements["executor"] == name
+
 
 # What a browser's RTCIceCandidate.toJSON() gives; null means "end of candidates".
 CANDIDATE = _Nullable(
