@@ -39,8 +39,7 @@ it measures:
   models and services. The breakdown: the VAD's wait (its hangover, measured
   in the input, plus ``silence_ms``, or ``pause_ms`` and Whisper's time when
   longer: Whisper starts at the first pause; on a turn that ended on a
-  finished sentence, ``pause_ms`` and Whisper's time, ``--end-on-silence``
-  to turn that off), Whisper's time on the utterance and
+  finished sentence (``--end-on-sentence``), ``pause_ms`` and Whisper's time), Whisper's time on the utterance and
   the TTS's time to its first sentence (both measured on the executor, which
   tells them in its marks), and transport, which is what remains of each
   half (uplink: end of speech to transcript here; downlink: transcript here
@@ -240,7 +239,7 @@ async def pipeline_figures(config: RemoteExecutorConfig, frames: list[AudioFrame
 
 
 async def loop_figures(config: RemoteExecutorConfig, source: str, silence_ms: int, folder: str,
-                       early_clause: bool = True, end_on_sentence: bool = True) -> dict[str, Any]:
+                       early_clause: bool = True, end_on_sentence: bool = False) -> dict[str, Any]:
     """One run of the voice loop; its turns, and the VAD's hangover at each end of speech."""
     run = await voice_loop.run_loop(source, f"{folder}/replies.wav", config, silence_ms=silence_ms, quiet=True,
                                     early_clause=early_clause, end_on_sentence=end_on_sentence)
@@ -296,7 +295,7 @@ async def measure(args: argparse.Namespace, port: int) -> Report:
         proxy = await proxy_figures(config, speech, texts, args.rounds)
         pipes = await pipeline_figures(config, frames, texts, 1)
         loops = [await loop_figures(config, conversation, args.silence_ms, folder, not args.whole_sentence,
-                                    not args.end_on_silence)
+                                    args.end_on_sentence)
                  for _ in range(args.loops)]
         barges = await barge_figures(config, args.barge_ins, args.silence_ms, folder) if args.barge_ins else []
 
@@ -435,8 +434,9 @@ def main() -> None:
                         help="calls of each question for the RTFs (default: %(default)s)")
     parser.add_argument("--turns", type=int, default=6, help="questions in the voice loop (default: %(default)s)")
     parser.add_argument("--loops", type=int, default=1, help="runs of the voice loop (default: %(default)s)")
-    parser.add_argument("--end-on-silence", action="store_true",
-                        help="a turn ends only on the VAD's silence_ms (no end on a finished sentence)")
+    parser.add_argument("--end-on-sentence", action="store_true",
+                        help="a turn may end at the VAD's pause on a finished sentence (WhisperNode(end_on_sentence=True); "
+                        "faster, but Whisper ends any clip with a full stop, so it can cut a speaker at a comma)")
     parser.add_argument("--whole-sentence", action="store_true",
                         help="the TTS speaks a reply's first sentence whole (no early clause)")
     parser.add_argument("--barge-ins", type=int, default=3, choices=range(4),

@@ -527,7 +527,7 @@ class TimedWhisper(WhisperNode):
     A WhisperNode that yields, before each transcript, a mark ``{"asr_s": s,
     "ended": how}``: the seconds it took, and whether its utterance ended on
     the VAD's ``silence_ms`` or at a pause, on a finished sentence
-    (``end_on_sentence``, which the loop turns on).
+    (``end_on_sentence``: off by default, see :class:`~remotemedia.nodes.whisper.WhisperNode`).
     """
 
     def transcribe(self, samples: np.ndarray, start: float = 0.0) -> Transcript | None:
@@ -573,7 +573,7 @@ class SpokenReplies(Node):
 
 def build(source: str, output: str, remote: RemoteExecutorConfig, conversation: Conversation, *,
           silence_ms: int = 300, tail_s: float = 1.0, ultravox: str | None = None,
-          early_clause: bool = True, end_on_sentence: bool = True) -> Pipeline:
+          early_clause: bool = True, end_on_sentence: bool = False) -> Pipeline:
     """The voice loop's pipeline (see the module docstring)."""
     vad = VADNode(silence_ms=silence_ms)
     if ultravox is None:
@@ -622,7 +622,7 @@ class LoopRun:
 async def run_loop(source: str, output: str, remote: RemoteExecutorConfig, *, silence_ms: int = 300,
                    tail_s: float = 1.0, ultravox: str | None = None, quiet: bool = False,
                    barge_in: BargeInPolicy | None = None, early_clause: bool = True,
-                   end_on_sentence: bool = True) -> LoopRun:
+                   end_on_sentence: bool = False) -> LoopRun:
     """Run the voice loop on the WAV ``source``, writing the spoken replies to ``output``; ``barge_in``: see the module docstring."""
     conversation = Conversation(await speech_ends(source, silence_ms), quiet=quiet, barge_in=barge_in)
     pipeline = build(source, output, remote, conversation, silence_ms=silence_ms, tail_s=tail_s, ultravox=ultravox,

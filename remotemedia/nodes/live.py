@@ -114,8 +114,9 @@ class LiveDemoNode:
             from .tts import TTSNode
             from .whisper import WhisperNode
 
-            # A turn ends on a finished sentence, not only after the VAD's silence_ms (talk-back answers sooner).
-            self.whisper = whisper if whisper is not None else WhisperNode(end_on_sentence=True)
+            # A turn ends on the VAD's silence_ms: ending it on a "finished sentence" cut speakers at their
+            # commas (Whisper ends any clip with a full stop), see WhisperNode's end_on_sentence.
+            self.whisper = whisper if whisper is not None else WhisperNode()
             self.tts = tts if tts is not None else TTSNode(deterministic=True)
         else:
             self.whisper = self.tts = None

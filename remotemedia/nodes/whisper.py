@@ -99,14 +99,15 @@ class WhisperNode(Node):
     speech resumes, that transcription is thrown away, and the utterance is
     transcribed again at its end: on a CPU, a wasted call now and then.
 
-    **End of turn.** With ``end_on_sentence=True`` (what a voice loop
-    wants), a speculative transcript that ends a sentence (``.``, ``?``,
+    **End of turn.** With ``end_on_sentence=True`` (off by default), a speculative transcript that ends a sentence (``.``, ``?``,
     ``!``: Whisper punctuates what sounds finished) is yielded as soon as it
     is ready, without waiting for ``silence_ms`` to confirm the end: the
     turn ends on what was said, not on a fixed wait. Measured in the voice
     loop: about 90 ms sooner per turn. Speech that goes on after it is a new
     utterance (its own transcript); one that is not a full sentence ("and
-    then,") still waits for the confirmed end.
+    then,") still waits for the confirmed end. The catch, and why it is off
+    by default: Whisper ends almost any clip with a full stop, so a
+    speaker's pause at a comma can end the turn and split the sentence.
 
     Live audio is full of sounds the VAD takes for speech (a beep, a click,
     a fan): utterances shorter than ``min_utterance_ms`` (400 ms, the padding
